@@ -1,0 +1,43 @@
+# hrsam-bench tasks. `make help` lists them. Every task creates .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+# Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_PIP_ARGS ?=
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test test-all lint format bench bench-attention
+
+help: ## list the tasks
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first: the project's torch>=2.6 then installs nothing more (no CUDA wheels)
+	$(PY) -m pip install -q torch==$(TORCH_VERSION) $(TORCH_PIP_ARGS)
+	$(PY) -m pip install -q -e '.[test,dev]'
+	touch $@
+
+setup: $(VENV)/.installed ## create .venv: torch $(TORCH_VERSION) first, then the project with test and dev extras
+
+demo: setup ## the main job on the embedded default (today: the attention benchmark at a quick size)
+	$(PY) -m benchmarks.attention --grids 64 --quick --out benchmarks/results/demo
+
+test: setup ## run the test suite (CPU; gpu tests skip with their reason)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: setup ## ruff lint and format check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: setup ## ruff format and autofix
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+bench: bench-attention ## all benchmarks, recorded under benchmarks/results/
+
+bench-attention: setup ## attention pattern x kernel x grid table (benchmarks/results/cpu/attention.*)
+	$(PY) -m benchmarks.attention

@@ -1,0 +1,290 @@
+"""Attention kernels: one call, one ``support()`` that says why a kernel cannot run.
+
+Every kernel offers two calls:
+
+* ``attend(q, k, v, scale, bias)``: dense attention over equal-length blocks,
+  q (..., H, Lq, D), k and v (..., H, Lk, D), optional additive ``bias`` broadcastable to
+  (..., H, Lq, Lk). Windows and batch live in the leading dims.
+* ``attend_windows(q, k, v, plan, scale)``: KV-only padding (spec A.8): queries are the real tokens
+  only, q (B, L, H, D) in raster order; keys/values are every slot of every window,
+  k and v (B, nW, H, S, D). Returns (B, L, H, D) in raster order. The default groups windows by
+  query count and runs ``attend`` once per group; varlen kernels (xformers, flash, flex) pack.
+
+``math`` is the reference (explicit softmax, as the original Swin and SAM code compute it).
+xformers and flash-attn are imported lazily; they are CUDA-only and say so.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import logging
+import os
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from hrsam.attention.windows import WindowPlan
+from hrsam.registry import Registry
+
+log = logging.getLogger(__name__)
+
+KERNELS: Registry[type[Kernel]] = Registry("kernel")
+register_kernel = KERNELS.register
+
+_FLOATS = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _flat(t: Tensor) -> Tensor:
+    """(..., H, L, D) -> (N, H, L, D)."""
+    return t.reshape(-1, *t.shape[-3:])
+
+
+def _flat_bias(bias: Tensor, q: Tensor, k: Tensor) -> Tensor:
+    """Broadcasts an additive bias to (..., H|1, Lq, Lk) and flattens the leading dims."""
+    heads = bias.shape[-3] if bias.dim() >= 3 else 1
+    shape = (*q.shape[:-3], heads, q.shape[-2], k.shape[-2])
+    return bias.broadcast_to(shape).reshape(-1, *shape[-3:])
+
+
+class Kernel:
+    """Base class: subclasses implement ``attend`` and may override ``attend_windows``."""
+
+    name: str = ""
+    supports_bias: bool = True
+
+    def support(
+        self, device: torch.device | str, dtype: torch.dtype, backward: bool = False
+    ) -> list[str]:
+        """Reasons this kernel cannot run on ``device`` in ``dtype``; empty when it can."""
+        return [] if dtype in _FLOATS else [f"dtype {dtype} is not a float type"]
+
+    def attend(
+        self, q: Tensor, k: Tensor, v: Tensor, scale: float, bias: Tensor | None = None
+    ) -> Tensor:
+        raise NotImplementedError
+
+    def attend_windows(
+        self, q: Tensor, k: Tensor, v: Tensor, plan: WindowPlan, scale: float
+    ) -> Tensor:
+        b, _, h, d = q.shape
+        outs = []
+        for tokens, wins in plan.groups:
+            n, length = tokens.shape
+            qg = q[:, tokens.flatten()].view(b, n, length, h, d).transpose(2, 3)
+            og = self.attend(qg, k[:, wins], v[:, wins], scale)  # (B, n, H, l, D)
+            outs.append(og.transpose(2, 3).reshape(b, n * length, h, d))
+        return torch.cat(outs, 1)[:, plan.group_inverse]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+@register_kernel("math")
+class MathKernel(Kernel):
+    """Explicit ``softmax(q k^T * scale + bias) v`` in the input dtype: the reference."""
+
+    def attend(self, q, k, v, scale, bias=None):
+        attn = (q * scale) @ k.transpose(-2, -1)
+        if bias is not None:
+            attn = attn + bias.to(attn.dtype)
+        return attn.softmax(-1) @ v
+
+
+@register_kernel("sdpa")
+class SdpaKernel(Kernel):
+    """PyTorch ``scaled_dot_product_attention`` (CPU flash kernel, or flash/efficient/cuDNN)."""
+
+    def attend(self, q, k, v, scale, bias=None):
+        lead = q.shape[:-3]
+        mask = None if bias is None else _flat_bias(bias.to(q.dtype), q, k)
+        out = F.scaled_dot_product_attention(
+            _flat(q), _flat(k), _flat(v), attn_mask=mask, scale=scale
+        )
+        return out.view(*lead, *out.shape[1:])
+
+
+def _flex_module():
+    return importlib.import_module("torch.nn.attention.flex_attention")
+
+
+def _eager_flex(*args, **kwargs):
+    # Eager FlexAttention warns that it materializes the scores; that is the point of eager mode.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return _flex_module().flex_attention(*args, **kwargs)
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_flex():
+    return torch.compile(_flex_module().flex_attention, dynamic=False)
+
+
+@register_kernel("flex")
+class FlexKernel(Kernel):
+    """FlexAttention: windows as the batch, Swin's mask as a ``score_mod``, KV-only padding as a
+    block-diagonal ``block_mask`` over packed windows.
+
+    Compiled by default (eager FlexAttention materializes the full score matrix). Set
+    ``HRSAM_FLEX_COMPILE=0`` to run eager, which is only sensible for small inputs (tests).
+    """
+
+    def support(self, device, dtype, backward=False):
+        reasons = super().support(device, dtype, backward)
+        if importlib.util.find_spec("torch.nn.attention.flex_attention") is None:
+            reasons.append(f"torch {torch.__version__} has no FlexAttention")
+            return reasons
+        dev = torch.device(device).type
+        if dev == "cpu" and backward:
+            reasons.append("FlexAttention has no backward on CPU (forward only)")
+        if dev not in ("cpu", "cuda"):
+            reasons.append(f"FlexAttention does not run on {dev}")
+        return reasons
+
+    @staticmethod
+    def _fn():
+        if os.environ.get("HRSAM_FLEX_COMPILE", "1") == "0":
+            return _eager_flex
+        return _compiled_flex()
+
+    def attend(self, q, k, v, scale, bias=None):
+        lead = q.shape[:-3]
+        score_mod = None
+        if bias is not None:
+            flat_bias = _flat_bias(bias.to(q.dtype), q, k)
+            per_head = flat_bias.shape[1] > 1
+
+            def score_mod(score, b, h, qi, ki):
+                return score + flat_bias[b, h if per_head else 0, qi, ki]
+
+        out = self._fn()(_flat(q), _flat(k), _flat(v), score_mod=score_mod, scale=scale)
+        return out.view(*lead, *out.shape[1:])
+
+    def attend_windows(self, q, k, v, plan, scale):
+        b, _, h, d = q.shape
+        s = k.shape[-2]
+        qp = q[:, plan.q_tokens].transpose(1, 2)  # (B, H, L, D) window order
+        kp = k.transpose(2, 3).reshape(b, -1, h, d).transpose(1, 2)  # (B, H, nW * S, D)
+        vp = v.transpose(2, 3).reshape(b, -1, h, d).transpose(1, 2)
+        out = self._fn()(qp, kp, vp, block_mask=_doc_block_mask(plan, s), scale=scale)
+        return out.transpose(1, 2)[:, plan.inverse]
+
+
+@functools.lru_cache(maxsize=32)
+def _doc_block_mask(plan: WindowPlan, s: int):
+    """Block-diagonal mask: packed query i attends the S slots of its own window."""
+    flex = _flex_module()
+    device = plan.q_lengths.device
+    q_win = torch.repeat_interleave(torch.arange(plan.num_windows, device=device), plan.q_lengths)
+    kv_win = torch.arange(plan.num_windows, device=device).repeat_interleave(s)
+
+    def same_window(b, h, qi, ki):
+        return q_win[qi] == kv_win[ki]
+
+    return flex.create_block_mask(
+        same_window, None, None, plan.num_tokens, plan.num_windows * s, device=device
+    )
+
+
+def _cuda_reasons(device, name: str) -> list[str]:
+    if torch.device(device).type != "cuda":
+        return [f"{name} runs on CUDA only (device is {torch.device(device).type})"]
+    if not torch.cuda.is_available():
+        return ["CUDA is not available on this machine"]
+    return []
+
+
+@register_kernel("xformers")
+class XformersKernel(Kernel):
+    """xformers ``memory_efficient_attention``; KV-only padding via ``BlockDiagonalMask``
+    (the kernel the official HRSAM code uses, spec A.7)."""
+
+    def support(self, device, dtype, backward=False):
+        reasons = super().support(device, dtype, backward) + _cuda_reasons(device, "xformers")
+        if importlib.util.find_spec("xformers") is None:
+            reasons.append("xformers is not installed (pip install -r requirements-gpu.txt)")
+        return reasons
+
+    @staticmethod
+    def _ops():
+        return importlib.import_module("xformers.ops")
+
+    def attend(self, q, k, v, scale, bias=None):
+        lead = q.shape[:-3]
+        # xformers layout is (B, M, H, K)
+        qx, kx, vx = (_flat(t).transpose(1, 2) for t in (q, k, v))
+        attn_bias = None
+        if bias is not None:
+            heads = q.shape[-3]
+            attn_bias = _flat_bias(bias.to(q.dtype), q, k).expand(-1, heads, -1, -1)
+        out = self._ops().memory_efficient_attention(qx, kx, vx, attn_bias=attn_bias, scale=scale)
+        out = out.transpose(1, 2)
+        return out.reshape(*lead, *out.shape[1:])
+
+    def attend_windows(self, q, k, v, plan, scale):
+        b, length, h, d = q.shape
+        s = k.shape[-2]
+        fmha = importlib.import_module("xformers.ops.fmha")
+        q_lens = plan.q_lengths.tolist() * b
+        mask = fmha.attn_bias.BlockDiagonalMask.from_seqlens(
+            q_seqlen=q_lens, kv_seqlen=[s] * len(q_lens)
+        )
+        qp = q[:, plan.q_tokens].reshape(1, b * length, h, d)
+        kp = k.transpose(2, 3).reshape(1, -1, h, d)
+        vp = v.transpose(2, 3).reshape(1, -1, h, d)
+        out = self._ops().memory_efficient_attention(qp, kp, vp, attn_bias=mask, scale=scale)
+        return out.view(b, length, h, d)[:, plan.inverse]
+
+
+@register_kernel("flash")
+class FlashKernel(Kernel):
+    """flash-attn 2 (``flash_attn_func`` / ``flash_attn_varlen_func``); fp16/bf16, no bias."""
+
+    supports_bias = False
+
+    def support(self, device, dtype, backward=False):
+        reasons = super().support(device, dtype, backward) + _cuda_reasons(device, "flash-attn")
+        if dtype not in (torch.float16, torch.bfloat16):
+            reasons.append(f"flash-attn needs float16 or bfloat16, not {dtype}")
+        if importlib.util.find_spec("flash_attn") is None:
+            reasons.append("flash-attn is not installed (pip install -r requirements-gpu.txt)")
+        return reasons
+
+    @staticmethod
+    def _fa():
+        return importlib.import_module("flash_attn")
+
+    def attend(self, q, k, v, scale, bias=None):
+        if bias is not None:
+            raise ValueError("the flash kernel cannot apply an additive bias (Swin's mask)")
+        lead = q.shape[:-3]
+        qf, kf, vf = (_flat(t).transpose(1, 2) for t in (q, k, v))  # (N, L, H, D)
+        out = self._fa().flash_attn_func(qf, kf, vf, softmax_scale=scale).transpose(1, 2)
+        return out.reshape(*lead, *out.shape[1:])
+
+    def attend_windows(self, q, k, v, plan, scale):
+        b, length, h, d = q.shape
+        s = k.shape[-2]
+        q_lens = plan.q_lengths.repeat(b)
+        cu_q = F.pad(torch.cumsum(q_lens, 0, dtype=torch.int32), (1, 0))
+        cu_k = torch.arange(0, (len(q_lens) + 1) * s, s, dtype=torch.int32, device=q.device)
+        qp = q[:, plan.q_tokens].reshape(b * length, h, d)
+        kp = k.transpose(2, 3).reshape(-1, h, d)
+        vp = v.transpose(2, 3).reshape(-1, h, d)
+        out = self._fa().flash_attn_varlen_func(
+            qp, kp, vp, cu_q, cu_k, int(q_lens.max()), s, softmax_scale=scale
+        )
+        return out.view(b, length, h, d)[:, plan.inverse]
+
+
+def list_kernels(pattern: str = "*") -> list[str]:
+    """Registered kernel names."""
+    return KERNELS.names(pattern)
+
+
+def get_kernel(name: str) -> Kernel:
+    """A kernel instance by name; an unknown name lists the valid ones."""
+    return KERNELS.get(name)()

@@ -1,0 +1,73 @@
+"""2-D rotary position embedding on q and k (HRSAM spec A.4).
+
+Half of the head dimension encodes the row, half the column. Frequencies
+``f_k = base ** (-2k / (head_dim / 2))`` for ``k < head_dim / 4``, each repeated twice
+(interleaved), positions scaled by 0.5 (``pos = 0.5 * grid index``). Pairs of adjacent channels
+rotate with the official sign convention::
+
+    x'[2m]   = x[2m]   * cos + x[2m+1] * sin
+    x'[2m+1] = x[2m+1] * cos - x[2m]   * sin
+
+which is the opposite sign of EVA-02's; it matters when loading official weights.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class Rope2d:
+    """Rotary tables and rotation for one head dimension.
+
+    Args:
+        head_dim: channels per head; must be divisible by 4.
+        base: frequency base.
+        pos_scale: multiplies the integer grid index (0.5 in HRSAM).
+    """
+
+    def __init__(self, head_dim: int, base: float = 10000.0, pos_scale: float = 0.5) -> None:
+        if head_dim % 4:
+            raise ValueError(f"RoPE needs head_dim divisible by 4, got head_dim={head_dim}")
+        self.head_dim = head_dim
+        self.base = base
+        self.pos_scale = pos_scale
+
+    def freqs(self) -> Tensor:
+        """(head_dim // 4,) frequencies of one axis."""
+        axis = self.head_dim // 2
+        return self.base ** (-torch.arange(0, axis, 2, dtype=torch.float64) / axis)
+
+    def tables(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """cos and sin tables (N, 1, head_dim) for (N, 2) (row, col) positions."""
+        return _tables(positions, self.head_dim, self.base, self.pos_scale, dtype)
+
+    @staticmethod
+    def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        """Rotates ``x`` (..., N, H, D) by tables (N, 1, D)."""
+        pairs = x.unflatten(-1, (-1, 2))
+        swapped = torch.stack([pairs[..., 1], -pairs[..., 0]], -1).flatten(-2)
+        return x * cos + swapped * sin
+
+
+# Keyed by the positions tensor's identity: plans are cached, so their tensors are long-lived;
+# the entry keeps the tensor alive so its id cannot be reused while it is cached.
+_CACHE: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
+_CACHE_SIZE = 256
+
+
+def _tables(positions: Tensor, head_dim: int, base: float, pos_scale: float, dtype: torch.dtype):
+    key = (id(positions), head_dim, base, pos_scale, dtype)
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] is positions:
+        return hit[1], hit[2]
+    axis = head_dim // 2
+    freqs = base ** (-torch.arange(0, axis, 2, dtype=torch.float64, device=positions.device) / axis)
+    pos = positions.double() * pos_scale
+    ang = torch.cat([pos[:, :1] * freqs, pos[:, 1:] * freqs], -1).repeat_interleave(2, -1)
+    ang = ang.unsqueeze(1)
+    cos, sin = ang.cos().to(dtype), ang.sin().to(dtype)
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[key] = (positions, cos, sin)
+    return cos, sin

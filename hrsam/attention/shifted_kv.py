@@ -1,0 +1,28 @@
+"""``shifted_kv``: HRSAM v2 "Flash Swin" with KV-only padding (spec A.8).
+
+The same padded window partition as ``shifted_pad``, but only real tokens are queries: each window
+has a variable number of queries and exactly Ws^2 keys/values (pad slots hold the learnable pad
+token). Real-token outputs equal ``shifted_pad``'s; pad-query compute is skipped.
+"""
+
+from __future__ import annotations
+
+from hrsam.attention.base import Pattern, register_attention
+from hrsam.attention.windows import window_plan
+
+
+@register_attention("shifted_kv")
+class ShiftedKVAttention(Pattern):
+    """Padded windows with queries on real tokens only; plain windows when not ``shifted``."""
+
+    def attend(self, qkv, grids, kernel, rope, scale):
+        b, lp1, _, h, d = qkv.shape
+        plan = window_plan(grids, self.window_size, self.shifted, qkv.device)
+        s = self.window_size**2
+        q = qkv[:, : lp1 - 1, 0]  # (B, L, H, D) raster order
+        k, v = qkv[:, plan.slots, 1:].unbind(2)  # (B, nW * S, H, D)
+        if rope is not None:
+            q = rope.rotate(q, *rope.tables(plan.token_positions, qkv.dtype))
+            k = rope.rotate(k, *rope.tables(plan.slot_positions, qkv.dtype))
+        k, v = (t.view(b, plan.num_windows, s, h, d).transpose(2, 3) for t in (k, v))
+        return kernel.attend_windows(q, k, v, plan, scale)

@@ -1,0 +1,194 @@
+"""Window index plans for plain and shifted windows with padding (HRSAM spec A.6, A.8).
+
+A token sequence is one or more raster-ordered grids concatenated (HRSAM++ scales). Each grid is
+padded to whole windows: plain windows pad bottom/right; shifted windows first pad ``Ws // 2``
+rows and columns top/left, then round bottom/right up to a multiple of ``Ws``. Windows never mix
+scales. Pad slots point at index ``num_tokens``: the row that holds the learnable pad token.
+
+A scale is shifted only if its grid is larger than one window (``H > Ws or W > Ws``, the v2 rule
+of spec A.8): a grid that fits in one window has nothing to shift.
+
+Positions are in padded-grid coordinates and restart at 0 for each scale (spec A.4).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+Grid = tuple[int, int]
+
+
+def check_grids(grids: Sequence[Sequence[int]], num_tokens: int | None = None) -> tuple[Grid, ...]:
+    """Validates token grids and, if given, that they hold exactly ``num_tokens`` tokens."""
+    out = tuple((int(h), int(w)) for h, w in grids)
+    if not out:
+        raise ValueError("grids must name at least one (H, W) token grid")
+    for h, w in out:
+        if h < 1 or w < 1:
+            raise ValueError(f"token grid {h}x{w} must have H >= 1 and W >= 1")
+    total = sum(h * w for h, w in out)
+    if num_tokens is not None and total != num_tokens:
+        shown = " + ".join(f"{h}x{w}" for h, w in out)
+        raise ValueError(
+            f"token count {num_tokens} does not match the grids {shown} = {total} tokens"
+        )
+    return out
+
+
+def check_window_size(window_size: int) -> int:
+    if not isinstance(window_size, int) or window_size < 1:
+        raise ValueError(f"window_size={window_size!r} must be an integer >= 1")
+    return window_size
+
+
+def shift_applies(grid: Grid, window_size: int) -> bool:
+    """Whether a shifted block shifts this grid (only grids larger than one window)."""
+    h, w = grid
+    return h > window_size or w > window_size
+
+
+def padded_shape(grid: Grid, window_size: int, shifted: bool) -> tuple[int, int, int]:
+    """(top/left pad, padded H, padded W) of one grid."""
+    h, w = grid
+    pad = window_size // 2 if shifted and shift_applies(grid, window_size) else 0
+    ph = math.ceil((pad + h) / window_size) * window_size
+    pw = math.ceil((pad + w) / window_size) * window_size
+    return pad, ph, pw
+
+
+@dataclass(frozen=True, eq=False)
+class WindowPlan:
+    """Index plan of one window partition of a (multi-scale) token sequence, per batch item.
+
+    ``S = window_size ** 2`` slots per window; ``n = num_windows * S`` slots in all.
+
+    Attributes:
+        grids, window_size, shifted: what the plan was built for.
+        num_tokens: real tokens ``L`` (sum of H * W over scales).
+        num_windows: windows over all scales.
+        windows_per_scale: window count of each scale.
+        slots: (n,) index into ``[tokens; pad]`` of every slot, window-major; pad slots = L.
+        slot_positions: (n, 2) padded-grid (row, col) of every slot.
+        token_positions: (L, 2) padded-grid (row, col) of every real token, raster order.
+        token_slot: (L,) slot of every real token (gathers slot outputs back to raster order).
+        q_tokens: (L,) real tokens in window order (the packed queries of KV-only padding).
+        q_lengths: (num_windows,) real tokens per window (never 0).
+        inverse: (L,) position of each raster token in ``q_tokens``.
+        group_inverse: (L,) position of each raster token in the groups' concatenated tokens.
+        groups: windows grouped by query length: ``(tokens (n_l, l), windows (n_l,))`` pairs,
+            so a dense kernel can run each group as one batch.
+    """
+
+    grids: tuple[Grid, ...]
+    window_size: int
+    shifted: bool
+    num_tokens: int
+    num_windows: int
+    windows_per_scale: tuple[int, ...]
+    slots: Tensor
+    slot_positions: Tensor
+    token_positions: Tensor
+    token_slot: Tensor
+    q_tokens: Tensor
+    q_lengths: Tensor
+    inverse: Tensor
+    group_inverse: Tensor
+    groups: tuple[tuple[Tensor, Tensor], ...]
+
+    @property
+    def num_slots(self) -> int:
+        return self.num_windows * self.window_size**2
+
+
+def _to_window_major(t: Tensor, ws: int) -> Tensor:
+    """(PH, PW, ...) -> (PH * PW, ...) with windows in raster order, raster order inside."""
+    ph, pw = t.shape[:2]
+    rest = t.shape[2:]
+    t = t.reshape(ph // ws, ws, pw // ws, ws, *rest).transpose(1, 2)
+    return t.reshape(ph * pw, *rest)
+
+
+@functools.lru_cache(maxsize=128)
+def _window_plan(grids: tuple[Grid, ...], ws: int, shifted: bool, device: str) -> WindowPlan:
+    num_tokens = sum(h * w for h, w in grids)
+    slots, positions, per_scale = [], [], []
+    offset = 0
+    for grid in grids:
+        h, w = grid
+        pad, ph, pw = padded_shape(grid, ws, shifted)
+        index = torch.full((ph, pw), num_tokens, dtype=torch.long)
+        index[pad : pad + h, pad : pad + w] = torch.arange(h * w).view(h, w) + offset
+        rows, cols = torch.meshgrid(torch.arange(ph), torch.arange(pw), indexing="ij")
+        pos = torch.stack([rows, cols], -1).float()
+        slots.append(_to_window_major(index, ws))
+        positions.append(_to_window_major(pos, ws))
+        per_scale.append((ph // ws) * (pw // ws))
+        offset += h * w
+    slots_t = torch.cat(slots)
+    slot_pos = torch.cat(positions)
+    n_win = sum(per_scale)
+    real = slots_t < num_tokens
+    real_slots = real.nonzero().squeeze(1)
+    q_tokens = slots_t[real_slots]
+    token_slot = torch.empty(num_tokens, dtype=torch.long)
+    token_slot[q_tokens] = real_slots
+    inverse = torch.empty(num_tokens, dtype=torch.long)
+    inverse[q_tokens] = torch.arange(num_tokens)
+    q_lengths = real.view(n_win, ws * ws).sum(1)
+    starts = torch.cumsum(q_lengths, 0) - q_lengths
+    groups = []
+    for length in sorted(set(q_lengths.tolist()), reverse=True):
+        wins = (q_lengths == length).nonzero().squeeze(1)
+        tok = q_tokens[starts[wins, None] + torch.arange(length)]
+        groups.append((tok.to(device), wins.to(device)))
+    group_inverse = torch.empty(num_tokens, dtype=torch.long)
+    group_inverse[torch.cat([tok.flatten() for tok, _ in groups])] = torch.arange(num_tokens)
+    return WindowPlan(
+        grids=grids,
+        window_size=ws,
+        shifted=shifted,
+        num_tokens=num_tokens,
+        num_windows=n_win,
+        windows_per_scale=tuple(per_scale),
+        slots=slots_t.to(device),
+        slot_positions=slot_pos.to(device),
+        token_positions=slot_pos[token_slot].to(device),
+        token_slot=token_slot.to(device),
+        q_tokens=q_tokens.to(device),
+        q_lengths=q_lengths.to(device),
+        inverse=inverse.to(device),
+        group_inverse=group_inverse.to(device),
+        groups=tuple(groups),
+    )
+
+
+def window_plan(
+    grids: Sequence[Sequence[int]],
+    window_size: int,
+    shifted: bool,
+    device: torch.device | str = "cpu",
+) -> WindowPlan:
+    """The (cached) window plan of ``grids`` for plain (``shifted=False``) or shifted windows."""
+    return _window_plan(
+        check_grids(grids), check_window_size(window_size), bool(shifted), str(torch.device(device))
+    )
+
+
+def grid_positions(grids: Sequence[Sequence[int]], device: torch.device | str = "cpu") -> Tensor:
+    """(L, 2) unpadded (row, col) of every token, restarting at 0 per scale (cached)."""
+    return _grid_positions(check_grids(grids), str(torch.device(device)))
+
+
+@functools.lru_cache(maxsize=64)
+def _grid_positions(grids: tuple[Grid, ...], device: str) -> Tensor:
+    out = []
+    for h, w in grids:
+        rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        out.append(torch.stack([rows, cols], -1).reshape(-1, 2))
+    return torch.cat(out).float().to(device)
