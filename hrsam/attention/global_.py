@@ -17,8 +17,8 @@ class GlobalAttention(Pattern):
         length = sum(h * w for h, w in grids)
         q, k, v = qkv[:, :length].unbind(2)  # (B, L, H, D)
         if rope is not None:
-            cos, sin = rope.tables(grid_positions(grids, qkv.device), qkv.dtype)
-            q, k = rope.rotate(q, cos, sin), rope.rotate(k, cos, sin)
+            pos = grid_positions(grids, qkv.device)
+            q, k = rope(q, pos), rope(k, pos)
         outs, start = [], 0
         for h, w in grids:
             sl = slice(start, start + h * w)

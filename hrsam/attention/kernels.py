@@ -174,18 +174,33 @@ class FlexKernel(Kernel):
 
 
 @functools.lru_cache(maxsize=32)
-def _doc_block_mask(plan: WindowPlan, s: int):
-    """Block-diagonal mask: packed query i attends the S slots of its own window."""
+def _doc_block_mask(plan: WindowPlan, s: int, block: int = 128):
+    """Block-diagonal mask: packed query i attends the S slots of its own window.
+
+    Built from block indices (which 128 x 128 tiles can hold a same-window pair) so nothing of
+    size queries x keys is ever materialized; ``mask_mod`` refines the partial tiles.
+    """
     flex = _flex_module()
     device = plan.q_lengths.device
+    n_q, n_kv = plan.num_tokens, plan.num_windows * s
     q_win = torch.repeat_interleave(torch.arange(plan.num_windows, device=device), plan.q_lengths)
     kv_win = torch.arange(plan.num_windows, device=device).repeat_interleave(s)
 
     def same_window(b, h, qi, ki):
         return q_win[qi] == kv_win[ki]
 
-    return flex.create_block_mask(
-        same_window, None, None, plan.num_tokens, plan.num_windows * s, device=device
+    nqb, nkb = -(-n_q // block), -(-n_kv // block)
+    padded = torch.cat([q_win, q_win[-1:].expand(nqb * block - n_q)]).view(nqb, block)
+    q_lo, q_hi = padded.min(1).values, padded.max(1).values
+    starts = torch.arange(nkb, device=device) * block
+    k_lo = starts // s
+    k_hi = ((starts + block - 1) // s).clamp_max(plan.num_windows - 1)
+    touch = (k_lo[None] <= q_hi[:, None]) & (k_hi[None] >= q_lo[:, None])  # (nqb, nkb)
+    counts = touch.sum(1).to(torch.int32)
+    order = torch.argsort((~touch).to(torch.int8), dim=1, stable=True).to(torch.int32)
+    return flex.BlockMask.from_kv_blocks(
+        counts[None, None], order[None, None], BLOCK_SIZE=block, mask_mod=same_window,
+        seq_lengths=(n_q, n_kv),
     )
 
 

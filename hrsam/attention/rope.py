@@ -38,36 +38,41 @@ class Rope2d:
         axis = self.head_dim // 2
         return self.base ** (-torch.arange(0, axis, 2, dtype=torch.float64) / axis)
 
-    def tables(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """cos and sin tables (N, 1, head_dim) for (N, 2) (row, col) positions."""
-        return _tables(positions, self.head_dim, self.base, self.pos_scale, dtype)
-
-    @staticmethod
-    def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        """Rotates ``x`` (..., N, H, D) by tables (N, 1, D)."""
-        pairs = x.unflatten(-1, (-1, 2))
-        swapped = torch.stack([pairs[..., 1], -pairs[..., 0]], -1).flatten(-2)
-        return x * cos + swapped * sin
+    def __call__(self, x: Tensor, positions: Tensor) -> Tensor:
+        """Rotates ``x`` (..., N, H, D) at (N, 2) (row, col) ``positions``."""
+        table = _table(positions, self.head_dim, self.base, self.pos_scale, x.dtype)
+        if table.is_complex():
+            # (x0 + i x1) * (cos - i sin) = (x0 cos + x1 sin) + i (x1 cos - x0 sin): one fused op.
+            out = torch.view_as_complex(x.unflatten(-1, (-1, 2))) * table
+            return torch.view_as_real(out).flatten(-2)
+        cos, sin = table.unbind(-1)
+        x0, x1 = x.unflatten(-1, (-1, 2)).unbind(-1)
+        return torch.stack([x0 * cos + x1 * sin, x1 * cos - x0 * sin], -1).flatten(-2)
 
 
 # Keyed by the positions tensor's identity: plans are cached, so their tensors are long-lived;
 # the entry keeps the tensor alive so its id cannot be reused while it is cached.
-_CACHE: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
+_CACHE: dict[tuple, tuple[Tensor, Tensor]] = {}
 _CACHE_SIZE = 256
 
 
-def _tables(positions: Tensor, head_dim: int, base: float, pos_scale: float, dtype: torch.dtype):
+def _table(positions: Tensor, head_dim: int, base: float, pos_scale: float, dtype: torch.dtype):
+    """(N, 1, head_dim // 2) complex ``cos - i sin`` for float32/64, else real (..., 2) pairs."""
     key = (id(positions), head_dim, base, pos_scale, dtype)
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is positions:
-        return hit[1], hit[2]
+        return hit[1]
     axis = head_dim // 2
     freqs = base ** (-torch.arange(0, axis, 2, dtype=torch.float64, device=positions.device) / axis)
     pos = positions.double() * pos_scale
-    ang = torch.cat([pos[:, :1] * freqs, pos[:, 1:] * freqs], -1).repeat_interleave(2, -1)
-    ang = ang.unsqueeze(1)
-    cos, sin = ang.cos().to(dtype), ang.sin().to(dtype)
+    ang = torch.cat([pos[:, :1] * freqs, pos[:, 1:] * freqs], -1).unsqueeze(1)  # (N, 1, D/2)
+    if dtype in (torch.float32, torch.float64):
+        table = torch.polar(torch.ones_like(ang), -ang).to(
+            torch.complex64 if dtype == torch.float32 else torch.complex128
+        )
+    else:
+        table = torch.stack([ang.cos(), ang.sin()], -1).to(dtype)
     if len(_CACHE) >= _CACHE_SIZE:
         _CACHE.pop(next(iter(_CACHE)))
-    _CACHE[key] = (positions, cos, sin)
-    return cos, sin
+    _CACHE[key] = (positions, table)
+    return table

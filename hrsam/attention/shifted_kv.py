@@ -22,7 +22,7 @@ class ShiftedKVAttention(Pattern):
         q = qkv[:, : lp1 - 1, 0]  # (B, L, H, D) raster order
         k, v = qkv[:, plan.slots, 1:].unbind(2)  # (B, nW * S, H, D)
         if rope is not None:
-            q = rope.rotate(q, *rope.tables(plan.token_positions, qkv.dtype))
-            k = rope.rotate(k, *rope.tables(plan.slot_positions, qkv.dtype))
+            q = rope(q, plan.token_positions)
+            k = rope(k, plan.slot_positions)
         k, v = (t.view(b, plan.num_windows, s, h, d).transpose(2, 3) for t in (k, v))
         return kernel.attend_windows(q, k, v, plan, scale)

@@ -24,8 +24,7 @@ class ShiftedPadAttention(Pattern):
         s = self.window_size**2
         q, k, v = qkv[:, plan.slots].unbind(2)  # (B, nW * S, H, D)
         if rope is not None:
-            cos, sin = rope.tables(plan.slot_positions, qkv.dtype)
-            q, k = rope.rotate(q, cos, sin), rope.rotate(k, cos, sin)
+            q, k = rope(q, plan.slot_positions), rope(k, plan.slot_positions)
         q, k, v = (t.view(b, plan.num_windows, s, h, d).transpose(2, 3) for t in (q, k, v))
         out = kernel.attend(q, k, v, scale)  # (B, nW, H, S, D)
         out = out.transpose(2, 3).reshape(b, plan.num_slots, h, d)

@@ -73,9 +73,8 @@ class SwinAttention(Pattern):
             q, k, v = t.unbind(3)  # (B, PH, PW, H, D)
             if rope is not None:
                 pos = _positions(ph, pw, str(qkv.device))
-                cos, sin = rope.tables(pos, qkv.dtype)
-                cos, sin = cos.view(ph, pw, 1, d), sin.view(ph, pw, 1, d)
-                q, k = rope.rotate(q, cos, sin), rope.rotate(k, cos, sin)
+                q = rope(q.reshape(b, ph * pw, h, d), pos).view(b, ph, pw, h, d)
+                k = rope(k.reshape(b, ph * pw, h, d), pos).view(b, ph, pw, h, d)
             if shift:
                 q, k, v = (torch.roll(x, (-shift, -shift), (1, 2)) for x in (q, k, v))
             q, k, v = (_partition(x, ws).transpose(2, 3) for x in (q, k, v))  # (B, nW, H, S, D)

@@ -1,0 +1,118 @@
+"""The one way benchmarks time and measure memory: warm-up, synchronize, median and spread.
+
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the peak of tensor memory
+replayed from the torch profiler's allocation events (see `PeakMemory`).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    spread_ms: float  # half the inter-quartile range (min-max when fewer than 4 reps)
+    reps: int
+
+
+def time_fn(
+    fn: Callable[[], object], device: torch.device, warmup: int = 1, reps: int = 3
+) -> Timing:
+    """Median wall time of ``fn()`` in ms after ``warmup`` calls, synchronized on CUDA."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    times.sort()
+    if len(times) >= 4:
+        q = statistics.quantiles(times, n=4)
+        spread = (q[2] - q[0]) / 2
+    else:
+        spread = (times[-1] - times[0]) / 2
+    return Timing(statistics.median(times), spread, reps)
+
+
+class PeakMemory:
+    """Context manager measuring the peak of memory allocated inside it, in MB (``.mb``).
+
+    CUDA: ``torch.cuda.max_memory_allocated`` above what was allocated on entry. CPU: the torch
+    profiler's allocation and free events replayed in time order (tensor memory, not RSS; the
+    allocator's caching and the interpreter are not counted).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.mb: float | None = None
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        else:
+            self._prof = torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+            )
+            self._prof.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
+            return
+        self._prof.__exit__(*exc)
+        points = sorted(
+            (e.time_range.start, e.self_cpu_memory_usage)
+            for e in self._prof.events()
+            if e.self_cpu_memory_usage
+        )
+        current = peak = 0
+        for _, nbytes in points:
+            current += nbytes
+            peak = max(peak, current)
+        self.mb = peak / 2**20
+
+
+def device_name(device: torch.device) -> str:
+    """Short, file-name-safe name of the machine: ``cpu-<model>-<n>c`` or the GPU model."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device).lower().replace(" ", "-")
+    model = platform.processor() or "cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model} ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
+
+
+def matmul_gflops(
+    batch: int, m: int, k: int, n: int, device: torch.device, dtype: torch.dtype, reps: int = 5
+) -> float:
+    """Measured GFLOP/s of a (batch, m, k) @ (batch, k, n) batched matmul."""
+    a = torch.randn(batch, m, k, device=device, dtype=dtype)
+    b = torch.randn(batch, k, n, device=device, dtype=dtype)
+    t = time_fn(lambda: torch.bmm(a, b), device, warmup=2, reps=reps)
+    return 2 * batch * m * k * n / (t.median_ms * 1e6)

@@ -1,0 +1,95 @@
+"""The attention benchmark: bad input, a tiny end-to-end run, FLOP counts, the target checks."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from benchmarks._timing import PeakMemory
+from benchmarks.attention import BenchCase, BenchResult, main, parse_args, summary, useful_flops
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--patterns", "windw"], "invalid choice: 'windw' (choose from global, shifted_kv"),
+        (["--kernels", "cuda_fast"], "invalid choice: 'cuda_fast'"),
+        (["--grids", "0"], "--grids 0: a grid side must be >= 1 token"),
+        (["--window-size", "0"], "--window-size 0: must be >= 1"),
+    ],
+)
+def test_bad_arguments_exit_2_naming_the_value(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse_args(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_tiny_run_writes_checked_rows(tmp_path, capsys):
+    argv = [
+        "--grids",
+        "20",
+        "--patterns",
+        "swin",
+        "shifted_kv",
+        "--kernels",
+        "math",
+        "sdpa",
+        "xformers",
+        "--quick",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(argv) == 0
+    rows = list(csv.DictReader(open(tmp_path / "attention.csv")))
+    assert len(rows) == 6
+    by = {(r["pattern"], r["kernel"]): r for r in rows}
+    assert by[("swin", "xformers")]["status"].startswith("unsupported: xformers runs on CUDA only")
+    for key in [("swin", "math"), ("swin", "sdpa"), ("shifted_kv", "math"), ("shifted_kv", "sdpa")]:
+        r = by[key]
+        assert r["status"] == "ok", r
+        assert float(r["fwd_ms"]) > 0 and float(r["bwd_ms"]) > 0
+        assert float(r["max_err"]) <= 1e-4
+    out = capsys.readouterr().out
+    assert "| pattern" in out and "Targets at 20x20 tokens" in out
+    assert (tmp_path / "attention.md").read_text().count("| shifted_kv") == 3
+
+
+def test_useful_flops_counts_real_queries():
+    # 64x64 tokens, window 16: 4 * 4096 queries * 256 keys * 12 heads * 64 channels
+    assert useful_flops(BenchCase("shifted_kv", "sdpa", 64)) == 4 * 4096 * 256 * 12 * 64
+    assert useful_flops(BenchCase("global", "sdpa", 8)) == 4 * 64 * 64 * 12 * 64
+
+
+def _res(pattern, kernel, ms, gflops=None):
+    return BenchResult(BenchCase(pattern, kernel, 128), fwd_ms=ms, gflops=gflops)
+
+
+def test_summary_passes_and_fails_on_ratios():
+    good = [
+        _res("swin", "math", 460),
+        _res("swin", "sdpa", 250),
+        _res("shifted_kv", "sdpa", 212, gflops=60),
+        _res("shifted_kv", "math", 400),
+    ]
+    lines = summary(good, {128: 79.0}, 128)
+    assert sum(line.strip().startswith("PASS") for line in lines) == 4
+    bad = [
+        _res("swin", "math", 300),
+        _res("swin", "sdpa", 200),
+        _res("shifted_kv", "sdpa", 250, gflops=30),
+    ]
+    lines = summary(bad, {128: 79.0}, 128)
+    assert [line.split()[0] for line in lines[1:]] == ["FAIL", "FAIL", "FAIL"]
+
+
+def test_peak_memory_cpu_counts_live_tensors():
+    with PeakMemory(torch.device("cpu")) as mem:
+        a = torch.ones(4 * 2**20)  # 16 MiB
+        b = a * 2  # 16 MiB, both alive
+        del a
+        c = b + 1  # 16 MiB, a already freed
+        del b, c
+    assert 31.9 <= mem.mb <= 33
