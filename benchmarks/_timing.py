@@ -6,9 +6,11 @@ replayed from the torch profiler's allocation events (see `PeakMemory`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +52,24 @@ def time_fn(
     return Timing(statistics.median(times), spread, reps)
 
 
+@contextlib.contextmanager
+def _quiet_fds():
+    """Silences the profiler's C++ start/stop lines, which bypass Python's streams."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
+
+
 class PeakMemory:
     """Context manager measuring the peak of memory allocated inside it, in MB (``.mb``).
 
@@ -71,7 +91,8 @@ class PeakMemory:
             self._prof = torch.profiler.profile(
                 activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
             )
-            self._prof.__enter__()
+            with _quiet_fds():
+                self._prof.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -79,7 +100,8 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             self.mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
             return
-        self._prof.__exit__(*exc)
+        with _quiet_fds():
+            self._prof.__exit__(*exc)
         points = sorted(
             (e.time_range.start, e.self_cpu_memory_usage)
             for e in self._prof.events()

@@ -37,14 +37,18 @@ def test_plan_indexes_every_token_once(grids, shifted):
     assert torch.equal(plan.slots[plan.token_slot], torch.arange(length))
     assert torch.equal(plan.q_tokens[plan.inverse], torch.arange(length))
     assert plan.q_lengths.min().item() >= 1 and plan.q_lengths.sum().item() == length
-    grouped = torch.cat([t.flatten() for t, _ in plan.groups])
-    assert torch.equal(grouped[plan.group_inverse], torch.arange(length))
+    # groups are contiguous window ranges with one query count each, in decreasing order
+    assert plan.groups[0][0] == 0 and plan.groups[-1][1] == plan.num_windows
+    for (w0, w1, n), nxt in zip(plan.groups, [*plan.groups[1:], None], strict=True):
+        assert (plan.q_lengths[w0:w1] == n).all()
+        assert nxt is None or (nxt[0] == w1 and nxt[2] < n)
 
 
 def test_shifted_padding_is_half_window_top_left():
     plan = window_plan([(20, 20)], 16, True)
-    # first window: 8 pad rows then 8 real rows, each with 8 pad columns then 8 real columns
-    first = plan.slots[:256].view(16, 16)
+    # the top-left window: 8 pad rows then 8 real rows, each with 8 pad columns then 8 real
+    win = (plan.slots.view(-1, 256) == 0).any(1).nonzero().item()
+    first = plan.slots.view(-1, 256)[win].view(16, 16)
     assert (first[:8] == 400).all() and (first[:, :8] == 400).all()
     assert first[8, 8].item() == 0 and first[15, 15].item() == 7 * 20 + 7
     # real-token positions are offset by 8 in padded coordinates
@@ -57,7 +61,9 @@ def test_shifted_padding_is_half_window_top_left():
 def test_plain_windows_pad_bottom_right():
     plan = window_plan([(37, 53)], 16, False)
     assert plan.num_windows == 3 * 4
-    assert plan.slots[0].item() == 0 and plan.q_lengths.min().item() == 5 * 5
+    assert plan.q_lengths.max().item() == 256 and plan.q_lengths.min().item() == 5 * 5
+    # windows are sorted by query count: full windows first, the 5x5 corner last
+    assert plan.slots.view(-1, 256)[0, 0].item() == 0
 
 
 def test_bad_window_inputs():

@@ -70,14 +70,19 @@ class Kernel:
     def attend_windows(
         self, q: Tensor, k: Tensor, v: Tensor, plan: WindowPlan, scale: float
     ) -> Tensor:
-        b, _, h, d = q.shape
-        outs = []
-        for tokens, wins in plan.groups:
-            n, length = tokens.shape
-            qg = q[:, tokens.flatten()].view(b, n, length, h, d).transpose(2, 3)
-            og = self.attend(qg, k[:, wins], v[:, wins], scale)  # (B, n, H, l, D)
-            outs.append(og.transpose(2, 3).reshape(b, n * length, h, d))
-        return torch.cat(outs, 1)[:, plan.group_inverse]
+        b, length_q, h, d = q.shape
+        packed = q[:, plan.q_tokens]  # (B, L, H, D) in window order
+        out = q.new_empty(b, length_q, h, d)
+        start = 0
+        for w0, w1, length in plan.groups:
+            n = w1 - w0
+            stop = start + n * length
+            qg = packed[:, start:stop].view(b, n, length, h, d).transpose(2, 3)
+            og = self.attend(qg, k[:, w0:w1], v[:, w0:w1], scale)  # (B, n, H, l, D)
+            # Scatter straight to raster order (a view when the kernel returns (.., l, H, D)).
+            out[:, plan.q_tokens[start:stop]] = og.transpose(2, 3).reshape(b, n * length, h, d)
+            start = stop
+        return out
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -199,7 +204,10 @@ def _doc_block_mask(plan: WindowPlan, s: int, block: int = 128):
     counts = touch.sum(1).to(torch.int32)
     order = torch.argsort((~touch).to(torch.int8), dim=1, stable=True).to(torch.int32)
     return flex.BlockMask.from_kv_blocks(
-        counts[None, None], order[None, None], BLOCK_SIZE=block, mask_mod=same_window,
+        counts[None, None],
+        order[None, None],
+        BLOCK_SIZE=block,
+        mask_mod=same_window,
         seq_lengths=(n_q, n_kv),
     )
 

@@ -80,9 +80,9 @@ class WindowPlan:
         q_tokens: (L,) real tokens in window order (the packed queries of KV-only padding).
         q_lengths: (num_windows,) real tokens per window (never 0).
         inverse: (L,) position of each raster token in ``q_tokens``.
-        group_inverse: (L,) position of each raster token in the groups' concatenated tokens.
-        groups: windows grouped by query length: ``(tokens (n_l, l), windows (n_l,))`` pairs,
-            so a dense kernel can run each group as one batch.
+        groups: ``(first window, end window, queries per window)`` ranges. Windows are ordered
+            by decreasing query count (stable), so windows with equal counts are contiguous and
+            a dense kernel runs each range as one batch on views, without gathers.
     """
 
     grids: tuple[Grid, ...]
@@ -98,8 +98,7 @@ class WindowPlan:
     q_tokens: Tensor
     q_lengths: Tensor
     inverse: Tensor
-    group_inverse: Tensor
-    groups: tuple[tuple[Tensor, Tensor], ...]
+    groups: tuple[tuple[int, int, int], ...]
 
     @property
     def num_slots(self) -> int:
@@ -133,6 +132,12 @@ def _window_plan(grids: tuple[Grid, ...], ws: int, shifted: bool, device: str) -
     slots_t = torch.cat(slots)
     slot_pos = torch.cat(positions)
     n_win = sum(per_scale)
+    s2 = ws * ws
+    # Order windows by decreasing real-token count (stable): equal counts become contiguous.
+    counts = (slots_t.view(n_win, s2) < num_tokens).sum(1)
+    order = torch.sort(-counts, stable=True).indices
+    slots_t = slots_t.view(n_win, s2)[order].reshape(-1)
+    slot_pos = slot_pos.view(n_win, s2, 2)[order].reshape(-1, 2)
     real = slots_t < num_tokens
     real_slots = real.nonzero().squeeze(1)
     q_tokens = slots_t[real_slots]
@@ -140,15 +145,12 @@ def _window_plan(grids: tuple[Grid, ...], ws: int, shifted: bool, device: str) -
     token_slot[q_tokens] = real_slots
     inverse = torch.empty(num_tokens, dtype=torch.long)
     inverse[q_tokens] = torch.arange(num_tokens)
-    q_lengths = real.view(n_win, ws * ws).sum(1)
-    starts = torch.cumsum(q_lengths, 0) - q_lengths
-    groups = []
+    q_lengths = real.view(n_win, s2).sum(1)
+    groups, start = [], 0
     for length in sorted(set(q_lengths.tolist()), reverse=True):
-        wins = (q_lengths == length).nonzero().squeeze(1)
-        tok = q_tokens[starts[wins, None] + torch.arange(length)]
-        groups.append((tok.to(device), wins.to(device)))
-    group_inverse = torch.empty(num_tokens, dtype=torch.long)
-    group_inverse[torch.cat([tok.flatten() for tok, _ in groups])] = torch.arange(num_tokens)
+        n = int((q_lengths == length).sum())
+        groups.append((start, start + n, int(length)))
+        start += n
     return WindowPlan(
         grids=grids,
         window_size=ws,
@@ -163,7 +165,6 @@ def _window_plan(grids: tuple[Grid, ...], ws: int, shifted: bool, device: str) -
         q_tokens=q_tokens.to(device),
         q_lengths=q_lengths.to(device),
         inverse=inverse.to(device),
-        group_inverse=group_inverse.to(device),
         groups=tuple(groups),
     )
 

@@ -1,0 +1,258 @@
+"""Selective-scan backends: tokens/s and peak memory against sequence length.
+
+    python -m benchmarks.scan                          # L = 4096, 12288, 49152, 196608; C=768, N=32
+    python -m benchmarks.scan --lengths 12288 --backends ref cpu
+
+The shape is one cycle-scan module of HRSAM (spec A.9): C = 768 channels, N = 32 states, batch 1,
+delta softplus with bias, D skip. L = 3 x tokens (three cycles): 12,288 at 1024 px, 196,608 at
+4096 px. Every backend is checked against ``ref`` (at the case's L when ref runs there, else at
+L = 512) before it is timed. The last lines compare with the cycle-scan issue's targets at
+L = 12,288 using ratios from this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import sys
+from pathlib import Path
+
+import torch
+
+from benchmarks._timing import PeakMemory, device_name, time_fn
+from benchmarks.attention import render
+from hrsam.ssm import get_scan, list_scans, selective_scan
+
+RESULTS = Path(__file__).parent / "results"
+HEADER = [
+    "backend",
+    "L",
+    "fwd ms",
+    "fwd+bwd ms",
+    "Mtokens/s (fwd)",
+    "peak MB (fwd)",
+    "peak MB (fwd+bwd)",
+    "status",
+]
+
+
+def make_inputs(length: int, channels: int, state: int, device: torch.device, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(1, channels, length, generator=g)
+    delta = torch.randn(1, channels, length, generator=g) - 2.0
+    A = -torch.exp(torch.randn(channels, state, generator=g) * 0.5)
+    B = torch.randn(1, state, length, generator=g)
+    C = torch.randn(1, state, length, generator=g)
+    D = torch.ones(channels)
+    bias = torch.randn(channels, generator=g) * 0.1
+    return [t.to(device) for t in (u, delta, A, B, C, D, bias)]
+
+
+def run_scan(backend: str, args, grad: bool):
+    ts = [t.detach().requires_grad_(grad) for t in args]
+    y = selective_scan(*ts, delta_softplus=True, backend=backend)
+    if grad:
+        y.backward(torch.ones_like(y))
+    return y
+
+
+def estimate_s(backend: str, length: int, channels: int, grad: bool) -> float:
+    """Rough seconds for one call on a 2-core CPU (ref: ~0.8 ms per step at C=768, N=32)."""
+    if backend != "ref":
+        return 0.0
+    per_step = 0.8e-3 * channels / 768
+    return length * per_step * (4.0 if grad else 1.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.scan",
+        description="Selective-scan backends: time, tokens/s and peak memory vs sequence length.",
+        epilog="example:\n  python -m benchmarks.scan --lengths 12288 --backends ref cpu",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--lengths", type=int, nargs="+", default=[4096, 12288, 49152, 196608])
+    p.add_argument("--backends", nargs="+", choices=list_scans(), default=list_scans())
+    p.add_argument("--channels", type=int, default=768)
+    p.add_argument("--state", type=int, default=32)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument(
+        "--max-case-s",
+        type=float,
+        default=60.0,
+        help="skip cases estimated to take longer (default 120)",
+    )
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    for length in args.lengths:
+        if length < 1:
+            p.error(f"--lengths {length}: must be >= 1")
+    device = torch.device(args.device)
+    print(
+        f"device: {device_name(device)} | torch {torch.__version__} | C={args.channels} "
+        f"N={args.state} batch 1",
+        flush=True,
+    )
+    rows, results = [], {}
+    check = make_inputs(512, args.channels, args.state, device)
+    with torch.no_grad():
+        ref_small = selective_scan(*[t.cpu() for t in check], delta_softplus=True, backend="ref")
+    for length in args.lengths:
+        inputs = make_inputs(length, args.channels, args.state, device)
+        ref_out = None
+        # ref first, so the other backends are checked against it at this length
+        for backend in sorted(args.backends, key=lambda name: name != "ref"):
+            label = f"{backend} L={length}"
+            print(f"{label} ...", end=" ", flush=True)
+            reasons = get_scan(backend).support(device, backward=True)
+            row = {"backend": backend, "L": length}
+            if reasons:
+                row["status"] = "unsupported: " + reasons[0]
+                rows.append(row)
+                print(row["status"], flush=True)
+                continue
+            if estimate_s(backend, length, args.channels, False) > args.max_case_s:
+                row["status"] = (
+                    f"skipped: ~{estimate_s(backend, length, args.channels, False):.0f}"
+                    f" s > --max-case-s {args.max_case_s:.0f}"
+                )
+                rows.append(row)
+                print(row["status"], flush=True)
+                continue
+            with torch.no_grad():
+                small = selective_scan(*check, delta_softplus=True, backend=backend).cpu()
+                err = ((small - ref_small).abs().max() / ref_small.abs().max()).item()
+                if err > 1e-5:
+                    row["status"] = f"mismatch vs ref at L=512: {err:.1e}"
+                    rows.append(row)
+                    continue
+                # The profiler that measures CPU peak memory records every op: far too slow
+                # for ref's per-step loop, so ref's memory is not measured.
+                if backend == "ref":
+                    out = run_scan(backend, inputs, grad=False)
+                else:
+                    with PeakMemory(device) as mem:
+                        out = run_scan(backend, inputs, grad=False)
+                    row["peak_fwd_mb"] = mem.mb
+                if backend == "ref":
+                    ref_out = out
+                elif ref_out is not None:
+                    err = ((out - ref_out).abs().max() / ref_out.abs().max()).item()
+                    row["max_rel_err_vs_ref"] = err
+                    if err > 1e-5:
+                        row["status"] = f"mismatch vs ref: {err:.1e}"
+                        rows.append(row)
+                        continue
+                reps = 1 if backend == "ref" else args.reps
+                t = time_fn(
+                    lambda b=backend, x=inputs: run_scan(b, x, False),
+                    device,
+                    warmup=0 if backend == "ref" else 1,
+                    reps=reps,
+                )
+            row["fwd_ms"] = t.median_ms
+            row["mtok_s"] = length / t.median_ms / 1e3
+            if estimate_s(backend, length, args.channels, True) > args.max_case_s:
+                row["status"] = "ok (fwd+bwd skipped: too slow)"
+            else:
+                if backend != "ref":
+                    with PeakMemory(device) as mem:
+                        run_scan(backend, inputs, grad=True)
+                    row["peak_bwd_mb"] = mem.mb
+                tb = time_fn(
+                    lambda b=backend, x=inputs: run_scan(b, x, True),
+                    device,
+                    warmup=0,
+                    reps=1 if backend == "ref" else args.reps,
+                )
+                row["fwdbwd_ms"] = tb.median_ms
+                row["status"] = "ok"
+            rows.append(row)
+            results[(backend, length)] = row
+            print(f"fwd {row['fwd_ms']:.1f} ms, {row['status']}", flush=True)
+
+    def f(x, nd=1):
+        return "-" if x is None else f"{x:.{nd}f}"
+
+    table = render(
+        [
+            [
+                r["backend"],
+                str(r["L"]),
+                f(r.get("fwd_ms")),
+                f(r.get("fwdbwd_ms")),
+                f(r.get("mtok_s"), 3),
+                f(r.get("peak_fwd_mb"), 0),
+                f(r.get("peak_bwd_mb"), 0),
+                r["status"],
+            ]
+            for r in rows
+        ],
+        HEADER,
+    )
+    checks = ["Targets at L = 12288 (ratios from this run):"]
+    ref, fast = results.get(("ref", 12288)), results.get(("cpu", 12288))
+    if ref and fast:
+        sf = ref["fwd_ms"] / fast["fwd_ms"]
+        checks.append(
+            f"  {'PASS' if sf >= 10 else 'FAIL'} cpu forward {sf:.1f}x faster than "
+            f"ref (target >= 10x)"
+        )
+        if "fwdbwd_ms" in ref and "fwdbwd_ms" in fast:
+            sb = ref["fwdbwd_ms"] / fast["fwdbwd_ms"]
+            checks.append(
+                f"  {'PASS' if sb >= 5 else 'FAIL'} cpu forward+backward {sb:.1f}x "
+                f"faster than ref (target >= 5x)"
+            )
+        lcn_mb = 12288 * args.channels * args.state * 4 / 2**20
+        pk = fast.get("peak_bwd_mb") or fast["peak_fwd_mb"]
+        checks.append(
+            f"  {'PASS' if pk < lcn_mb else 'FAIL'} cpu peak {pk:.0f} MB < one "
+            f"(L, C, N) float32 tensor ({lcn_mb:.0f} MB): nothing of that size is built"
+        )
+    else:
+        checks.append("  not measured (need ref and cpu at L = 12288)")
+    print()
+    print(table)
+    print()
+    print("\n".join(checks))
+    slug = "cpu" if device.type == "cpu" else device_name(device)
+    out_dir = args.out or RESULTS / slug
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fields = [
+        "backend",
+        "L",
+        "fwd_ms",
+        "fwdbwd_ms",
+        "mtok_s",
+        "peak_fwd_mb",
+        "peak_bwd_mb",
+        "max_rel_err_vs_ref",
+        "status",
+    ]
+    tmp = out_dir / "scan.csv.tmp"
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(out_dir / "scan.csv")
+    (out_dir / "scan.md").write_text(
+        f"# Selective-scan benchmark\n\n- device: {device_name(device)}\n- torch: "
+        f"{torch.__version__}\n- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n"
+        f"- command: `python -m benchmarks.scan {' '.join(argv or sys.argv[1:])}`\n"
+        f"- shape: batch 1, C={args.channels}, N={args.state}, delta softplus + bias, D skip; "
+        f"fwd+bwd = forward and backward of all inputs; peak = "
+        f"{'CUDA max allocated' if device.type == 'cuda' else 'peak tensor memory (profiler)'}\n\n"
+        + table
+        + "\n\n```\n"
+        + "\n".join(checks)
+        + "\n```\n"
+    )
+    print(f"\nwrote {out_dir / 'scan.csv'} and {out_dir / 'scan.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

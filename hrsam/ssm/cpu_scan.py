@@ -1,0 +1,199 @@
+"""The fused CPU selective scan: a small C kernel (``csrc/selective_scan.c``) built on first use.
+
+The kernel keeps each channel's N-state in a local array, runs channels in parallel with OpenMP
+and vectorizes the loop over states (``expf`` through glibc's libmvec), so nothing of size
+(L, D, N) is materialized. It is compiled once per machine with the system C compiler
+(``$CC``, else ``gcc`` or ``cc``; ``-O3 -march=native -ffast-math -fopenmp``) into
+``$HRSAM_CACHE`` (default ``~/.cache/hrsam``), keyed by a hash of the source, the flags, the
+compiler and the CPU, and loaded with ctypes. Without a compiler the backend reports why and the
+``ref`` scan is the fallback.
+
+Backward: the forward stores the state every ``CHUNK`` steps; the backward walks the chunks from
+last to first, recomputes a chunk's states from its checkpoint and runs the adjoint recurrence
+backwards in time::
+
+    g_t   = dy_t C_t + a_{t+1} g_{t+1}          (adjoint of h_t, a_t = exp(dt_t A))
+    dC_t  = sum_d dy_t h_t        dB_t = sum_d g_t dt_t u_t       dD = sum_t dy_t u_t
+    du_t  = sum_n g_t dt_t B_t + D dy_t
+    ddt_t = sum_n g_t (h_{t-1} a_t A + u_t B_t)   dA = sum_t g_t h_{t-1} a_t dt_t
+
+Bias and softplus of delta are applied in PyTorch before the kernel, so autograd handles them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64
+SOURCE = Path(__file__).parent / "csrc" / "selective_scan.c"
+FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC", "-std=c99"]
+
+
+class BuildError(RuntimeError):
+    """The C kernel could not be built on this machine."""
+
+
+def compiler() -> str | None:
+    """The C compiler to use, or None."""
+    return os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+
+
+def _cpu_id() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return line
+    except OSError:
+        pass
+    return os.uname().machine
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("HRSAM_CACHE", Path.home() / ".cache" / "hrsam"))
+
+
+@functools.lru_cache(maxsize=1)
+def library() -> ctypes.CDLL:
+    """Builds (once per machine) and loads the kernel; raises `BuildError` with the reason."""
+    cc = compiler()
+    if cc is None:
+        raise BuildError("no C compiler found (set CC or install gcc)")
+    source = SOURCE.read_bytes()
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+    except OSError as e:
+        raise BuildError(f"C compiler {cc!r} does not run: {e}") from None
+    key = hashlib.sha256(
+        b"\0".join([source, " ".join(FLAGS).encode(), version.encode(), _cpu_id().encode()])
+    ).hexdigest()[:16]
+    out = cache_dir() / f"selective_scan-{key}.so"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        log.info("building the CPU selective scan with %s into %s", cc, out)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            tmp_lib = Path(tmp) / out.name
+            proc = subprocess.run(
+                [cc, *FLAGS, str(SOURCE), "-o", str(tmp_lib), "-lm"],
+                capture_output=True,
+                text=True,
+            )
+            if proc.returncode != 0:
+                first = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                raise BuildError(f"building {SOURCE.name} with {cc} failed: {first}")
+            os.replace(tmp_lib, out)  # atomic: concurrent builders never see half a file
+    lib = ctypes.CDLL(str(out))
+    ptr, i32 = ctypes.c_void_p, ctypes.c_int
+    lib.hrsam_scan_fwd.argtypes = [i32] * 6 + [ptr] * 8
+    lib.hrsam_scan_bwd.argtypes = [i32] * 6 + [ptr] * 14
+    lib.hrsam_scan_fwd.restype = lib.hrsam_scan_bwd.restype = None
+    return lib
+
+
+def build_reason() -> str | None:
+    """Why the kernel cannot be used here, or None when it can."""
+    try:
+        library()
+    except BuildError as e:
+        return str(e)
+    return None
+
+
+def max_state() -> int:
+    return library().hrsam_scan_max_state()
+
+
+def _p(t: torch.Tensor) -> ctypes.c_void_p:
+    return ctypes.c_void_p(t.data_ptr())
+
+
+def _c(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().float().contiguous()
+
+
+class CpuScanFn(torch.autograd.Function):
+    """y = scan(u, delta, A, B, C, D); delta already biased and softplus'd; float32 CPU tensors."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D):  # noqa: N803
+        nb, nd, length = u.shape
+        n = A.shape[1]
+        if n > max_state():
+            raise ValueError(f"state size N={n} exceeds the CPU scan's maximum {max_state()}")
+        u, delta, A = _c(u), _c(delta), _c(A)
+        Bt = B.detach().float().transpose(1, 2).contiguous()  # (B, L, N): a step's states adjacent
+        Ct = C.detach().float().transpose(1, 2).contiguous()
+        Dv = _c(D) if D is not None else u.new_zeros(nd)
+        out = torch.empty_like(u)
+        ckpt = u.new_empty(nb, nd, max(1, math.ceil(length / CHUNK)), n)
+        library().hrsam_scan_fwd(
+            nb,
+            nd,
+            length,
+            n,
+            CHUNK,
+            torch.get_num_threads(),
+            _p(u),
+            _p(delta),
+            _p(A),
+            _p(Bt),
+            _p(Ct),
+            _p(Dv),
+            _p(out),
+            _p(ckpt),
+        )
+        ctx.save_for_backward(u, delta, A, Bt, Ct, Dv, ckpt)
+        ctx.has_d = D is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, dy):
+        u, delta, A, Bt, Ct, Dv, ckpt = ctx.saved_tensors
+        nb, nd, length = u.shape
+        n = A.shape[1]
+        threads = torch.get_num_threads()
+        dy = _c(dy)
+        du, ddl = torch.empty_like(u), torch.empty_like(u)
+        dA_part = u.new_zeros(nb, nd, n)
+        dD_part = u.new_zeros(nb, nd)
+        dB_part = u.new_zeros(threads, nb, length, n)
+        dC_part = u.new_zeros(threads, nb, length, n)
+        library().hrsam_scan_bwd(
+            nb,
+            nd,
+            length,
+            n,
+            CHUNK,
+            threads,
+            _p(u),
+            _p(delta),
+            _p(A),
+            _p(Bt),
+            _p(Ct),
+            _p(Dv),
+            _p(dy),
+            _p(ckpt),
+            _p(du),
+            _p(ddl),
+            _p(dA_part),
+            _p(dD_part),
+            _p(dB_part),
+            _p(dC_part),
+        )
+        dB = dB_part.sum(0).transpose(1, 2)
+        dC = dC_part.sum(0).transpose(1, 2)
+        dD = dD_part.sum(0) if ctx.has_d else None
+        return du, ddl, dA_part.sum(0), dB, dC, dD
