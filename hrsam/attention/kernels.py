@@ -125,6 +125,11 @@ def _eager_flex(*args, **kwargs):
 
 @functools.lru_cache(maxsize=1)
 def _compiled_flex():
+    # One specialization per (windows, heads, length) shape: a sweep over grids and patterns
+    # easily passes dynamo's default of 8, after which it would silently fall back to eager.
+    import torch._dynamo
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
     return torch.compile(_flex_module().flex_attention, dynamic=False)
 
 

@@ -1,0 +1,169 @@
+"""Checkpoints: official SAM ``.pth`` files, the released HRSAM / HRSAM++ checkpoints, and our own
+format (weights plus the preset and overrides that built them).
+
+Every file is read with ``torch.load(weights_only=True)``: no pickle code from a checkpoint ever
+runs. Loading is strict; missing, unexpected or mis-shaped keys fail with one message listing the
+first few of each and their counts. Our own files are written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+FORMAT = "hrsam-bench"
+VERSION = 1
+
+# official HRSAM (mmseg) prefixes -> ours (SAM's names); order matters: longest first
+_OFFICIAL_HRSAM = (
+    ("backbone.", "image_encoder."),
+    ("neck.pos_embed_layer.", "prompt_encoder.pe_layer."),
+    ("neck.point_embeds.", "prompt_encoder.point_embeddings."),
+    ("neck.", "prompt_encoder."),
+    ("decode_head.", "mask_decoder."),
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+def read_state(path: str | os.PathLike) -> dict:
+    """Loads a checkpoint file safely (tensors and plain containers only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, not a checkpoint, or pickled code we refuse
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(e).__name__}: {first}); only tensors "
+            "and plain containers are loaded (weights_only=True)"
+        ) from None
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    return dict(obj)
+
+
+def _summary(keys: list[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"{shown}{', ...' if len(keys) > limit else ''} ({len(keys)})"
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """Raises `CheckpointError` unless ``state`` has exactly the model's keys and shapes."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(
+        f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if tuple(state[k].shape) != tuple(own[k].shape)
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_summary(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_summary(unexpected)}")
+    if shapes:
+        problems.append(f"mis-shaped keys: {_summary(shapes)}")
+    if problems:
+        raise CheckpointError(f"{source} does not fit the model: " + "; ".join(problems))
+
+
+def load_strict(model: nn.Module, state: Mapping[str, Tensor], source: str) -> nn.Module:
+    check_state_dict(model, state, source)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def remap_official_hrsam(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Official HRSAM / HRSAM++ (mmseg ``backbone.``/``neck.``/``decode_head.``) -> our keys."""
+    if "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    out = {}
+    for key, value in state.items():
+        for old, new in _OFFICIAL_HRSAM:
+            if key.startswith(old):
+                key = new + key[len(old) :]
+                break
+        out[key] = value
+    return out
+
+
+def load_sam_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Loads an official segment-anything checkpoint (``image_encoder.``, ``prompt_encoder.``,
+    ``mask_decoder.`` keys) strictly into a SAM preset."""
+    return load_strict(model, read_state(path), str(path))
+
+
+def load_official_hrsam(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Loads a released HRSAM / HRSAM++ checkpoint strictly (keys remapped, spec key lists)."""
+    return load_strict(model, remap_official_hrsam(read_state(path)), str(path))
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, **meta) -> Path:
+    """Writes weights + the preset and overrides that built ``model``, atomically."""
+    preset = getattr(model, "preset", None)
+    if preset is None:
+        raise CheckpointError("model has no preset; build it with hrsam.models.build_model")
+    record = {
+        "format": FORMAT,
+        "version": VERSION,
+        "preset": preset.name,
+        "config": {f: _plain(getattr(preset, f)) for f in preset.__dataclass_fields__},
+        "meta": {k: _plain(v) for k, v in meta.items()},
+        "state_dict": model.state_dict(),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(record, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _plain(v):
+    if isinstance(v, tuple | list):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    return v
+
+
+def load_checkpoint(path: str | os.PathLike, **overrides) -> nn.Module:
+    """Builds the model recorded in one of our checkpoints and loads its weights strictly.
+
+    ``overrides`` change only computation-side settings (``kernel``, ``scan``)."""
+    from hrsam.models.presets import ModelPreset, build_model
+
+    state = read_state(path)
+    if state.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not an {FORMAT} checkpoint (no format tag); load "
+            "official SAM / HRSAM files with load_sam_checkpoint / "
+            "load_official_hrsam"
+        )
+    config = dict(state["config"])
+    for key in ("global_attn_indexes", "ssm_indexes", "out_indexes", "anchor_sizes"):
+        config[key] = tuple(config[key])
+    bad = sorted(set(overrides) - {"kernel", "scan"})
+    if bad:
+        raise CheckpointError(
+            f"override {bad[0]!r} would change the weights' meaning; only "
+            "kernel and scan can be overridden when loading"
+        )
+    config.update(overrides)
+    model = build_model(ModelPreset(**config))
+    return load_strict(model, state["state_dict"], str(path))
