@@ -40,7 +40,7 @@ class Predictor:
     @torch.no_grad()
     def set_image(self, image: np.ndarray | Tensor) -> None:
         """Encodes an (H, W, 3) RGB image (uint8 or float 0..255)."""
-        img = torch.as_tensor(np.asarray(image)).float()
+        img = torch.as_tensor(np.array(image, dtype=np.float32))  # a copy: PIL arrays are read-only
         if img.dim() != 3 or img.shape[-1] != 3:
             raise ValueError(f"image must be (H, W, 3) RGB, got shape {tuple(img.shape)}")
         h, w = img.shape[:2]

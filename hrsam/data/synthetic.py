@@ -1,0 +1,139 @@
+"""A deterministic synthetic high-resolution dataset whose fine structure only survives at high
+resolution: a jagged blob with holes and thin branches (1-3 px wide) on a textured background.
+
+Generated once into a cache folder (``<root>/<split>/<name>.png`` + ``<name>_mask.png``) with a
+manifest written last, so a half-written folder is regenerated rather than used. The same seed
+gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from hrsam.interactive.evaluate import Sample
+
+MANIFEST = "manifest.json"
+VERSION = 1
+
+
+def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """(H, W, 3) float background: a few random sinusoids per channel plus noise."""
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    out = np.empty((h, w, 3), np.float32)
+    for c in range(3):
+        acc = np.full((h, w), rng.uniform(60, 190), np.float32)
+        for _ in range(4):
+            fy, fx = rng.uniform(-0.05, 0.05, 2)
+            acc += rng.uniform(10, 30) * np.sin(fy * yy + fx * xx + rng.uniform(0, 2 * math.pi))
+        out[..., c] = acc
+    return out + rng.normal(0, 8, (h, w, 3)).astype(np.float32)
+
+
+def _object_mask(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Jagged star-shaped blob + holes + thin branches, as a bool (H, W) mask."""
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    cy, cx = rng.uniform(0.35, 0.65) * h, rng.uniform(0.35, 0.65) * w
+    r0 = rng.uniform(0.12, 0.22) * min(h, w)
+    theta = np.arctan2(yy - cy, xx - cx)
+    radius = np.full_like(theta, r0)
+    for k in range(2, 9):  # smooth lobes
+        radius += r0 * rng.uniform(0, 0.12) * np.sin(k * theta + rng.uniform(0, 2 * math.pi))
+    for k in (40, 73, 111):  # high-frequency jagged boundary
+        radius += r0 * rng.uniform(0.01, 0.03) * np.sin(k * theta + rng.uniform(0, 2 * math.pi))
+    dist = np.hypot(yy - cy, xx - cx)
+    mask = dist < radius
+    for _ in range(rng.integers(2, 6)):  # holes
+        a, rr = rng.uniform(0, 2 * math.pi), rng.uniform(0.1, 0.6) * r0
+        hy, hx = cy + rr * math.sin(a), cx + rr * math.cos(a)
+        mask &= np.hypot(yy - hy, xx - hx) > rng.uniform(0.03, 0.1) * r0
+    for _ in range(rng.integers(4, 9)):  # thin branches from the blob outwards
+        a = rng.uniform(0, 2 * math.pi)
+        length = rng.uniform(1.0, 2.2) * r0
+        width = rng.uniform(0.6, 1.6)  # half-width in px: 1-3 px wide
+        ux, uy = math.cos(a), math.sin(a)
+        along = (xx - cx) * ux + (yy - cy) * uy
+        across = np.abs(-(xx - cx) * uy + (yy - cy) * ux)
+        mask |= (along > 0) & (along < length) & (across < width)
+    return mask
+
+
+def make_sample(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One (image uint8 (H, W, 3), mask bool (H, W)) pair; long side ``size``."""
+    rng = np.random.default_rng(seed)
+    aspect = rng.uniform(0.6, 1.0)
+    h, w = (size, round(size * aspect)) if rng.random() < 0.5 else (round(size * aspect), size)
+    mask = _object_mask(rng, h, w)
+    image = _texture(rng, h, w)
+    obj = _texture(rng, h, w) * 0.6 + rng.uniform(40, 110, 3).astype(np.float32)
+    image[mask] = obj[mask]
+    return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+def generate(
+    root: str | Path,
+    n_train: int = 64,
+    n_val: int = 16,
+    size: int = 1024,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Writes the dataset under ``root`` unless a complete one with these settings exists."""
+    root = Path(root)
+    if size < 64:
+        raise ValueError(f"size={size} must be >= 64 px")
+    spec = {"version": VERSION, "n_train": n_train, "n_val": n_val, "size": size, "seed": seed}
+    manifest = root / MANIFEST
+    if manifest.exists() and json.loads(manifest.read_text()).get("spec") == spec:
+        return root
+    total = n_train + n_val
+    files = {}
+    for i in range(total):
+        split = "train" if i < n_train else "val"
+        (root / split).mkdir(parents=True, exist_ok=True)
+        image, mask = make_sample(seed * 1_000_003 + i, size)
+        name = f"{i:05d}"
+        Image.fromarray(image).save(root / split / f"{name}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(root / split / f"{name}_mask.png")
+        files.setdefault(split, []).append(name)
+        if progress is not None:
+            progress(i + 1, total)
+    tmp = manifest.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"spec": spec, "files": files}, indent=1))
+    tmp.replace(manifest)  # written last: its presence means the folder is complete
+    return root
+
+
+class SyntheticDataset:
+    """The ``synthetic`` dataset: a split of a generated folder (generated on first use)."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "val",
+        n_train: int = 64,
+        n_val: int = 16,
+        size: int = 1024,
+        seed: int = 0,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        if split not in ("train", "val"):
+            raise ValueError(f"split={split!r} must be 'train' or 'val'")
+        self.root = generate(root, n_train, n_val, size, seed, progress)
+        self.split = split
+        self.names = json.loads((self.root / MANIFEST).read_text())["files"].get(split, [])
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> Sample:
+        name = self.names[i]
+        folder = self.root / self.split
+        image = np.asarray(Image.open(folder / f"{name}.png").convert("RGB"))
+        mask = np.asarray(Image.open(folder / f"{name}_mask.png")) > 127
+        return Sample(name, image, mask)

@@ -1,0 +1,198 @@
+"""Evaluate a model interactively: ``python -m hrsam.evaluate key=value ...``
+
+    python -m hrsam.evaluate model=hrsam_tiny data.name=synthetic data.root=data/synthetic ts=512
+    python -m hrsam.evaluate model=hrsam_vit_b checkpoint=hrsam.pth data.name=davis \\
+        data.root=data/DAVIS ts=2048 protocol=hrsam
+
+Prints NoC85/90/95, NoF95, mIoU@1/5, BIoU and latency with a progress line per object, and saves
+the IoU matrix (``ious.csv``) and the clicks (``clicks.csv``) under ``out``. Bad input is one line
+naming the value and the valid choices, exit code 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+KEYS = {
+    "model": (str, "preset name (hrsam_tiny, hrsam_vit_b, sam_vit_b, ...)"),
+    "checkpoint": (str, "weights: our checkpoint, an official SAM or HRSAM .pth"),
+    "data.name": (str, "dataset: davis, hqseg44k, grabcut, berkeley, synthetic"),
+    "data.root": (str, "dataset folder"),
+    "data.split": (str, "synthetic split (val)"),
+    "data.limit": (int, "evaluate only the first N objects"),
+    "data.size": (int, "synthetic: long side in px (1024)"),
+    "data.n_train": (int, "synthetic: training images (64)"),
+    "data.n_val": (int, "synthetic: validation images (16)"),
+    "ts": (int, "target size, a multiple of 16"),
+    "protocol": (str, "click protocol: hrsam or ritm"),
+    "max_clicks": (int, "clicks per object (20)"),
+    "seed": (int, "seed of hrsam's random tie-break (42)"),
+    "kernel": (str, "attention kernel override"),
+    "out": (str, "results folder (outputs/evaluate/<model>_<data>_<ts>)"),
+}
+DEFAULTS = {
+    "model": "hrsam_tiny",
+    "data.name": "synthetic",
+    "data.root": "data/synthetic",
+    "data.split": "val",
+    "ts": 1024,
+    "protocol": "hrsam",
+    "max_clicks": 20,
+    "seed": 42,
+}
+
+
+class UsageError(ValueError):
+    """Bad command line: printed as one line, exit code 2."""
+
+
+def parse(argv: list[str]) -> dict:
+    cfg = dict(DEFAULTS)
+    for arg in argv:
+        if "=" not in arg:
+            raise UsageError(f"argument {arg!r} is not key=value; keys: {', '.join(KEYS)}")
+        key, value = arg.split("=", 1)
+        if key not in KEYS:
+            close = difflib.get_close_matches(key, KEYS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; keys: {', '.join(KEYS)}"
+            raise UsageError(f"unknown key {key!r}{hint}")
+        typ = KEYS[key][0]
+        try:
+            cfg[key] = typ(value)
+        except ValueError:
+            raise UsageError(f"{key}={value!r} must be {typ.__name__}") from None
+    return cfg
+
+
+def _progress(i: int, n: int, name: str, start: float) -> None:
+    eta = (time.perf_counter() - start) / i * (n - i)
+    bar = "#" * int(30 * i / n)
+    print(
+        f"\r[{bar:<30}] {i}/{n} {name[:24]:<24} eta {eta:5.0f}s",
+        end="" if i < n else "\n",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def run(cfg: dict) -> dict:
+    from hrsam.data import DatasetError, build_dataset
+    from hrsam.interactive import evaluate
+    from hrsam.interactive.clicker import check_protocol
+    from hrsam.models import (
+        CheckpointError,
+        build_model,
+        load_checkpoint,
+        load_official_hrsam,
+        load_sam_checkpoint,
+    )
+    from hrsam.models.checkpoint import FORMAT, read_state
+
+    try:
+        check_protocol(cfg["protocol"])
+        if cfg["ts"] < 16 or cfg["ts"] % 16:
+            raise UsageError(f"ts={cfg['ts']} must be a positive multiple of 16")
+        overrides = {"kernel": cfg["kernel"]} if cfg.get("kernel") else {}
+        ckpt = cfg.get("checkpoint")
+        if ckpt and read_state(ckpt).get("format") == FORMAT:
+            model = load_checkpoint(ckpt, **overrides)
+        else:
+            model = build_model(cfg["model"], **overrides)
+            if ckpt:
+                loader = (
+                    load_sam_checkpoint if model.preset.family == "sam" else load_official_hrsam
+                )
+                loader(model, ckpt)
+        kwargs = {}
+        if cfg["data.name"] == "synthetic":
+            kwargs = {"split": cfg["data.split"]}
+            for key in ("size", "n_train", "n_val"):
+                if f"data.{key}" in cfg:
+                    kwargs[key] = cfg[f"data.{key}"]
+        dataset = build_dataset(cfg["data.name"], cfg["data.root"], **kwargs)
+    except (CheckpointError, DatasetError) as e:
+        raise UsageError(str(e)) from None
+    except ValueError as e:  # unknown preset / kernel / protocol / dataset name
+        raise UsageError(str(e).splitlines()[0]) from None
+    if cfg.get("data.limit"):
+        dataset = [dataset[i] for i in range(min(cfg["data.limit"], len(dataset)))]
+    model.eval()
+    start = time.perf_counter()
+    with torch.no_grad():
+        result = evaluate(
+            model,
+            dataset,
+            cfg["protocol"],
+            cfg["ts"],
+            cfg["max_clicks"],
+            cfg["seed"],
+            progress=lambda i, n, name: _progress(i, n, name, start),
+        )
+    summary = result.summary()
+    out = Path(cfg.get("out") or f"outputs/evaluate/{cfg['model']}_{cfg['data.name']}_{cfg['ts']}")
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "ious.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", *(f"click{k}" for k in range(1, cfg["max_clicks"] + 1))])
+        for name, row in zip(result.names, result.ious, strict=True):
+            w.writerow([name, *(f"{v:.6f}" for v in row)])
+    with open(out / "clicks.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", "index", "y", "x", "positive"])
+        for name, clicks in zip(result.names, result.clicks, strict=True):
+            for i, c in enumerate(clicks, 1):
+                w.writerow([name, i, c.y, c.x, int(c.positive)])
+    summary["out"] = str(out)
+    return summary
+
+
+def format_table(cfg: dict, s: dict) -> str:
+    cols = [
+        ("NoC85", "noc85", 2),
+        ("NoC90", "noc90", 2),
+        ("NoC95", "noc95", 2),
+        ("NoF95", "nof95", 0),
+        ("mIoU@1", "miou@1", 4),
+        ("mIoU@5", "miou@5", 4),
+        ("BIoU", "biou", 4),
+        ("enc ms", "encoder_ms", 1),
+        ("dec ms", "decoder_ms", 1),
+    ]
+    head = "| model | data | ts | protocol | " + " | ".join(c[0] for c in cols) + " |"
+    vals = [f"{s[k]:.{nd}f}" if k in s else "-" for _, k, nd in cols]
+    row = (
+        f"| {cfg['model']} | {cfg['data.name']} | {cfg['ts']} | {cfg['protocol']} | "
+        + " | ".join(vals)
+        + " |"
+    )
+    return "\n".join([head, "|" + "---|" * (4 + len(cols)), row])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        print("keys:")
+        for k, (typ, doc) in KEYS.items():
+            default = f" (default {DEFAULTS[k]})" if k in DEFAULTS else ""
+            print(f"  {k:<12} {typ.__name__:<4} {doc}{default}")
+        return 0
+    try:
+        cfg = parse(argv)
+        summary = run(cfg)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(cfg, summary))
+    print(f"IoU matrix and clicks: {summary['out']}/ious.csv, clicks.csv")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

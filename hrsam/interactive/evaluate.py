@@ -1,0 +1,132 @@
+"""Interactive evaluation: every object gets all ``max_clicks`` clicks; everything else is derived
+from the resulting N x max_clicks IoU matrix (eval-protocol B, C.2(b), HRSAM spec C).
+
+Per object: encode the image once at ``ts``; then per click: simulate the next click at the GT
+resolution (the protocol's rule), predict with all clicks so far and the previous low-resolution
+logits, threshold at the original resolution (``hrsam``: logit > 0; ``ritm``: probability > 0.49),
+record IoU. Timings: encoder ms per image and decoder ms per click (wall clock, synchronized on
+CUDA); peak memory of the whole run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from hrsam.interactive.clicker import Click, check_protocol, next_click
+from hrsam.interactive.metrics import boundary_iou, iou, summarize
+from hrsam.models.predictor import Predictor
+
+log = logging.getLogger(__name__)
+
+# RITM thresholds probabilities at 0.49: logit(0.49)
+_RITM_LOGIT = math.log(0.49 / 0.51)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One object: an (H, W, 3) uint8 RGB image, its (H, W) bool mask and optional ignore map."""
+
+    name: str
+    image: np.ndarray
+    gt: np.ndarray
+    ignore: np.ndarray | None = None
+
+
+@dataclass
+class EvalResult:
+    protocol: str
+    ts: int
+    max_clicks: int
+    names: list[str] = field(default_factory=list)
+    ious: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    clicks: list[list[Click]] = field(default_factory=list)
+    biou: list[float] = field(default_factory=list)  # boundary IoU after 5 clicks (or the last)
+    encoder_ms: list[float] = field(default_factory=list)
+    decoder_ms: list[float] = field(default_factory=list)
+    peak_mem_mb: float | None = None
+
+    def summary(self) -> dict[str, float]:
+        out = summarize(self.ious, self.max_clicks)
+        out["biou"] = float(np.mean(self.biou)) if self.biou else float("nan")
+        out["encoder_ms"] = float(np.median(self.encoder_ms)) if self.encoder_ms else float("nan")
+        out["decoder_ms"] = float(np.median(self.decoder_ms)) if self.decoder_ms else float("nan")
+        # seconds per click: encoder once per object plus every decoder step
+        total = sum(self.encoder_ms) + sum(self.decoder_ms)
+        n_clicks = max(1, len(self.names) * self.max_clicks)
+        out["spc_s"] = total / 1e3 / n_clicks
+        if self.peak_mem_mb is not None:
+            out["peak_mem_mb"] = self.peak_mem_mb
+        return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def evaluate(
+    model,
+    dataset: Sequence[Sample],
+    protocol: str = "hrsam",
+    ts: int = 1024,
+    max_clicks: int = 20,
+    seed: int = 42,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> EvalResult:
+    """Runs the click loop on every sample; returns the IoU matrix, clicks and timings."""
+    check_protocol(protocol)
+    if max_clicks < 1:
+        raise ValueError(f"max_clicks={max_clicks} must be >= 1")
+    predictor = Predictor(model, ts)
+    device = predictor.device
+    rng = np.random.default_rng(seed)
+    result = EvalResult(protocol, ts, max_clicks)
+    rows = []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for i, sample in enumerate(dataset):
+        gt = np.asarray(sample.gt, bool)
+        ignore = sample.ignore if protocol == "ritm" else None  # hrsam: ignore is background
+        start = time.perf_counter()
+        predictor.set_image(sample.image)
+        _sync(device)
+        result.encoder_ms.append((time.perf_counter() - start) * 1e3)
+        pred = np.zeros_like(gt)
+        clicked = np.zeros_like(gt)
+        clicks: list[Click] = []
+        prev = None
+        curve = []
+        biou_at = min(5, max_clicks)
+        for k in range(1, max_clicks + 1):
+            click = next_click(gt, pred, clicked, protocol, ignore=ignore, rng=rng)
+            if click is not None:
+                clicks.append(click)
+                clicked[click.y, click.x] = True
+            if clicks:
+                pts = np.array([[c.y, c.x] for c in clicks])
+                labels = np.array([int(c.positive) for c in clicks])
+                start = time.perf_counter()
+                logits, prev = predictor.predict(pts, labels, prev)
+                _sync(device)
+                result.decoder_ms.append((time.perf_counter() - start) * 1e3)
+                thr = _RITM_LOGIT if protocol == "ritm" else 0.0
+                pred = logits[0].cpu().numpy() > thr
+            curve.append(iou(pred, gt, ignore))
+            if k == biou_at:
+                result.biou.append(boundary_iou(pred, gt))
+        rows.append(curve)
+        result.names.append(sample.name)
+        result.clicks.append(clicks)
+        if progress is not None:
+            progress(i + 1, len(dataset), sample.name)
+    result.ious = np.array(rows, dtype=np.float64).reshape(len(rows), max_clicks)
+    if device.type == "cuda":
+        result.peak_mem_mb = torch.cuda.max_memory_allocated(device) / 2**20
+    return result

@@ -1,0 +1,143 @@
+"""Loaders on small folders written in each real layout; the synthetic generator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hrsam.data import DatasetError, build_dataset
+from hrsam.data.synthetic import generate, make_sample
+from hrsam.interactive.metrics import iou
+from hrsam.registry import UnknownNameError
+
+
+def _write(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _image(h=20, w=30, seed=0):
+    return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+def test_davis_ritm_layout(tmp_path):
+    mask = np.zeros((20, 30, 3), np.uint8)
+    mask[5:10, 5:10, 2] = 255  # colour mask: max over channels > 0
+    _write(tmp_path / "img" / "bear.jpg", _image())
+    _write(tmp_path / "gt" / "bear.png", mask)
+    _write(tmp_path / "img" / "nomask.jpg", _image())  # images without a mask are skipped
+    ds = build_dataset("davis", tmp_path)
+    assert len(ds) == 1
+    s = ds[0]
+    assert (
+        s.name == "bear" and s.gt.sum() == 25 and s.ignore is None and s.image.shape == (20, 30, 3)
+    )
+
+
+def test_davis_focuscut_layout_keeps_only_id_1(tmp_path):
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:10, 5:10] = 1
+    mask[0:2, 0:2] = 255  # void in FocusCut files: background under HRSAM's rule
+    _write(tmp_path / "img" / "bear.jpg", _image())
+    _write(tmp_path / "gt" / "bear#001.png", mask)
+    s = build_dataset("davis", tmp_path)[0]
+    assert s.name == "bear" and s.gt.sum() == 25
+
+
+def test_hqseg44k_pools_subsets_and_binarizes_above_zero(tmp_path):
+    for sub, (img_dir, gt_dir) in {
+        "COIFT": ("thin_object_detection/COIFT/images", "thin_object_detection/COIFT/masks"),
+        "DIS-VD": ("DIS5K/DIS-VD/im", "DIS5K/DIS-VD/gt"),
+    }.items():
+        m = np.zeros((20, 30), np.uint8)
+        m[3:6, 3:6] = 1  # anti-aliased low values still count (> 0)
+        _write(tmp_path / img_dir / f"{sub}_a.jpg", _image())
+        _write(tmp_path / gt_dir / f"{sub}_a.png", m)
+    pooled = build_dataset("hqseg44k", tmp_path)
+    assert len(pooled) == 2 and {s.name for s in pooled} == {"DIS-VD/DIS-VD_a", "COIFT/COIFT_a"}
+    assert all(s.gt.sum() == 9 for s in pooled)
+    assert len(build_dataset("hqseg44k", tmp_path, subset="COIFT")) == 1
+    with pytest.raises(DatasetError, match="unknown hqseg44k subset 'coift'; valid: DIS-VD"):
+        build_dataset("hqseg44k", tmp_path, subset="coift")
+
+
+def test_grabcut_and_berkeley_ignore_band(tmp_path):
+    m = np.zeros((20, 30), np.uint8)
+    m[5:15, 5:15] = 128
+    m[7:13, 7:13] = 255
+    _write(tmp_path / "g" / "data_GT" / "x.jpg", _image())
+    _write(tmp_path / "g" / "boundary_GT" / "x.bmp", m)
+    _write(tmp_path / "b" / "images" / "y.jpg", _image())
+    _write(tmp_path / "b" / "masks" / "y.png", m)
+    for name, sub in (("grabcut", "g"), ("berkeley", "b")):
+        s = build_dataset(name, tmp_path / sub)[0]
+        assert s.gt.sum() == 36 and s.ignore.sum() == 100 - 36
+
+
+def test_corrupt_or_missing_files_and_wrong_roots(tmp_path):
+    _write(tmp_path / "img" / "bear.jpg", _image())
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "gt" / "bear.png").write_bytes(b"not a png")
+    ds = build_dataset("davis", tmp_path)
+    with pytest.raises(DatasetError, match=r"cannot read mask .*gt/bear\.png"):
+        ds[0]
+    (tmp_path / "img" / "bear.jpg").write_bytes(b"\xff\xd8 truncated")
+    with pytest.raises(DatasetError, match=r"cannot read image .*img/bear\.jpg"):
+        ds[0]
+    with pytest.raises(DatasetError, match=r"does not exist; expected layout: img/<name>\.jpg"):
+        build_dataset("davis", tmp_path / "nowhere")
+    (tmp_path / "empty" / "img").mkdir(parents=True)
+    (tmp_path / "empty" / "gt").mkdir()
+    with pytest.raises(DatasetError, match="holds no image/mask pairs; expected layout"):
+        build_dataset("davis", tmp_path / "empty")
+    with pytest.raises(DatasetError, match=r"has no data_GT/ folder; expected layout"):
+        build_dataset("grabcut", tmp_path)
+    with pytest.raises(
+        UnknownNameError, match="unknown dataset 'davis345'; valid: berkeley, davis"
+    ):
+        build_dataset("davis345", tmp_path)
+
+
+def test_synthetic_is_deterministic_and_resolution_matters(tmp_path):
+    a = generate(tmp_path / "a", n_train=2, n_val=1, size=512, seed=3)
+    b = generate(tmp_path / "b", n_train=2, n_val=1, size=512, seed=3)
+    for split, name in (("train", "00000"), ("val", "00002")):
+        for suffix in (".png", "_mask.png"):
+            assert (a / split / f"{name}{suffix}").read_bytes() == (
+                b / split / f"{name}{suffix}"
+            ).read_bytes()
+    # a 4x down-scaled copy of the mask cannot represent the thin branches and holes
+    _, mask = make_sample(5, 1024)
+    t = torch.from_numpy(mask).float()[None, None]
+    small = torch.nn.functional.interpolate(t, scale_factor=0.25, mode="area")
+    back = torch.nn.functional.interpolate(small, size=mask.shape, mode="bilinear") > 0.5
+    loss = 1 - iou(back[0, 0].numpy(), mask)
+    assert loss > 0.01, loss
+
+
+def test_synthetic_reuses_a_complete_folder_and_reports_progress(tmp_path):
+    calls = []
+    ds = build_dataset(
+        "synthetic",
+        tmp_path,
+        split="val",
+        n_train=1,
+        n_val=2,
+        size=128,
+        progress=lambda i, n: calls.append((i, n)),
+    )
+    assert calls == [(1, 3), (2, 3), (3, 3)] and len(ds) == 2
+    assert ds[0].gt.any() and ds[0].image.shape[2] == 3
+    calls.clear()
+    build_dataset(
+        "synthetic",
+        tmp_path,
+        split="train",
+        n_train=1,
+        n_val=2,
+        size=128,
+        progress=lambda i, n: calls.append((i, n)),
+    )
+    assert calls == []  # the manifest says it is complete: nothing regenerated

@@ -1,0 +1,137 @@
+"""Metrics on hand-computed IoU matrices; the clicker on hand-built masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hrsam.interactive.clicker import Click, distance, next_click
+from hrsam.interactive.metrics import (
+    boundary_iou,
+    iou,
+    miou_at,
+    noc,
+    nof,
+    nof_strict,
+    summarize,
+)
+
+# 3 objects x 5 clicks
+IOUS = np.array(
+    [
+        [0.50, 0.86, 0.91, 0.96, 0.97],  # reaches 85 at 2, 90 at 3, 95 at 4
+        [0.10, 0.20, 0.30, 0.40, 0.89],  # reaches 85 at the last click only, never 90
+        [0.95, 0.10, 0.10, 0.10, 0.10],  # 95 at the first click
+    ]
+)
+
+
+def test_noc_nof_miou_hand_computed():
+    assert noc(IOUS, 0.85).tolist() == [2, 5, 1]
+    assert noc(IOUS, 0.90).tolist() == [3, 5, 1]
+    assert noc(IOUS, 0.95).tolist() == [4, 5, 1]
+    # NoF counts NoC == max_clicks: object 1 at 85 (reached exactly at the last click) too
+    assert nof(IOUS, 0.85) == 1 and nof_strict(IOUS, 0.85) == 0
+    assert nof(IOUS, 0.90) == 1 and nof_strict(IOUS, 0.90) == 1
+    assert miou_at(IOUS, 1) == pytest.approx((0.5 + 0.1 + 0.95) / 3)
+    assert miou_at(IOUS, 5) == pytest.approx((0.97 + 0.89 + 0.1) / 3)
+    s = summarize(IOUS)
+    assert s["noc90"] == pytest.approx(3.0) and s["nof95"] == 1 and "miou@10" not in s
+    assert noc(IOUS, 0.85, max_clicks=3).tolist() == [2, 3, 1]
+    # never reached -> max_clicks, exactly
+    assert noc(np.zeros((2, 20)), 0.85).tolist() == [20, 20]
+
+
+def test_iou_excludes_ignore_pixels():
+    gt = np.zeros((4, 4), bool)
+    gt[:2, :2] = True  # 4 object pixels
+    pred = np.zeros((4, 4), bool)
+    pred[:2, :3] = True  # 6 predicted, 2 false positives at column 2
+    assert iou(pred, gt) == pytest.approx(4 / 6)
+    ignore = np.zeros((4, 4), bool)
+    ignore[:, 2] = True
+    assert iou(pred, gt, ignore) == pytest.approx(1.0)
+    assert iou(np.zeros((3, 3), bool), np.zeros((3, 3), bool)) == 0.0
+
+
+def test_boundary_iou():
+    gt = np.zeros((100, 100), bool)
+    gt[20:80, 20:80] = True
+    assert boundary_iou(gt, gt) == 1.0
+    shifted = np.roll(gt, 5, axis=1)
+    assert 0.2 < boundary_iou(shifted, gt) < 0.9
+    assert boundary_iou(shifted, gt) < iou(shifted, gt)
+
+
+def test_distance_counts_the_border_as_outside():
+    m = np.ones((5, 7), bool)
+    d = distance(m)
+    assert d.max() == 3.0 and d[0, 0] == 1.0 and d[2, 3] == 3.0
+
+
+@pytest.mark.parametrize("protocol", ["ritm", "hrsam"])
+def test_first_click_is_positive_at_the_interior_maximum(protocol):
+    gt = np.zeros((20, 30), bool)
+    gt[2:11, 5:20] = True  # 9 rows: the centre row 6 is 5 px from top and bottom
+    c = next_click(gt, np.zeros_like(gt), np.zeros_like(gt), protocol)
+    assert c.positive and c.y == 6 and 9 <= c.x <= 15
+
+
+def test_ritm_tie_between_fn_and_fp_is_negative():
+    gt = np.zeros((20, 40), bool)
+    gt[5:10, 5:10] = True  # FN square 5x5 (prediction misses it)
+    pred = np.zeros_like(gt)
+    pred[5:10, 25:30] = True  # FP square 5x5 of the same size
+    c = next_click(gt, pred, np.zeros_like(gt), "ritm")
+    assert c == Click(7, 27, False)
+
+
+def test_ritm_first_row_major_maximum_wins():
+    gt = np.zeros((10, 10), bool)
+    gt[2:5, 2:8] = True  # 3 rows: row 3 ties along its interior
+    c = next_click(gt, np.zeros_like(gt), np.zeros_like(gt), "ritm")
+    assert (c.y, c.x) == (3, 3)
+
+
+def test_error_touching_the_border_is_not_pulled_to_the_border():
+    gt = np.zeros((30, 30), bool)
+    gt[:, :10] = True  # touches the left, top and bottom borders
+    c = next_click(gt, np.zeros_like(gt), np.zeros_like(gt), "ritm")
+    assert c.x == 4 or c.x == 5
+    assert 4 <= c.y <= 25  # 5 px from every border, not on it
+
+
+def test_hrsam_repels_from_earlier_clicks_and_is_seeded():
+    yy, xx = np.mgrid[:41, :41]
+    gt = (yy - 20) ** 2 + (xx - 20) ** 2 <= 15**2
+    pred = np.zeros_like(gt)
+    clicked = np.zeros_like(gt)
+    clicked[20, 20] = True  # an ignored earlier click at the centre
+    ritm = next_click(gt, pred, clicked, "ritm")
+    assert abs(ritm.y - 20) + abs(ritm.x - 20) == 1  # RITM: the neighbour
+    picks = {
+        next_click(gt, pred, clicked, "hrsam", rng=np.random.default_rng(s)) for s in range(20)
+    }
+    for c in picks:
+        assert 6 <= ((c.y - 20) ** 2 + (c.x - 20) ** 2) ** 0.5 <= 9  # about half the radius away
+    assert len(picks) > 1  # the tie is broken at random...
+    a = next_click(gt, pred, clicked, "hrsam", rng=np.random.default_rng(7))
+    b = next_click(gt, pred, clicked, "hrsam", rng=np.random.default_rng(7))
+    assert a == b  # ...reproducibly
+
+
+def test_ignore_pixels_never_receive_clicks():
+    gt = np.zeros((20, 20), bool)
+    gt[2:18, 2:18] = True
+    ignore = np.zeros_like(gt)
+    ignore[5:15, 5:15] = True  # the deepest part of the object is ignored
+    c = next_click(gt, np.zeros_like(gt), np.zeros_like(gt), "ritm", ignore=ignore)
+    assert not ignore[c.y, c.x] and gt[c.y, c.x]
+
+
+def test_nothing_left_to_click_and_bad_protocol():
+    gt = np.zeros((8, 8), bool)
+    gt[2:5, 2:5] = True
+    assert next_click(gt, gt.copy(), np.zeros_like(gt), "ritm") is None
+    with pytest.raises(ValueError, match="unknown protocol 'simpleclick'; valid: ritm, hrsam"):
+        next_click(gt, gt, gt, "simpleclick")
