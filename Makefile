@@ -8,7 +8,7 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-all lint format bench bench-attention
+.PHONY: help setup demo test lint format bench bench-attention bench-scan bench-backbone
 
 help: ## list the tasks
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -24,7 +24,8 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed ## create .venv: torch $(TORCH_VERSION) first, then the project with test and dev extras
 
 demo: setup ## the main job on the embedded default (today: the attention benchmark at a quick size)
-	$(PY) -m benchmarks.attention --grids 64 --quick --out benchmarks/results/demo
+	$(PY) -m benchmarks.attention --grids 64 --patterns swin shifted_kv --kernels math sdpa --quick --out outputs/demo
+	@echo "demo results: outputs/demo/attention.md"
 
 test: setup ## run the test suite (CPU; gpu tests skip with their reason)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -37,7 +38,13 @@ format: setup ## ruff format and autofix
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-bench: bench-attention ## all benchmarks, recorded under benchmarks/results/
+bench: bench-attention bench-scan bench-backbone ## all benchmarks, recorded under benchmarks/results/
 
-bench-attention: setup ## attention pattern x kernel x grid table (benchmarks/results/cpu/attention.*)
+bench-attention: setup ## attention pattern x kernel x grid table (benchmarks/results/<device>/)
 	$(PY) -m benchmarks.attention
+
+bench-scan: setup ## selective-scan backends vs sequence length (benchmarks/results/<device>/)
+	$(PY) -m benchmarks.scan
+
+bench-backbone: setup ## encoder latency / memory / FLOP efficiency, SAM vs HRSAM (slow on CPU)
+	$(PY) -m benchmarks.backbone

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import os
 import sys
 from pathlib import Path
 
@@ -58,11 +59,16 @@ def run_scan(backend: str, args, grad: bool):
 
 
 def estimate_s(backend: str, length: int, channels: int, grad: bool) -> float:
-    """Rough seconds for one call on a 2-core CPU (ref: ~0.8 ms per step at C=768, N=32)."""
+    """Rough seconds for one call on a 2-core CPU (ref: ~0.25 ms per step at C=768, N=32)."""
     if backend != "ref":
         return 0.0
-    per_step = 0.8e-3 * channels / 768
+    per_step = 0.25e-3 * channels / 768
     return length * per_step * (4.0 if grad else 1.0)
+
+
+def ref_backward_bytes(length: int, channels: int, state: int) -> float:
+    """ref's autograd keeps about four (B, D, N) tensors per step for the backward."""
+    return 4.0 * length * channels * state * 4
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,8 +160,15 @@ def main(argv: list[str] | None = None) -> int:
                 )
             row["fwd_ms"] = t.median_ms
             row["mtok_s"] = length / t.median_ms / 1e3
+            budget = 0.6 * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
             if estimate_s(backend, length, args.channels, True) > args.max_case_s:
                 row["status"] = "ok (fwd+bwd skipped: too slow)"
+            elif (
+                backend == "ref"
+                and (need := ref_backward_bytes(length, args.channels, args.state) / 2**30)
+                > budget / 2**30
+            ):
+                row["status"] = f"ok (fwd+bwd skipped: autograd needs ~{need:.0f} GB)"
             else:
                 if backend != "ref":
                     with PeakMemory(device) as mem:

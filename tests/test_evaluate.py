@@ -124,3 +124,19 @@ def test_evaluate_cli_bad_input_exit_2(argv, message, capsys, tmp_path):
     assert main([*argv, f"out={tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_sat_latency_decodes_256_grid_prompts():
+    from hrsam.profiling import sat_latency
+
+    calls = []
+
+    class Counting(_Oracle):
+        def decode(self, emb, points, labels, prev_logits=None, multimask=False):
+            calls.append(points[0, 0].tolist())
+            return super().decode(emb, points, labels, prev_logits, multimask)
+
+    image = np.zeros((100, 80, 3), np.uint8)
+    out = sat_latency(Counting(), image, ts=256, warmup=0)
+    assert len(calls) == 256 and calls[0] == [8.0, 8.0] and calls[-1] == [248.0, 248.0]
+    assert out["sat_s"] > 0 and out["encoder_ms"] > 0 and out["decoder_ms"] > 0

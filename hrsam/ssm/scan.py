@@ -139,13 +139,16 @@ class RefScan(ScanBackend):
             delta = delta + delta_bias[:, None]
         if delta_softplus:
             delta = F.softplus(delta)
-        b, d, length = u.shape
+        b, d, _ = u.shape
         h = u.new_zeros(b, d, A.shape[1])
+        # unbind once: indexing per step would make autograd write a full-size zero gradient
+        # for every step (O(L^2) memory traffic in backward)
+        steps = zip(u.unbind(-1), delta.unbind(-1), B.unbind(-1), C.unbind(-1), strict=True)
         ys = []
-        for t in range(length):
-            dt = delta[:, :, t, None]  # (B, D, 1)
-            h = torch.exp(dt * A) * h + (dt * u[:, :, t, None]) * B[:, None, :, t]
-            ys.append((h * C[:, None, :, t]).sum(-1))
+        for u_t, dt, b_t, c_t in steps:
+            dt = dt[:, :, None]  # (B, D, 1)
+            h = torch.exp(dt * A) * h + (dt * u_t[:, :, None]) * b_t[:, None, :]
+            ys.append((h * c_t[:, None, :]).sum(-1))
         y = torch.stack(ys, -1)
         if D is not None:
             y = y + D[:, None] * u

@@ -1,0 +1,332 @@
+"""Image-encoder latency, peak memory and FLOP efficiency against input size, SAM vs HRSAM.
+
+    python -m benchmarks.backbone                                  # CPU default set, 512..4096
+    python -m benchmarks.backbone --ts 1024 2048 --variants all    # every pattern x kernel
+    python -m benchmarks.backbone --device cuda --dtype bf16
+
+Variants are ``preset:attention:kernel`` rows (``sam_vit_b:global:math`` is SAM as the official
+code computes it, materialized attention scores). FLOPs come from `hrsam.profiling.encoder_flops`
+(a pure count); achieved FLOP/s is compared with a dense matmul measured in the same run. Cases
+estimated to exceed the memory budget are ``oom`` rows, cases estimated to take longer than
+``--max-case-s`` are ``skipped`` rows. The summary fits latency ~ tokens^k from 1024 to the
+largest size measured and checks the performance issue's CPU targets with ratios from this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from benchmarks._timing import PeakMemory, device_name, time_fn
+from benchmarks.attention import render
+from hrsam.attention import list_attention, list_kernels, variant_support
+from hrsam.models import build_model, get_preset
+from hrsam.profiling import encoder_flops
+
+RESULTS = Path(__file__).parent / "results"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEFAULT_VARIANTS = [
+    "sam_vit_b:global:math",
+    "sam_vit_b:global:sdpa",
+    "hrsam_vit_b:shifted_kv:sdpa",
+    "hrsampp_vit_b:shifted_kv:sdpa",
+]
+HEADER = [
+    "variant",
+    "ts",
+    "tokens",
+    "enc ms",
+    "dec ms",
+    "GFLOP",
+    "GFLOP/s",
+    "% matmul",
+    "peak MB",
+    "status",
+]
+
+
+@dataclass
+class Row:
+    variant: str
+    ts: int
+    tokens: int
+    enc_ms: float | None = None
+    enc_spread_ms: float | None = None
+    dec_ms: float | None = None
+    gflop: float | None = None
+    gflops: float | None = None
+    frac_matmul: float | None = None
+    peak_mb: float | None = None
+    status: str = "ok"
+
+
+def parse_variant(v: str) -> tuple[str, str, str]:
+    parts = v.split(":")
+    if len(parts) != 3:
+        raise ValueError(f"variant {v!r} must be preset:attention:kernel")
+    return parts[0], parts[1], parts[2]
+
+
+def all_variants() -> list[str]:
+    out = ["sam_vit_b:global:math", "sam_vit_b:global:sdpa", "sam_vit_b:window:sdpa"]
+    out += [
+        f"hrsam_vit_b:{a}:{k}" for a in list_attention() if a != "global" for k in list_kernels()
+    ]
+    return [*out, "hrsampp_vit_b:shifted_kv:sdpa"]
+
+
+def estimate_bytes(preset, attention: str, kernel: str, ts: int, itemsize: int) -> float:
+    """Rough peak bytes of an inference forward: activations plus materialized scores."""
+    g = ts // 16
+    tokens = g * g + sum((s // 16) ** 2 for s in preset.anchor_sizes)
+    act = tokens * preset.embed_dim * itemsize * 12  # residual, qkv, MLP hidden, copies
+    scores = 0.0
+    materialized = kernel == "math" or (kernel == "flex" and False)
+    if attention == "global" and preset.family == "sam":
+        if materialized:
+            # scores, bias and softmax of one global block: (heads, L, L) each
+            scores = 3.0 * preset.num_heads * tokens**2 * itemsize
+        else:
+            scores = 1.0 * preset.num_heads * tokens**2 * itemsize  # the rel-pos bias
+    elif materialized:
+        scores = 3.0 * preset.num_heads * tokens * preset.window_size**2 * itemsize * 1.6
+    return act + scores
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.backbone",
+        description="Encoder latency, memory and FLOP efficiency vs ts: SAM vs HRSAM.",
+        epilog="examples:\n  python -m benchmarks.backbone --ts 1024 2048\n"
+        "  python -m benchmarks.backbone --variants all --ts 1024",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--ts", type=int, nargs="+", default=[512, 1024, 2048, 3072, 4096])
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=DEFAULT_VARIANTS,
+        help="preset:attention:kernel rows, or 'all'",
+    )
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=list(DTYPES), default="fp32")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--budget-gb", type=float, default=None)
+    p.add_argument("--max-case-s", type=float, default=240.0)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    variants = all_variants() if args.variants == ["all"] else args.variants
+    for ts in args.ts:
+        if ts < 16 or ts % 16:
+            p.error(f"--ts {ts}: must be a positive multiple of 16")
+    try:
+        for v in variants:
+            preset, attention, kernel = parse_variant(v)
+            get_preset(preset, attention=attention, kernel=kernel)
+    except ValueError as e:
+        p.error(str(e).splitlines()[0])
+    device = torch.device(args.device)
+    dtype = DTYPES[args.dtype]
+    if args.budget_gb is None:
+        total = (
+            torch.cuda.get_device_properties(device).total_memory
+            if device.type == "cuda"
+            else __import__("os").sysconf("SC_PHYS_PAGES")
+            * __import__("os").sysconf("SC_PAGE_SIZE")
+        )
+        budget = 0.6 * total
+    else:
+        budget = args.budget_gb * 2**30
+    a = torch.randn(2048, 2048, device=device, dtype=dtype)
+    mm = time_fn(lambda: a @ a, device, warmup=2, reps=5)
+    matmul_rate = 2 * 2048**3 / (mm.median_ms * 1e6)
+    print(
+        f"device: {device_name(device)} | torch {torch.__version__} | {args.dtype} | dense "
+        f"2048^3 matmul {matmul_rate:.1f} GFLOP/s | budget {budget / 2**30:.1f} GB",
+        flush=True,
+    )
+    rows: list[Row] = []
+    for v in variants:
+        preset_name, attention, kernel = parse_variant(v)
+        preset = get_preset(preset_name, attention=attention, kernel=kernel)
+        model = None
+        for ts in args.ts:
+            g = ts // 16
+            tokens = g * g + sum((s // 16) ** 2 for s in preset.anchor_sizes)
+            row = Row(v, ts, tokens)
+            rows.append(row)
+            print(f"{v} ts={ts} ...", end=" ", flush=True)
+            flops = encoder_flops(preset, ts)
+            row.gflop = flops / 1e9
+            reasons = (
+                variant_support(attention, kernel, device, dtype)
+                if preset.family != "sam"
+                else get_kernel_reasons(kernel, device, dtype)
+            )
+            if reasons:
+                row.status = "unsupported: " + reasons[0]
+                print(row.status, flush=True)
+                continue
+            est = estimate_bytes(preset, attention, kernel, ts, torch.finfo(dtype).bits // 8)
+            if est > budget:
+                row.status = f"oom: needs ~{est / 2**30:.1f} GB > budget {budget / 2**30:.1f} GB"
+                print(row.status, flush=True)
+                continue
+            est_s = flops / (0.3 * matmul_rate * 1e9)
+            reps = args.reps if est_s * (args.reps + 1) < args.max_case_s else 1
+            if est_s * (reps + 1) > args.max_case_s:
+                row.status = f"skipped: ~{est_s * 2:.0f} s > --max-case-s {args.max_case_s:.0f}"
+                print(row.status, flush=True)
+                continue
+            if model is None:
+                torch.manual_seed(0)
+                model = build_model(preset).eval().to(device, dtype)
+            x = torch.randn(1, 3, ts, ts, device=device, dtype=dtype)
+            try:
+                with torch.no_grad():
+                    with PeakMemory(device) as mem:
+                        emb = model.encode(x)
+                    row.peak_mb = mem.mb
+                    t = time_fn(lambda m=model, x=x: m.encode(x), device, warmup=0, reps=reps)
+                    pts = torch.tensor([[[ts / 2, ts / 2]]], device=device, dtype=dtype)
+                    lab = torch.ones(1, 1, dtype=torch.long, device=device)
+                    d = time_fn(
+                        lambda m=model, e=emb, p=pts, q=lab: m.decode(e, p, q),
+                        device,
+                        warmup=1,
+                        reps=5,
+                    )
+            except torch.OutOfMemoryError:
+                row.status = "oom"
+                print(row.status, flush=True)
+                continue
+            row.enc_ms, row.enc_spread_ms, row.dec_ms = t.median_ms, t.spread_ms, d.median_ms
+            row.gflops = flops / (t.median_ms * 1e6)
+            row.frac_matmul = row.gflops / matmul_rate
+            print(f"enc {t.median_ms:.0f} ms, peak {row.peak_mb:.0f} MB", flush=True)
+        del model
+
+    def f(x, nd=1):
+        return "-" if x is None else f"{x:.{nd}f}"
+
+    table = render(
+        [
+            [
+                r.variant,
+                str(r.ts),
+                str(r.tokens),
+                "-" if r.enc_ms is None else f"{r.enc_ms:.0f} ± {r.enc_spread_ms:.0f}",
+                f(r.dec_ms),
+                f(r.gflop, 0),
+                f(r.gflops),
+                f(None if r.frac_matmul is None else 100 * r.frac_matmul, 0),
+                f(r.peak_mb, 0),
+                r.status,
+            ]
+            for r in rows
+        ],
+        HEADER,
+    )
+    checks = summary(rows, matmul_rate)
+    print()
+    print(table)
+    print()
+    print("\n".join(checks))
+    slug = "cpu" if device.type == "cpu" else device_name(device)
+    out_dir = args.out or RESULTS / slug
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = "backbone" if args.dtype == "fp32" else f"backbone_{args.dtype}"
+    tmp = out_dir / f"{stem}.csv.tmp"
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=[*Row.__dataclass_fields__, "matmul_gflops"])
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r.__dict__, "matmul_gflops": round(matmul_rate, 1)})
+    tmp.replace(out_dir / f"{stem}.csv")
+    mem_kind = "CUDA max allocated" if device.type == "cuda" else "peak tensor memory (profiler)"
+    (out_dir / f"{stem}.md").write_text(
+        f"# Image-encoder benchmark ({args.dtype})\n\n- device: {device_name(device)}\n"
+        f"- torch: {torch.__version__}\n- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n"
+        f"- command: `python -m benchmarks.backbone {' '.join(argv or sys.argv[1:])}`\n"
+        f"- dense 2048^3 matmul: {matmul_rate:.1f} GFLOP/s (same run); batch 1; enc ms = median "
+        f"(± half spread) after warm-up; dec ms = one click (prompt encoder + mask decoder); "
+        f"peak MB = {mem_kind} of one encoder forward; GFLOP from "
+        f"`hrsam.profiling.encoder_flops`\n\n" + table + "\n\n```\n" + "\n".join(checks) + "\n```\n"
+    )
+    print(f"\nwrote {out_dir / (stem + '.csv')} and {out_dir / (stem + '.md')}")
+    return 0
+
+
+def get_kernel_reasons(kernel: str, device, dtype) -> list[str]:
+    from hrsam.attention import get_kernel
+
+    return get_kernel(kernel).support(device, dtype)
+
+
+def exponent(rows: list[Row], variant: str) -> tuple[float, int, int] | None:
+    """k in latency ~ tokens^k from ts 1024 to the largest measured ts of ``variant``."""
+    ok = {r.ts: r for r in rows if r.variant == variant and r.enc_ms}
+    if 1024 not in ok:
+        return None
+    top = max(ok)
+    if top <= 1024:
+        return None
+    a, b = ok[1024], ok[top]
+    return math.log(b.enc_ms / a.enc_ms) / math.log(b.tokens / a.tokens), 1024, top
+
+
+def summary(rows: list[Row], matmul_rate: float) -> list[str]:
+    lines = ["Targets (ratios from this run):"]
+    by = {(r.variant, r.ts): r for r in rows}
+    hr, sam = by.get(("hrsam_vit_b:shifted_kv:sdpa", 2048)), by.get(("sam_vit_b:global:sdpa", 2048))
+    if hr and sam and hr.enc_ms and sam.enc_ms:
+        s = sam.enc_ms / hr.enc_ms
+        lines.append(
+            f"  {'PASS' if s >= 1.5 else 'FAIL'} ts=2048: hrsam_vit_b {s:.2f}x faster than "
+            f"sam_vit_b/sdpa (target >= 1.5x)"
+        )
+        if hr.peak_mb is not None and sam.peak_mb is not None:
+            lines.append(
+                f"  {'PASS' if hr.peak_mb < sam.peak_mb else 'FAIL'} ts=2048: peak "
+                f"{hr.peak_mb:.0f} MB vs SAM {sam.peak_mb:.0f} MB (target: lower)"
+            )
+    else:
+        lines.append("  ts=2048 comparison not measured")
+    mat = by.get(("sam_vit_b:global:math", 2048))
+    if mat is not None:
+        lines.append(
+            f"  {'PASS' if mat.status.startswith('oom') else 'NOTE'} sam_vit_b with "
+            f"materialized attention at ts=2048: {mat.status}"
+        )
+    h1 = by.get(("hrsam_vit_b:shifted_kv:sdpa", 1024))
+    if h1 and h1.frac_matmul is not None:
+        lines.append(
+            f"  {'PASS' if h1.frac_matmul >= 0.35 else 'FAIL'} ts=1024: hrsam_vit_b "
+            f"{h1.gflops:.1f} GFLOP/s = {100 * h1.frac_matmul:.0f}% of the dense matmul "
+            f"rate {matmul_rate:.1f} (target >= 35%)"
+        )
+    for v in ("hrsam_vit_b:shifted_kv:sdpa", "sam_vit_b:global:sdpa"):
+        e = exponent(rows, v)
+        if e:
+            k, lo, hi = e
+            verdict = (
+                ("PASS" if k <= 1.2 else "FAIL")
+                if v.startswith("hrsam")
+                else ("PASS" if k > 1.0 else "FAIL")
+            )
+            target = "<= 1.2 (linear)" if v.startswith("hrsam") else "> 1 (super-linear)"
+            lines.append(
+                f"  {verdict} {v}: latency ~ tokens^{k:.2f} from ts {lo} to {hi} (target {target})"
+            )
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""FLOP counting against torch's FlopCounterMode; the backbone benchmark on a tiny run."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from hrsam.models import build_model, get_preset
+from hrsam.profiling import encoder_flops
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        ("hrsam_tiny", {"scan": "none", "attention": "shifted_pad"}),
+        ("hrsam_tiny", {"scan": "none", "attention": "global"}),
+        ("hrsampp_tiny", {"scan": "none", "attention": "window"}),
+    ],
+)
+def test_encoder_flops_match_a_counted_forward(name, overrides):
+    """Without scans every FLOP is a matmul or a convolution, which FlopCounterMode counts."""
+    preset = get_preset(name, kernel="math", **overrides)
+    model = build_model(preset).eval()
+    x = torch.randn(1, 3, 320, 320)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.encode(x)
+    counted = counter.get_total_flops()
+    assert encoder_flops(preset, 320) == pytest.approx(counted, rel=0.02)
+
+
+def test_scan_and_sam_flops_grow_as_expected():
+    hr, sam = get_preset("hrsam_vit_b"), get_preset("sam_vit_b")
+    # window attention: linear in tokens (within padding effects); SAM: quadratic global blocks
+    assert 3.9 < encoder_flops(hr, 4096) / encoder_flops(hr, 2048) < 4.1
+    assert encoder_flops(sam, 4096) / encoder_flops(sam, 2048) > 6
+    assert encoder_flops(get_preset("hrsam_vit_b", scan="none"), 1024) < encoder_flops(hr, 1024)
+
+
+def test_backbone_benchmark_tiny_run(tmp_path, capsys):
+    from benchmarks.backbone import main
+
+    argv = [
+        "--ts",
+        "128",
+        "256",
+        "--variants",
+        "hrsam_tiny:shifted_kv:sdpa",
+        "hrsam_tiny:swin:xformers",
+        "--reps",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(argv) == 0
+    rows = list(csv.DictReader(open(tmp_path / "backbone.csv")))
+    assert len(rows) == 4
+    ok = [r for r in rows if r["variant"] == "hrsam_tiny:shifted_kv:sdpa"]
+    assert all(r["status"] == "ok" and float(r["enc_ms"]) > 0 for r in ok)
+    assert all(float(r["gflops"]) > 0 for r in ok)
+    bad = [r for r in rows if r["variant"] == "hrsam_tiny:swin:xformers"]
+    assert all(r["status"].startswith("unsupported: xformers runs on CUDA only") for r in bad)
+    assert "| variant" in capsys.readouterr().out
+
+
+def test_backbone_benchmark_bad_variant(capsys):
+    from benchmarks.backbone import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--variants", "hrsam_vit_b:windw:sdpa"])
+    assert exc.value.code == 2
+    assert "unknown attention 'windw'" in capsys.readouterr().err
