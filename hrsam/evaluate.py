@@ -12,12 +12,13 @@ naming the value and the valid choices, exit code 2.
 from __future__ import annotations
 
 import csv
-import difflib
 import sys
-import time
 from pathlib import Path
 
 import torch
+
+from hrsam import _cli
+from hrsam._cli import UsageError
 
 KEYS = {
     "model": (str, "preset name (hrsam_tiny, hrsam_vit_b, sam_vit_b, ...)"),
@@ -48,37 +49,8 @@ DEFAULTS = {
 }
 
 
-class UsageError(ValueError):
-    """Bad command line: printed as one line, exit code 2."""
-
-
 def parse(argv: list[str]) -> dict:
-    cfg = dict(DEFAULTS)
-    for arg in argv:
-        if "=" not in arg:
-            raise UsageError(f"argument {arg!r} is not key=value; keys: {', '.join(KEYS)}")
-        key, value = arg.split("=", 1)
-        if key not in KEYS:
-            close = difflib.get_close_matches(key, KEYS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; keys: {', '.join(KEYS)}"
-            raise UsageError(f"unknown key {key!r}{hint}")
-        typ = KEYS[key][0]
-        try:
-            cfg[key] = typ(value)
-        except ValueError:
-            raise UsageError(f"{key}={value!r} must be {typ.__name__}") from None
-    return cfg
-
-
-def _progress(i: int, n: int, name: str, start: float) -> None:
-    eta = (time.perf_counter() - start) / i * (n - i)
-    bar = "#" * int(30 * i / n)
-    print(
-        f"\r[{bar:<30}] {i}/{n} {name[:24]:<24} eta {eta:5.0f}s",
-        end="" if i < n else "\n",
-        file=sys.stderr,
-        flush=True,
-    )
+    return _cli.parse(argv, KEYS, DEFAULTS)
 
 
 def run(cfg: dict) -> dict:
@@ -123,7 +95,7 @@ def run(cfg: dict) -> dict:
     if cfg.get("data.limit"):
         dataset = [dataset[i] for i in range(min(cfg["data.limit"], len(dataset)))]
     model.eval()
-    start = time.perf_counter()
+    bar = _cli.Progress(len(dataset), "obj")
     with torch.no_grad():
         result = evaluate(
             model,
@@ -132,7 +104,7 @@ def run(cfg: dict) -> dict:
             cfg["ts"],
             cfg["max_clicks"],
             cfg["seed"],
-            progress=lambda i, n, name: _progress(i, n, name, start),
+            progress=lambda i, n, name: bar(i, name),
         )
     summary = result.summary()
     out = Path(cfg.get("out") or f"outputs/evaluate/{cfg['model']}_{cfg['data.name']}_{cfg['ts']}")
@@ -177,11 +149,7 @@ def format_table(cfg: dict, s: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        print("keys:")
-        for k, (typ, doc) in KEYS.items():
-            default = f" (default {DEFAULTS[k]})" if k in DEFAULTS else ""
-            print(f"  {k:<12} {typ.__name__:<4} {doc}{default}")
+        _cli.print_help(__doc__, KEYS, DEFAULTS)
         return 0
     try:
         cfg = parse(argv)

@@ -1,0 +1,68 @@
+"""``key=value`` command lines for the library's CLIs (evaluate, train): typed keys, the closest
+key suggested for a misspelling, one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+import time
+
+
+class UsageError(ValueError):
+    """Bad command line: printed as one line, exit code 2."""
+
+
+def parse(argv: list[str], keys: dict[str, tuple[type, str]], defaults: dict) -> dict:
+    cfg = dict(defaults)
+    for arg in argv:
+        if "=" not in arg:
+            raise UsageError(f"argument {arg!r} is not key=value; keys: {', '.join(keys)}")
+        key, value = arg.split("=", 1)
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; keys: {', '.join(keys)}"
+            raise UsageError(f"unknown key {key!r}{hint}")
+        typ = keys[key][0]
+        try:
+            cfg[key] = _convert(typ, value)
+        except ValueError:
+            raise UsageError(f"{key}={value!r} must be {typ.__name__}") from None
+    return cfg
+
+
+def _convert(typ: type, value: str):
+    if typ is bool:
+        if value.lower() in ("1", "true", "yes"):
+            return True
+        if value.lower() in ("0", "false", "no"):
+            return False
+        raise ValueError(value)
+    return typ(value)
+
+
+def print_help(doc: str, keys: dict[str, tuple[type, str]], defaults: dict) -> None:
+    print(doc)
+    print("keys:")
+    for k, (typ, text) in keys.items():
+        default = f" (default {defaults[k]})" if k in defaults else ""
+        print(f"  {k:<16} {typ.__name__:<5} {text}{default}")
+
+
+class Progress:
+    """A one-line progress bar on stderr: done/total, a label, the rate and the ETA."""
+
+    def __init__(self, total: int, unit: str = "") -> None:
+        self.total, self.unit, self.start = total, unit, time.perf_counter()
+
+    def __call__(self, done: int, label: str = "") -> None:
+        elapsed = time.perf_counter() - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - done) / rate if rate > 0 else 0.0
+        bar = "#" * int(30 * done / max(1, self.total))
+        print(
+            f"\r[{bar:<30}] {done}/{self.total} {label[:40]:<40} {rate:6.2f} {self.unit}/s "
+            f"eta {eta:5.0f}s",
+            end="" if done < self.total else "\n",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -1,0 +1,264 @@
+"""Interactive training with simulated clicks and SAM-style distillation (HRSAM spec B.1-B.4).
+
+Interactive step (B.3): in eval mode under no_grad, the first click goes to the error centre
+(k = 1.0), the image is encoded, and ``n ~ P(n) proportional to gamma^n`` (n = 0..max_clicks)
+extra rounds are simulated, each adding a click with the training rule (k = 1.7) and feeding the
+previous logits back. Then in train mode the image is encoded with gradients and the decoder
+predicts from all clicks and the (detached) previous logits; the normalized focal loss is taken
+on the logits upsampled to the training canvas.
+
+Distillation (B.1): MSE between the student's embedding and a teacher's, the teacher embeddings
+computed once to disk and reused.
+
+Every ``ckpt_every`` steps (and at the end) the full training state is written atomically:
+weights (our checkpoint format), optimizer, schedule, step and RNG states, so a resumed run
+reproduces the next loss exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from hrsam.interactive.clicker import next_click
+from hrsam.models.checkpoint import CheckpointError, read_state
+from hrsam.train.losses import normalized_focal_loss
+from hrsam.train.optim import make_optimizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run (recipe defaults from the official configs, scaled by ``steps``)."""
+
+    recipe: str = "interactive"  # or "distill"
+    steps: int = 1000
+    ts: int = 1024
+    batch_size: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    warmup: int = 0
+    layer_decay: float | None = None  # 0.9 for distillation (B.6); None for finetuning
+    grad_clip: float | None = 1.0
+    max_clicks: int = 20
+    gamma: float = 0.6
+    inner_k: float = 1.7
+    flip: bool = True
+    seed: int = 42
+    ckpt_every: int = 0  # 0: only at the end
+    amp: bool = True  # bf16 autocast on CUDA only
+
+    def __post_init__(self) -> None:
+        if self.recipe not in ("interactive", "distill"):
+            raise ValueError(f"recipe={self.recipe!r} must be 'interactive' or 'distill'")
+        if self.steps < 1:
+            raise ValueError(f"steps={self.steps} must be >= 1")
+        if self.ts < 16 or self.ts % 16:
+            raise ValueError(f"ts={self.ts} must be a positive multiple of 16")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size} must be >= 1")
+
+
+def prepare(image: np.ndarray, mask: np.ndarray, ts: int, flip: bool) -> tuple[Tensor, Tensor]:
+    """Keep-ratio resize so the long side is ``ts`` (image bilinear, mask nearest), optional
+    horizontal flip, pad bottom/right to ts x ts (GT pad = background). Returns the RGB image
+    (1, 3, ts, ts) in 0..255 and the mask (1, 1, ts, ts) bool."""
+    img = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None]
+    m = torch.from_numpy(np.array(mask, dtype=np.float32))[None, None]
+    h, w = m.shape[-2:]
+    scale = ts / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    img = F.interpolate(img, size=size, mode="bilinear", align_corners=False)
+    m = F.interpolate(m, size=size, mode="nearest")
+    if flip:
+        img, m = img.flip(-1), m.flip(-1)
+    pad = (0, ts - size[1], 0, ts - size[0])
+    return F.pad(img, pad), F.pad(m, pad) > 0.5
+
+
+def _points(clicks) -> tuple[Tensor, Tensor]:
+    pts = torch.tensor([[[c.x, c.y] for c in clicks]], dtype=torch.float32)
+    labels = torch.tensor([[int(c.positive) for c in clicks]])
+    return pts, labels
+
+
+def simulate_clicks(model, image: Tensor, gt: Tensor, cfg: TrainConfig, rng: np.random.Generator):
+    """B.3, under no_grad in eval mode: the clicks and the previous logits of a random round."""
+    gt_np = gt[0, 0].cpu().numpy()
+    clicked = np.zeros_like(gt_np)
+    first = next_click(gt_np, np.zeros_like(gt_np), clicked, "hrsam", rng=rng, inner_k=1.0)
+    clicks = [first]
+    clicked[first.y, first.x] = True
+    probs = cfg.gamma ** np.arange(cfg.max_clicks + 1)
+    rounds = int(rng.choice(len(probs), p=probs / probs.sum()))
+    prev = None
+    if rounds == 0:
+        return clicks, prev
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        emb = model.encode(image)
+        for _ in range(rounds):
+            pts, labels = _points(clicks)
+            prev, _ = model.decode(emb, pts.to(image.device), labels.to(image.device), prev)
+            up = F.interpolate(prev, size=gt.shape[-2:], mode="bilinear", align_corners=False)
+            pred = up[0, 0].cpu().numpy() > 0
+            click = next_click(gt_np, pred, clicked, "hrsam", rng=rng, inner_k=cfg.inner_k)
+            if click is None:
+                break
+            clicks.append(click)
+            clicked[click.y, click.x] = True
+    model.train(was_training)
+    return clicks, prev
+
+
+@dataclass
+class TrainState:
+    step: int
+    losses: list[float]
+
+
+def save_training_state(
+    path: Path,
+    model,
+    opt,
+    sched,
+    step: int,
+    rng: np.random.Generator,
+    cfg: TrainConfig,
+    losses: list[float],
+) -> None:
+    """Writes everything a resume needs, atomically (an interrupted write keeps the old file)."""
+    preset = model.preset
+    record = {
+        "format": "hrsam-bench",
+        "version": 1,
+        "preset": preset.name,
+        "config": {
+            f: (list(v) if isinstance(v := getattr(preset, f), tuple) else v)
+            for f in preset.__dataclass_fields__
+        },
+        "meta": {"step": step, "train": asdict(cfg)},
+        "state_dict": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "step": step,
+        "losses": losses,
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": rng.bit_generator.state,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(record, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def train(
+    model,
+    dataset,
+    cfg: TrainConfig,
+    out: str | Path,
+    teacher: Callable[[int, Tensor], Tensor] | None = None,
+    resume: bool = True,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> TrainState:
+    """Trains ``model`` in place; writes ``out/last.pt`` (and ``out/step_<n>.pt``).
+
+    Args:
+        model: an `InteractiveSegmenter` built by ``build_model`` (its preset is saved).
+        dataset: samples with ``image`` (H, W, 3) uint8 and ``gt`` (H, W) bool.
+        cfg: the run.
+        out: output folder; an existing ``last.pt`` is resumed when ``resume``.
+        teacher: for ``distill``: (sample index, prepared image) -> teacher embedding.
+        progress: called with (step, steps, loss) after every step.
+    """
+    if len(dataset) == 0:
+        raise ValueError("the training dataset is empty")
+    if cfg.recipe == "distill" and teacher is None:
+        raise ValueError("recipe 'distill' needs a teacher")
+    out = Path(out)
+    device = next(model.parameters()).device
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    opt, sched = make_optimizer(
+        model, cfg.lr, cfg.weight_decay, cfg.steps, cfg.warmup, cfg.layer_decay
+    )
+    step, losses = 0, []
+    last = out / "last.pt"
+    if resume and last.exists():
+        state = read_state(last)
+        if "optimizer" not in state:
+            raise CheckpointError(f"{last} is not a training state (no optimizer)")
+        model.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step, losses = int(state["step"]), list(state["losses"])
+        torch.set_rng_state(state["torch_rng"])
+        rng.bit_generator.state = state["numpy_rng"]
+        log.info("resumed %s at step %d", last, step)
+    use_amp = cfg.amp and device.type == "cuda"
+    model.train()
+    while step < cfg.steps:
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for _ in range(cfg.batch_size):
+            index = int(rng.integers(len(dataset)))
+            sample = dataset[index]
+            flip = cfg.flip and bool(rng.random() < 0.5)
+            image, gt = prepare(sample.image, sample.gt, cfg.ts, flip)
+            image = model.normalize(image.to(device))
+            gt = gt.to(device)
+            with torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
+                if cfg.recipe == "interactive":
+                    clicks, prev = simulate_clicks(model, image, gt, cfg, rng)
+                    pts, labels = _points(clicks)
+                    emb = model.encode(image)
+                    low, _ = model.decode(
+                        emb,
+                        pts.to(device),
+                        labels.to(device),
+                        None if prev is None else prev.detach(),
+                    )
+                    logits = F.interpolate(
+                        low, size=gt.shape[-2:], mode="bilinear", align_corners=False
+                    )
+                    loss = normalized_focal_loss(logits, gt)
+                else:
+                    target = teacher(index, image).to(device)
+                    loss = F.mse_loss(model.encode(image).float(), target.float())
+            (loss / cfg.batch_size).backward()
+            total += loss.item() / cfg.batch_size
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        step += 1
+        losses.append(total)
+        if not math.isfinite(total):
+            raise FloatingPointError(f"loss is {total} at step {step}")
+        if progress is not None:
+            progress(step, cfg.steps, total)
+        periodic = bool(cfg.ckpt_every) and step % cfg.ckpt_every == 0
+        if periodic:
+            save_training_state(
+                out / f"step_{step:06d}.pt", model, opt, sched, step, rng, cfg, losses
+            )
+        if periodic or step == cfg.steps:
+            save_training_state(last, model, opt, sched, step, rng, cfg, losses)
+    return TrainState(step, losses)

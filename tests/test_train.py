@@ -1,0 +1,169 @@
+"""Training: loss, layer-wise LR decay, one step lowers the loss, exact resume, distillation,
+CLI validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hrsam.interactive import Sample
+from hrsam.models import build_model, load_checkpoint
+from hrsam.train import TrainConfig, lr_scale, normalized_focal_loss, param_groups, train
+from hrsam.train.optim import warmup_poly
+
+
+def test_normalized_focal_loss_hand_check():
+    logits = torch.tensor([[[[2.0, -1.0], [0.0, 3.0]]]])
+    target = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
+    p = torch.sigmoid(logits)
+    pt = 1 - (p - target).abs()
+    beta = (1 - pt) ** 2
+    s = 4 / beta.sum()
+    expected = (-0.5 * s * beta * torch.log(pt)).sum() / 4
+    assert normalized_focal_loss(logits, target).item() == pytest.approx(expected.item(), rel=1e-5)
+    valid = torch.tensor([[[[True, True], [False, True]]]])
+    assert normalized_focal_loss(logits, target, valid) != normalized_focal_loss(logits, target)
+
+
+def test_layer_decay_scales_follow_spec():
+    assert lr_scale("image_encoder.blocks.0.attn.qkv.weight", 12, 0.9) == pytest.approx(0.9**12)
+    assert lr_scale("image_encoder.blocks.11.mlp.fc1.weight", 12, 0.9) == pytest.approx(0.9)
+    for exempt in (
+        "image_encoder.mamba_blocks.0.in_proj.0.weight",
+        "image_encoder.pos_embed",
+        "image_encoder.patch_embed.proj.weight",
+        "image_encoder.lateral_convs.0.0.weight",
+        "mask_decoder.iou_token.weight",
+    ):
+        assert lr_scale(exempt, 12, 0.9) == 1.0
+    with torch.device("meta"):
+        model = build_model("hrsam_vit_b")
+    groups = param_groups(model, 1e-4, 0.05, layer_decay=0.9)
+    scales = sorted({round(g["lr_scale"], 6) for g in groups})
+    assert scales[0] == pytest.approx(0.9**12, rel=1e-5) and scales[-1] == 1.0
+    no_decay = [g for g in groups if g["weight_decay"] == 0]
+    assert all(p.ndim == 1 for g in no_decay for p in g["params"])
+    flat = param_groups(model, 1e-4, 0.05)  # finetuning: one uniform group
+    assert len(flat) == 1 and flat[0]["weight_decay"] == 0.05
+
+
+def test_warmup_poly_schedule():
+    f = warmup_poly(10, 110)
+    assert f(0) == pytest.approx(1e-6) and f(10) == 1.0 and f(60) == pytest.approx(0.5)
+    assert f(110) == 0.0
+
+
+def _dataset(n=3, size=96):
+    out = []
+    for i in range(n):
+        yy, xx = np.mgrid[:size, :size]
+        gt = (yy - 40 - 3 * i) ** 2 + (xx - 50) ** 2 < (20 + 2 * i) ** 2
+        rng = np.random.default_rng(i)
+        img = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+        img[gt] += 150
+        out.append(Sample(f"s{i}", img, gt))
+    return out
+
+
+def test_one_step_on_a_fixed_batch_lowers_the_loss(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("hrsam_tiny")
+    data = _dataset(1)
+    cfg = TrainConfig(steps=1, ts=128, lr=1e-3, max_clicks=0, flip=False)
+    first = train(model, data, cfg, tmp_path / "a").losses[0]
+    cfg2 = TrainConfig(steps=2, ts=128, lr=1e-3, max_clicks=0, flip=False)
+    second = train(model, data, cfg2, tmp_path / "a").losses[1]  # resumes, same image and click
+    assert second < first
+
+
+def test_resume_reproduces_the_next_loss_exactly(tmp_path):
+    import shutil
+
+    data = _dataset()
+    cfg = TrainConfig(steps=4, ts=128, lr=5e-4, ckpt_every=2)
+    torch.manual_seed(0)
+    straight = train(build_model("hrsam_tiny"), data, cfg, tmp_path / "straight").losses
+    # an interrupted run: only the step-2 checkpoint survived; a new process resumes from it
+    (tmp_path / "resumed").mkdir()
+    shutil.copy(tmp_path / "straight" / "step_000002.pt", tmp_path / "resumed" / "last.pt")
+    torch.manual_seed(123)  # a fresh model with other weights: all state comes from the file
+    resumed = train(build_model("hrsam_tiny"), data, cfg, tmp_path / "resumed").losses
+    assert resumed[:2] == straight[:2]
+    assert resumed[2:] == straight[2:]  # exactly equal
+    loaded = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert loaded.preset.name == "hrsam_tiny"
+    assert not list((tmp_path / "resumed").glob("*.tmp"))
+
+
+def test_distillation_lowers_the_mse():
+    torch.manual_seed(0)
+    teacher = build_model("hrsam_tiny", window_size=4).eval()
+    student = build_model("hrsam_tiny")
+    data = _dataset(2)
+    from hrsam.train.loop import prepare
+
+    cache = {}
+
+    def embed(index, image):
+        if index not in cache:
+            s = data[index]
+            img, _ = prepare(s.image, s.gt, 128, flip=False)
+            with torch.no_grad():
+                cache[index] = teacher.encode(teacher.normalize(img))
+        return cache[index]
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(recipe="distill", steps=30, ts=128, lr=2e-3, flip=False, layer_decay=0.9)
+        losses = train(student, data, cfg, tmp, teacher=embed).losses
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["preset=hrsam_tiny", "steps=0"], "steps=0 must be >= 1"),
+        (
+            ["preset=hrsam_tiny", "data.name=davis", "data.root=/nonexistent"],
+            "dataset root /nonexistent does not exist",
+        ),
+        (
+            ["preset=hrsam_tiny", "recipe=distill", "teacher=sam_vit_b"],
+            "teacher sam_vit_b embeds 256 channels but student hrsam_tiny embeds 64",
+        ),
+        (["preset=hrsam_tiny", "recipe=finetune"], "unknown recipe 'finetune'; valid: interactive"),
+        (["preset=hrsam_tiny", "step=3"], "unknown key 'step'; did you mean 'steps'?"),
+        (
+            ["preset=hrsam_tiny", "checkpoint=/nonexistent.pt"],
+            "checkpoint /nonexistent.pt does not exist",
+        ),
+    ],
+)
+def test_train_cli_rejects_bad_input_before_work(argv, message, capsys, tmp_path):
+    from hrsam.train.__main__ import main
+
+    assert main([*argv, f"out={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_train_cli_runs_and_resumes(tmp_path, capsys):
+    from hrsam.train.__main__ import main
+
+    argv = [
+        "preset=hrsam_tiny",
+        "steps=2",
+        "ts=128",
+        f"data.root={tmp_path / 'syn'}",
+        "data.size=128",
+        "data.n_train=2",
+        f"out={tmp_path / 'run'}",
+    ]
+    assert main(argv) == 0
+    assert (tmp_path / "run" / "last.pt").exists()
+    assert main([*argv[:1], "steps=3", *argv[2:]]) == 0
+    out = capsys.readouterr()
+    assert "trained 3 steps" in out.out and "3/3" in out.err
