@@ -4,30 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from hrsam.interactive import Sample, evaluate
 from hrsam.models import build_model
-
-
-class _Oracle:
-    """Encodes the image; the image is the object painted white, so decoding it is the GT."""
-
-    def __init__(self, empty: bool = False) -> None:
-        self.empty = empty
-
-    def parameters(self):
-        return iter([torch.zeros(1)])
-
-    def normalize(self, x):
-        return x / 255.0
-
-    def encode(self, x):
-        return x
-
-    def decode(self, emb, points, labels, prev_logits=None, multimask=False):
-        low = torch.nn.functional.interpolate(emb[:, :1], scale_factor=0.25, mode="bilinear")
-        return (torch.full_like(low, -10.0) if self.empty else (low - 0.5) * 20), None
+from tests.standins import GroundTruthStandIn
 
 
 def _samples(n=3):
@@ -41,7 +21,7 @@ def _samples(n=3):
 
 @pytest.mark.parametrize("protocol", ["ritm", "hrsam"])
 def test_oracle_needs_one_click(protocol):
-    res = evaluate(_Oracle(), _samples(), protocol=protocol, ts=1024, max_clicks=5)
+    res = evaluate(GroundTruthStandIn(), _samples(), protocol=protocol, ts=1024, max_clicks=5)
     s = res.summary()
     assert res.ious.shape == (3, 5)
     assert s["noc85"] == s["noc90"] == s["noc95"] == 1.0 and s["nof95"] == 0
@@ -51,7 +31,9 @@ def test_oracle_needs_one_click(protocol):
 
 
 def test_empty_model_fails_everything():
-    res = evaluate(_Oracle(empty=True), _samples(), protocol="hrsam", ts=512, max_clicks=4)
+    res = evaluate(
+        GroundTruthStandIn(empty=True), _samples(), protocol="hrsam", ts=512, max_clicks=4
+    )
     s = res.summary()
     assert s["noc85"] == s["noc95"] == 4.0 and s["nof85"] == s["nof95"] == 3
     assert s["miou@1"] == 0.0
@@ -76,9 +58,9 @@ def test_real_tiny_model_runs_the_loop_with_progress():
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown protocol 'focsam'; valid: ritm, hrsam"):
-        evaluate(_Oracle(), _samples(1), protocol="focsam")
+        evaluate(GroundTruthStandIn(), _samples(1), protocol="focsam")
     with pytest.raises(ValueError, match="ts=1000 must be a positive multiple of 16"):
-        evaluate(_Oracle(), _samples(1), ts=1000)
+        evaluate(GroundTruthStandIn(), _samples(1), ts=1000)
 
 
 def test_evaluate_cli_end_to_end(tmp_path, capsys):
@@ -131,7 +113,7 @@ def test_sat_latency_decodes_256_grid_prompts():
 
     calls = []
 
-    class Counting(_Oracle):
+    class Counting(GroundTruthStandIn):
         def decode(self, emb, points, labels, prev_logits=None, multimask=False):
             calls.append(points[0, 0].tolist())
             return super().decode(emb, points, labels, prev_logits, multimask)

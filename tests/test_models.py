@@ -33,6 +33,7 @@ from hrsam.models.sam_encoder import SamImageEncoder
 from hrsam.models.segmenter import InteractiveSegmenter
 from hrsam.models.transformer import TwoWayTransformer
 from hrsam.registry import UnknownNameError
+from tests.standins import GroundTruthStandIn
 
 KEYS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official-checkpoint-keys"
 
@@ -285,25 +286,6 @@ def test_ts_not_multiple_of_16_fails_clearly():
         Predictor(model, ts=1000)
 
 
-class _GroundTruthStandIn:
-    """Encodes the image itself; decodes logits that are +-10 where the image is bright."""
-
-    def parameters(self):
-        return iter([torch.zeros(1)])
-
-    def normalize(self, x):
-        return x / 255.0
-
-    def encode(self, x):
-        return x
-
-    def decode(self, emb, points, labels, prev_logits=None, multimask=False):
-        low = torch.nn.functional.interpolate(
-            emb[:, :1], scale_factor=0.25, mode="bilinear", align_corners=False
-        )
-        return (low - 0.5) * 20, None
-
-
 @pytest.mark.parametrize("size", [(333, 517), (517, 333), (64, 64), (1000, 37)])
 @pytest.mark.parametrize("ts", [512, 1024])
 def test_predictor_round_trip_geometry(size, ts):
@@ -311,7 +293,7 @@ def test_predictor_round_trip_geometry(size, ts):
     yy, xx = np.mgrid[:h, :w]
     gt = ((yy - h / 2) ** 2 / (h / 3) ** 2 + (xx - w / 2) ** 2 / (w / 3) ** 2) < 1
     image = np.repeat(gt[..., None] * 255, 3, -1).astype(np.uint8)
-    pred = Predictor(_GroundTruthStandIn(), ts=ts)
+    pred = Predictor(GroundTruthStandIn(), ts=ts)
     pred.set_image(image)
     logits, low = pred.predict(np.array([[h // 2, w // 2]]), np.array([1]))
     assert logits.shape == (1, h, w) and low.shape == (1, 1, ts // 4, ts // 4)

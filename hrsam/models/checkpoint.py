@@ -113,7 +113,13 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, **meta) -> Path:
     preset = getattr(model, "preset", None)
     if preset is None:
         raise CheckpointError("model has no preset; build it with hrsam.models.build_model")
-    record = {
+    return atomic_save(checkpoint_record(model, **meta), path)
+
+
+def checkpoint_record(model: nn.Module, **meta) -> dict:
+    """Our format: weights plus the preset fields that built the model and free-form meta."""
+    preset = model.preset
+    return {
         "format": FORMAT,
         "version": VERSION,
         "preset": preset.name,
@@ -121,12 +127,16 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, **meta) -> Path:
         "meta": {k: _plain(v) for k, v in meta.items()},
         "state_dict": model.state_dict(),
     }
+
+
+def atomic_save(obj, path: str | os.PathLike) -> Path:
+    """torch.save through a temporary file and a rename: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(record, tmp)
+        torch.save(obj, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hrsam.interactive.clicker import next_click
-from hrsam.models.checkpoint import CheckpointError, read_state
+from hrsam.models.checkpoint import CheckpointError, atomic_save, checkpoint_record, read_state
 from hrsam.train.losses import normalized_focal_loss
 from hrsam.train.optim import make_optimizer
 
@@ -140,33 +138,16 @@ def save_training_state(
     losses: list[float],
 ) -> None:
     """Writes everything a resume needs, atomically (an interrupted write keeps the old file)."""
-    preset = model.preset
-    record = {
-        "format": "hrsam-bench",
-        "version": 1,
-        "preset": preset.name,
-        "config": {
-            f: (list(v) if isinstance(v := getattr(preset, f), tuple) else v)
-            for f in preset.__dataclass_fields__
-        },
-        "meta": {"step": step, "train": asdict(cfg)},
-        "state_dict": model.state_dict(),
-        "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(),
-        "step": step,
-        "losses": losses,
-        "torch_rng": torch.get_rng_state(),
-        "numpy_rng": rng.bit_generator.state,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(record, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    record = checkpoint_record(model, step=step, train=asdict(cfg))
+    record.update(
+        optimizer=opt.state_dict(),
+        scheduler=sched.state_dict(),
+        step=step,
+        losses=losses,
+        torch_rng=torch.get_rng_state(),
+        numpy_rng=rng.bit_generator.state,
+    )
+    atomic_save(record, path)
 
 
 def train(
