@@ -107,6 +107,24 @@ def _sam(name: str, dim: int, depth: int, heads: int, globals_: tuple[int, ...])
     )
 
 
+# CPU-sized: 4 blocks (plain, shifted, plain, shifted), 2 cycle-scans, 2 neck levels.
+_TINY = ModelPreset(
+    "hrsam_tiny",
+    "hrsam",
+    embed_dim=96,
+    depth=4,
+    num_heads=4,
+    window_size=8,
+    ssm_indexes=(1, 3),
+    out_indexes=(1, 3),
+    state_dim=8,
+    out_dim=64,
+    decoder_heads=4,
+    decoder_mlp_dim=256,
+    image_format="RGB",
+    train_ts=512,
+)
+
 PRESETS: dict[str, ModelPreset] = {
     p.name: p
     for p in [
@@ -115,40 +133,8 @@ PRESETS: dict[str, ModelPreset] = {
         _sam("sam_vit_h", 1280, 32, 16, (7, 15, 23, 31)),
         ModelPreset("hrsam_vit_b", "hrsam"),
         ModelPreset("hrsampp_vit_b", "hrsam", anchor_sizes=(512,)),
-        # CPU-sized: 4 blocks (plain, shifted, plain, shifted), 2 cycle-scans, 2 neck levels.
-        ModelPreset(
-            "hrsam_tiny",
-            "hrsam",
-            embed_dim=96,
-            depth=4,
-            num_heads=4,
-            window_size=8,
-            ssm_indexes=(1, 3),
-            out_indexes=(1, 3),
-            state_dim=8,
-            out_dim=64,
-            decoder_heads=4,
-            decoder_mlp_dim=256,
-            image_format="RGB",
-            train_ts=512,
-        ),
-        ModelPreset(
-            "hrsampp_tiny",
-            "hrsam",
-            embed_dim=96,
-            depth=4,
-            num_heads=4,
-            window_size=8,
-            ssm_indexes=(1, 3),
-            out_indexes=(1, 3),
-            state_dim=8,
-            out_dim=64,
-            decoder_heads=4,
-            decoder_mlp_dim=256,
-            image_format="RGB",
-            train_ts=512,
-            anchor_sizes=(256,),
-        ),
+        _TINY,
+        dataclasses.replace(_TINY, name="hrsampp_tiny", anchor_sizes=(256,)),
     ]
 }
 
