@@ -7,6 +7,7 @@ replayed from the torch profiler's allocation events (see `PeakMemory`).
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import platform
 import statistics
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -36,12 +37,12 @@ def time_fn(
     """Median wall time of ``fn()`` in ms after ``warmup`` calls, synchronized on CUDA."""
     for _ in range(warmup):
         fn()
-    _sync(device)
+    sync(device)
     times = []
     for _ in range(reps):
         start = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append((time.perf_counter() - start) * 1e3)
     times.sort()
     if len(times) >= 4:
@@ -138,3 +139,25 @@ def matmul_gflops(
     b = torch.randn(batch, k, n, device=device, dtype=dtype)
     t = time_fn(lambda: torch.bmm(a, b), device, warmup=2, reps=reps)
     return 2 * batch * m * k * n / (t.median_ms * 1e6)
+
+
+def memory_budget_bytes(device: torch.device, fraction: float = 0.6) -> float:
+    """``fraction`` of the device's memory (GPU memory on CUDA, physical RAM on CPU)."""
+    if device.type == "cuda":
+        return fraction * torch.cuda.get_device_properties(device).total_memory
+    return fraction * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_memory_kind(device: torch.device) -> str:
+    """How `PeakMemory` measured, for result headers."""
+    return "CUDA max allocated" if device.type == "cuda" else "peak tensor memory (profiler)"
+
+
+def write_csv(path, fieldnames: list[str], rows: list[dict]) -> None:
+    """Writes rows through a temporary file and a rename, so a reader never sees half a table."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fieldnames)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)

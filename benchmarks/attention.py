@@ -19,11 +19,11 @@ compare against the targets of the attention-registry issue using ratios from th
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import math
 import os
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,7 +33,11 @@ from benchmarks._timing import (
     PeakMemory,
     device_name,
     matmul_gflops,
+    memory_budget_bytes,
+    peak_memory_kind,
+    sync,
     time_fn,
+    write_csv,
 )
 from hrsam.attention import Rope2d, get_attention, get_kernel, list_attention, list_kernels
 from hrsam.attention import variant_support as _support
@@ -224,25 +228,14 @@ class Runner:
         times = []
         for i in range(self.reps + 1):
             out = _attend(case, leaf)
-            _sync(self.device)
-            start = _now()
+            sync(self.device)
+            start = time.perf_counter()
             out.backward(grad)
-            _sync(self.device)
+            sync(self.device)
             if i:  # the first backward is warm-up
-                times.append(_now() - start)
+                times.append(time.perf_counter() - start)
             leaf.grad = None
         res.bwd_ms = sorted(times)[len(times) // 2] * 1e3
-
-
-def _now() -> float:
-    import time
-
-    return time.perf_counter()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _fmt(x: float | None, nd: int = 1) -> str:
@@ -391,18 +384,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _default_budget_gb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return 0.6 * torch.cuda.get_device_properties(device).total_memory / 2**30
-    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return 0.6 * pages / 2**30
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = args.device
     reps = 1 if args.quick else args.reps
-    budget = args.budget_gb or _default_budget_gb(device)
+    budget = args.budget_gb or memory_budget_bytes(device) / 2**30
     dtype = DTYPES[args.dtype]
     slug = "cpu" if device.type == "cpu" else device_name(device)
     out_dir = args.out or RESULTS / slug
@@ -448,15 +434,13 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = "attention" if args.dtype == "fp32" else f"attention_{args.dtype}"
     csv_path = out_dir / f"{stem}.csv"
-    tmp = csv_path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=[*results[0].row(), "bmm_gflops"])
-        w.writeheader()
-        for r in results:
-            w.writerow({**r.row(), "bmm_gflops": _r(bmm.get(r.case.grid))})
-    tmp.replace(csv_path)
+    write_csv(
+        csv_path,
+        [*results[0].row(), "bmm_gflops"],
+        [{**r.row(), "bmm_gflops": _r(bmm.get(r.case.grid))} for r in results],
+    )
     md = out_dir / f"{stem}.md"
-    mem_kind = "CUDA max allocated" if device.type == "cuda" else "peak tensor memory (profiler)"
+    mem_kind = peak_memory_kind(device)
     md.write_text(
         f"# Attention benchmark ({args.dtype})\n\n"
         f"- device: {device_name(device)}\n- torch: {torch.__version__}\n"

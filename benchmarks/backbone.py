@@ -15,7 +15,6 @@ largest size measured and checks the performance issue's CPU targets with ratios
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import math
 import sys
@@ -24,7 +23,14 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._timing import PeakMemory, device_name, time_fn
+from benchmarks._timing import (
+    PeakMemory,
+    device_name,
+    memory_budget_bytes,
+    peak_memory_kind,
+    time_fn,
+    write_csv,
+)
 from benchmarks.attention import render
 from hrsam.attention import list_attention, list_kernels, variant_support
 from hrsam.models import build_model, get_preset
@@ -88,7 +94,7 @@ def estimate_bytes(preset, attention: str, kernel: str, ts: int, itemsize: int) 
     tokens = g * g + sum((s // 16) ** 2 for s in preset.anchor_sizes)
     act = tokens * preset.embed_dim * itemsize * 12  # residual, qkv, MLP hidden, copies
     scores = 0.0
-    materialized = kernel == "math" or (kernel == "flex" and False)
+    materialized = kernel == "math"
     if attention == "global" and preset.family == "sam":
         if materialized:
             # scores, bias and softmax of one global block: (heads, L, L) each
@@ -134,16 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(e).splitlines()[0])
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
-    if args.budget_gb is None:
-        total = (
-            torch.cuda.get_device_properties(device).total_memory
-            if device.type == "cuda"
-            else __import__("os").sysconf("SC_PHYS_PAGES")
-            * __import__("os").sysconf("SC_PAGE_SIZE")
-        )
-        budget = 0.6 * total
-    else:
-        budget = args.budget_gb * 2**30
+    budget = memory_budget_bytes(device) if args.budget_gb is None else args.budget_gb * 2**30
     a = torch.randn(2048, 2048, device=device, dtype=dtype)
     mm = time_fn(lambda: a @ a, device, warmup=2, reps=5)
     matmul_rate = 2 * 2048**3 / (mm.median_ms * 1e6)
@@ -243,14 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out or RESULTS / slug
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = "backbone" if args.dtype == "fp32" else f"backbone_{args.dtype}"
-    tmp = out_dir / f"{stem}.csv.tmp"
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=[*Row.__dataclass_fields__, "matmul_gflops"])
-        w.writeheader()
-        for r in rows:
-            w.writerow({**r.__dict__, "matmul_gflops": round(matmul_rate, 1)})
-    tmp.replace(out_dir / f"{stem}.csv")
-    mem_kind = "CUDA max allocated" if device.type == "cuda" else "peak tensor memory (profiler)"
+    write_csv(
+        out_dir / f"{stem}.csv",
+        [*Row.__dataclass_fields__, "matmul_gflops"],
+        [{**r.__dict__, "matmul_gflops": round(matmul_rate, 1)} for r in rows],
+    )
+    mem_kind = peak_memory_kind(device)
     (out_dir / f"{stem}.md").write_text(
         f"# Image-encoder benchmark ({args.dtype})\n\n- device: {device_name(device)}\n"
         f"- torch: {torch.__version__}\n- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n"

@@ -13,15 +13,20 @@ L = 12,288 using ratios from this run.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
-import os
 import sys
 from pathlib import Path
 
 import torch
 
-from benchmarks._timing import PeakMemory, device_name, time_fn
+from benchmarks._timing import (
+    PeakMemory,
+    device_name,
+    memory_budget_bytes,
+    peak_memory_kind,
+    time_fn,
+    write_csv,
+)
 from benchmarks.attention import render
 from hrsam.ssm import get_scan, list_scans, selective_scan
 
@@ -160,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             row["fwd_ms"] = t.median_ms
             row["mtok_s"] = length / t.median_ms / 1e3
-            budget = 0.6 * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            budget = memory_budget_bytes(torch.device("cpu"))
             if estimate_s(backend, length, args.channels, True) > args.max_case_s:
                 row["status"] = "ok (fwd+bwd skipped: too slow)"
             elif (
@@ -245,23 +250,14 @@ def main(argv: list[str] | None = None) -> int:
         "max_rel_err_vs_ref",
         "status",
     ]
-    tmp = out_dir / "scan.csv.tmp"
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(out_dir / "scan.csv")
+    write_csv(out_dir / "scan.csv", fields, rows)
     (out_dir / "scan.md").write_text(
         f"# Selective-scan benchmark\n\n- device: {device_name(device)}\n- torch: "
         f"{torch.__version__}\n- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n"
         f"- command: `python -m benchmarks.scan {' '.join(argv or sys.argv[1:])}`\n"
         f"- shape: batch 1, C={args.channels}, N={args.state}, delta softplus + bias, D skip; "
         f"fwd+bwd = forward and backward of all inputs; peak = "
-        f"{'CUDA max allocated' if device.type == 'cuda' else 'peak tensor memory (profiler)'}\n\n"
-        + table
-        + "\n\n```\n"
-        + "\n".join(checks)
-        + "\n```\n"
+        f"{peak_memory_kind(device)}\n\n" + table + "\n\n```\n" + "\n".join(checks) + "\n```\n"
     )
     print(f"\nwrote {out_dir / 'scan.csv'} and {out_dir / 'scan.md'}")
     return 0

@@ -40,6 +40,17 @@ def _convert(typ: type, value: str):
     return typ(value)
 
 
+def dataset_kwargs(cfg: dict, split: str) -> dict:
+    """Keyword arguments for ``build_dataset`` from ``data.*`` keys (synthetic: split and size)."""
+    if cfg["data.name"] != "synthetic":
+        return {}
+    kwargs = {"split": split}
+    for key in ("size", "n_train", "n_val"):
+        if f"data.{key}" in cfg:
+            kwargs[key] = cfg[f"data.{key}"]
+    return kwargs
+
+
 def print_help(doc: str, keys: dict[str, tuple[type, str]], defaults: dict) -> None:
     print(doc)
     print("keys:")

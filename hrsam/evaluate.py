@@ -57,36 +57,15 @@ def run(cfg: dict) -> dict:
     from hrsam.data import DatasetError, build_dataset
     from hrsam.interactive import evaluate
     from hrsam.interactive.clicker import check_protocol
-    from hrsam.models import (
-        CheckpointError,
-        build_model,
-        load_checkpoint,
-        load_official_hrsam,
-        load_sam_checkpoint,
-    )
-    from hrsam.models.checkpoint import FORMAT, read_state
+    from hrsam.models import CheckpointError, load_model
 
     try:
         check_protocol(cfg["protocol"])
         if cfg["ts"] < 16 or cfg["ts"] % 16:
             raise UsageError(f"ts={cfg['ts']} must be a positive multiple of 16")
         overrides = {"kernel": cfg["kernel"]} if cfg.get("kernel") else {}
-        ckpt = cfg.get("checkpoint")
-        if ckpt and read_state(ckpt).get("format") == FORMAT:
-            model = load_checkpoint(ckpt, **overrides)
-        else:
-            model = build_model(cfg["model"], **overrides)
-            if ckpt:
-                loader = (
-                    load_sam_checkpoint if model.preset.family == "sam" else load_official_hrsam
-                )
-                loader(model, ckpt)
-        kwargs = {}
-        if cfg["data.name"] == "synthetic":
-            kwargs = {"split": cfg["data.split"]}
-            for key in ("size", "n_train", "n_val"):
-                if f"data.{key}" in cfg:
-                    kwargs[key] = cfg[f"data.{key}"]
+        model = load_model(cfg["model"], cfg.get("checkpoint"), **overrides)
+        kwargs = _cli.dataset_kwargs(cfg, cfg["data.split"])
         dataset = build_dataset(cfg["data.name"], cfg["data.root"], **kwargs)
     except (CheckpointError, DatasetError) as e:
         raise UsageError(str(e)) from None

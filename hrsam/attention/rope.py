@@ -35,8 +35,7 @@ class Rope2d:
 
     def freqs(self) -> Tensor:
         """(head_dim // 4,) frequencies of one axis."""
-        axis = self.head_dim // 2
-        return self.base ** (-torch.arange(0, axis, 2, dtype=torch.float64) / axis)
+        return _freqs(self.head_dim, self.base)
 
     def __call__(self, x: Tensor, positions: Tensor) -> Tensor:
         """Rotates ``x`` (..., N, H, D) at (N, 2) (row, col) ``positions``."""
@@ -62,8 +61,7 @@ def _table(positions: Tensor, head_dim: int, base: float, pos_scale: float, dtyp
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is positions:
         return hit[1]
-    axis = head_dim // 2
-    freqs = base ** (-torch.arange(0, axis, 2, dtype=torch.float64, device=positions.device) / axis)
+    freqs = _freqs(head_dim, base).to(positions.device)
     pos = positions.double() * pos_scale
     ang = torch.cat([pos[:, :1] * freqs, pos[:, 1:] * freqs], -1).unsqueeze(1)  # (N, 1, D/2)
     if dtype in (torch.float32, torch.float64):
@@ -76,3 +74,8 @@ def _table(positions: Tensor, head_dim: int, base: float, pos_scale: float, dtyp
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = (positions, table)
     return table
+
+
+def _freqs(head_dim: int, base: float) -> Tensor:
+    axis = head_dim // 2
+    return base ** (-torch.arange(0, axis, 2, dtype=torch.float64) / axis)

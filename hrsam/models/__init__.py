@@ -4,6 +4,7 @@ presets with ``build_model``, checkpoints and the ``Predictor``."""
 from hrsam.models.checkpoint import (
     CheckpointError,
     load_checkpoint,
+    load_model,
     load_official_hrsam,
     load_sam_checkpoint,
     remap_official_hrsam,
@@ -26,6 +27,7 @@ __all__ = [
     "get_preset",
     "list_presets",
     "load_checkpoint",
+    "load_model",
     "load_official_hrsam",
     "load_sam_checkpoint",
     "remap_official_hrsam",

@@ -156,8 +156,6 @@ def load_checkpoint(path: str | os.PathLike, **overrides) -> nn.Module:
     """Builds the model recorded in one of our checkpoints and loads its weights strictly.
 
     ``overrides`` change only computation-side settings (``kernel``, ``scan``)."""
-    from hrsam.models.presets import ModelPreset, build_model
-
     state = read_state(path)
     if state.get("format") != FORMAT:
         raise CheckpointError(
@@ -165,6 +163,28 @@ def load_checkpoint(path: str | os.PathLike, **overrides) -> nn.Module:
             "official SAM / HRSAM files with load_sam_checkpoint / "
             "load_official_hrsam"
         )
+    return _from_record(state, str(path), overrides)
+
+
+def load_model(preset: str, checkpoint: str | os.PathLike | None = None, **overrides) -> nn.Module:
+    """``preset`` with ``checkpoint`` loaded, reading the file once: one of our checkpoints (the
+    preset recorded in it is used), an official SAM file for SAM presets, a released HRSAM /
+    HRSAM++ file for HRSAM presets. Without a checkpoint: the preset, randomly initialized."""
+    from hrsam.models.presets import build_model
+
+    if not checkpoint:
+        return build_model(preset, **overrides)
+    state = read_state(checkpoint)
+    if state.get("format") == FORMAT:
+        return _from_record(state, str(checkpoint), overrides)
+    model = build_model(preset, **overrides)
+    weights = state if model.preset.family == "sam" else remap_official_hrsam(state)
+    return load_strict(model, weights, str(checkpoint))
+
+
+def _from_record(state: dict, source: str, overrides: dict) -> nn.Module:
+    from hrsam.models.presets import ModelPreset, build_model
+
     config = dict(state["config"])
     for key in ("global_attn_indexes", "ssm_indexes", "out_indexes", "anchor_sizes"):
         config[key] = tuple(config[key])
@@ -176,4 +196,4 @@ def load_checkpoint(path: str | os.PathLike, **overrides) -> nn.Module:
         )
     config.update(overrides)
     model = build_model(ModelPreset(**config))
-    return load_strict(model, state["state_dict"], str(path))
+    return load_strict(model, state["state_dict"], source)

@@ -110,14 +110,7 @@ class TeacherCache:
 def build(cfg: dict):
     """Validates everything and builds model, dataset, teacher and TrainConfig (no training)."""
     from hrsam.data import DatasetError, build_dataset
-    from hrsam.models import (
-        CheckpointError,
-        build_model,
-        load_checkpoint,
-        load_official_hrsam,
-        load_sam_checkpoint,
-    )
-    from hrsam.models.checkpoint import FORMAT, read_state
+    from hrsam.models import CheckpointError, load_model
     from hrsam.train.loop import TrainConfig
 
     if cfg["recipe"] not in RECIPES:
@@ -146,21 +139,16 @@ def build(cfg: dict):
                 "device=cuda but CUDA is not available on this machine; use device=cpu"
             )
         overrides = {k: cfg[k] for k in ("kernel", "scan") if cfg.get(k)}
-
-        def load(preset, ckpt):
-            if ckpt and read_state(ckpt).get("format") == FORMAT:
-                return load_checkpoint(ckpt, **overrides)
-            m = build_model(preset, **overrides)
-            if ckpt:
-                (load_sam_checkpoint if m.preset.family == "sam" else load_official_hrsam)(m, ckpt)
-            return m
-
-        model = load(cfg["preset"], cfg.get("checkpoint")).to(device)
+        model = load_model(cfg["preset"], cfg.get("checkpoint"), **overrides).to(device)
         teacher = None
         if recipe == "distill":
             if not cfg.get("teacher"):
                 raise UsageError("recipe=distill needs teacher=<preset> (and teacher.checkpoint)")
-            t = load(cfg["teacher"], cfg.get("teacher.checkpoint")).to(device).eval()
+            t = (
+                load_model(cfg["teacher"], cfg.get("teacher.checkpoint"), **overrides)
+                .to(device)
+                .eval()
+            )
             probe = torch.zeros(1, 3, 32, 32, device=device)
             with torch.no_grad():
                 dims = (t.encode(probe).shape[1], model.encode(probe).shape[1])
@@ -171,12 +159,7 @@ def build(cfg: dict):
                 )
             key = f"{cfg['teacher']}|{cfg.get('teacher.checkpoint')}|{cfg['ts']}|{cfg['data.root']}"
             teacher = (t, key)
-        kwargs = {}
-        if cfg["data.name"] == "synthetic":
-            kwargs = {"split": "train"}
-            for key in ("size", "n_train"):
-                if f"data.{key}" in cfg:
-                    kwargs[key] = cfg[f"data.{key}"]
+        kwargs = _cli.dataset_kwargs(cfg, "train")
         dataset = build_dataset(cfg["data.name"], cfg["data.root"], **kwargs)
         if teacher is not None:
             teacher = TeacherCache(
