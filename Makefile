@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed ## create .venv: torch $(TORCH_VERSION) first, then the project with test and dev extras
 
 demo: setup ## the main job on the embedded default (today: the attention benchmark at a quick size)
-	$(PY) -m benchmarks.attention --grids 64 --patterns swin shifted_kv --kernels math sdpa --quick --out outputs/demo
+	$(PY) -m benchmarks.attention --grids 128 --patterns swin shifted_kv --kernels math sdpa --quick --out outputs/demo
 	@echo "demo results: outputs/demo/attention.md"
 
 test: setup ## run the test suite (CPU; gpu tests skip with their reason)
