@@ -11,7 +11,6 @@ naming the value and the valid choices, exit code 2.
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -87,18 +86,7 @@ def run(cfg: dict) -> dict:
         )
     summary = result.summary()
     out = Path(cfg.get("out") or f"outputs/evaluate/{cfg['model']}_{cfg['data.name']}_{cfg['ts']}")
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "ious.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["name", *(f"click{k}" for k in range(1, cfg["max_clicks"] + 1))])
-        for name, row in zip(result.names, result.ious, strict=True):
-            w.writerow([name, *(f"{v:.6f}" for v in row)])
-    with open(out / "clicks.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["name", "index", "y", "x", "positive"])
-        for name, clicks in zip(result.names, result.clicks, strict=True):
-            for i, c in enumerate(clicks, 1):
-                w.writerow([name, i, c.y, c.x, int(c.positive)])
+    result.write_csv(out)
     summary["out"] = str(out)
     return summary
 

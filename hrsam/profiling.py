@@ -1,4 +1,9 @@
-"""Latency measurement of interactive segmenters (eval-protocol E).
+"""Latency, memory and FLOPs of interactive segmenters: the one way everything is timed
+(eval-protocol E).
+
+``time_fn`` (warm-up, synchronize, median and spread) and ``PeakMemory`` (CUDA allocator peak, or
+on CPU the peak of tensor memory replayed from the profiler's allocation events) serve the
+benchmarks and the sweep trials alike; ``measure`` is what one trial records.
 
 ``sat_latency`` is SegNext's "segment anything task" latency: encode one image once, then decode
 16 x 16 = 256 single positive clicks at the centres of a regular grid over the input canvas, one
@@ -9,7 +14,13 @@ device; compare only timings taken on the same device.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import statistics
+import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,9 +28,100 @@ import torch
 from hrsam.models.predictor import Predictor
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    spread_ms: float  # half the inter-quartile range (min-max when fewer than 4 reps)
+    reps: int
+
+
+def time_fn(
+    fn: Callable[[], object], device: torch.device, warmup: int = 1, reps: int = 3
+) -> Timing:
+    """Median wall time of ``fn()`` in ms after ``warmup`` calls, synchronized on CUDA."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    times.sort()
+    if len(times) >= 4:
+        q = statistics.quantiles(times, n=4)
+        spread = (q[2] - q[0]) / 2
+    else:
+        spread = (times[-1] - times[0]) / 2
+    return Timing(statistics.median(times), spread, reps)
+
+
+@contextlib.contextmanager
+def _quiet_fds():
+    """Silences the profiler's C++ start/stop lines, which bypass Python's streams."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
+
+
+class PeakMemory:
+    """Context manager measuring the peak of memory allocated inside it, in MB (``.mb``).
+
+    CUDA: ``torch.cuda.max_memory_allocated`` above what was allocated on entry. CPU: the torch
+    profiler's allocation and free events replayed in time order (tensor memory, not RSS; the
+    allocator's caching and the interpreter are not counted).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.mb: float | None = None
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        else:
+            self._prof = torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+            )
+            with _quiet_fds():
+                self._prof.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
+            return
+        with _quiet_fds():
+            self._prof.__exit__(*exc)
+        points = sorted(
+            (e.time_range.start, e.self_cpu_memory_usage)
+            for e in self._prof.events()
+            if e.self_cpu_memory_usage
+        )
+        current = peak = 0
+        for _, nbytes in points:
+            current += nbytes
+            peak = max(peak, current)
+        self.mb = peak / 2**20
 
 
 @torch.no_grad()
@@ -46,13 +148,13 @@ def sat_latency(
     def run() -> tuple[float, list[float]]:
         start = time.perf_counter()
         predictor.set_image(image)
-        _sync(device)
+        sync(device)
         enc = time.perf_counter() - start
         times = []
         for p in prompts:
             t0 = time.perf_counter()
             model.decode(predictor.embedding, p, label, None)
-            _sync(device)
+            sync(device)
             times.append(time.perf_counter() - t0)
         return enc, times
 
@@ -115,3 +217,31 @@ def encoder_flops(preset, ts: int) -> float:
         width = c * len(grids)
         macs += len(p.out_indexes) * g * g * width * p.out_dim + g * g * p.out_dim * 9
     return 2.0 * macs
+
+
+@torch.no_grad()
+def measure(model, image: np.ndarray, ts: int, reps: int = 5, warmup: int = 1) -> dict[str, float]:
+    """What one sweep trial records about speed and size at target size ``ts``.
+
+    Returns:
+        ``encoder_ms`` (median of ``reps`` encoder forwards on a ts x ts input) and
+        ``encoder_ms_iqr`` (half the inter-quartile range), ``peak_mem_mb`` (peak memory of one
+        encoder forward, see `PeakMemory`), SAT latency on ``image`` (``sat_s``, ``decoder_ms``
+        median per prompt), ``params`` (all parameters) and ``gflops`` (encoder, analytic).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    x = torch.randn(1, 3, ts, ts, device=device)
+    timing = time_fn(lambda: model.encode(x), device, warmup=warmup, reps=reps)
+    with PeakMemory(device) as peak:
+        model.encode(x)
+    sat = sat_latency(model, image, ts, warmup=warmup)
+    return {
+        "encoder_ms": timing.median_ms,
+        "encoder_ms_iqr": timing.spread_ms,
+        "decoder_ms": sat["decoder_ms"],
+        "sat_s": sat["sat_s"],
+        "peak_mem_mb": peak.mb,
+        "params": float(sum(p.numel() for p in model.parameters())),
+        "gflops": encoder_flops(model.preset, ts) / 1e9,
+    }

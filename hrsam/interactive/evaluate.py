@@ -10,11 +10,13 @@ CUDA); peak memory of the whole run.
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -64,6 +66,22 @@ class EvalResult:
         if self.peak_mem_mb is not None:
             out["peak_mem_mb"] = self.peak_mem_mb
         return out
+
+    def write_csv(self, folder: str | Path) -> None:
+        """``ious.csv`` (the N x max_clicks IoU matrix, one row per object) and ``clicks.csv``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "ious.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["name", *(f"click{k}" for k in range(1, self.max_clicks + 1))])
+            for name, row in zip(self.names, self.ious, strict=True):
+                w.writerow([name, *(f"{v:.6f}" for v in row)])
+        with open(folder / "clicks.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["name", "index", "y", "x", "positive"])
+            for name, clicks in zip(self.names, self.clicks, strict=True):
+                for i, c in enumerate(clicks, 1):
+                    w.writerow([name, i, c.y, c.x, int(c.positive)])
 
 
 def _sync(device: torch.device) -> None:

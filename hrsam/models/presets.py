@@ -135,6 +135,17 @@ PRESETS: dict[str, ModelPreset] = {
         ModelPreset("hrsampp_vit_b", "hrsam", anchor_sizes=(512,)),
         _TINY,
         dataclasses.replace(_TINY, name="hrsampp_tiny", anchor_sizes=(256,)),
+        # SAM's layout at the tiny size (global attention in blocks 1 and 3): the baseline row of
+        # CPU sweeps
+        dataclasses.replace(
+            _sam("sam_tiny", 96, 4, 4, (1, 3)),
+            img_size=512,
+            window_size=8,
+            out_dim=64,
+            decoder_heads=4,
+            decoder_mlp_dim=256,
+            train_ts=512,
+        ),
     ]
 }
 

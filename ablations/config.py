@@ -1,0 +1,493 @@
+"""The sweep's configuration: one typed schema, a config tree merged once, grids expanded to trials.
+
+``conf/defaults.yaml`` is the embedded default; ``profile=paper`` merges
+``conf/profile/paper.yaml``; ``executor=<name>`` merges ``conf/executor/<name>.yaml``;
+``grid=<name>`` reads ``conf/grid/<name>.yaml`` (its ``paper:`` section replaces the rest under
+``profile=paper``); ``key=value`` overrides come
+last and fix that key, dropping its axis from the grid (Hydra's rule). Plain OmegaConf merged onto
+a structured schema (as DINOv2 does), so an unknown key or a wrong type fails at once.
+
+A grid file holds ``description``, ``train`` (trials train a model, cached by the hash of what
+changes the weights, or evaluate a given checkpoint), ``params`` (axes whose cartesian product are
+the trials) and ``include`` (extra points merged onto the product's base). Every trial's config is
+resolved (preset values filled in) and hashed: ``trial_id`` names its folder and MLflow run.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+CONF = Path(__file__).parent / "conf"
+# keys that do not change a trial's result: left out of its hash
+NOT_HASHED = ("experiment", "executor", "out", "mlflow", "report", "checkpoints")
+EXECUTORS = ("debug", "local", "slurm")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A bad sweep configuration: printed as one line, exit code 2, before anything runs."""
+
+
+@dataclass
+class ModelCfg:
+    preset: str = "hrsam_tiny"
+    attention: str | None = None
+    kernel: str | None = None
+    window_size: int | None = None
+    scan: str | None = None
+    cycle_repeats: int | None = None
+    anchor_sizes: list[int] | None = None
+    checkpoint: str | None = None
+
+
+@dataclass
+class TrainCfg:
+    enabled: bool = True
+    recipe: str = "interactive"
+    steps: int = 800
+    ts: int = 512
+    lr: float = 1e-3
+    warmup: int = 50
+    batch: int = 1
+    ckpt_every: int = 200
+
+
+@dataclass
+class DataCfg:
+    name: str = "synthetic"
+    root: str = "data/synthetic"
+    roots: dict[str, str] = field(default_factory=dict)  # per dataset, when data.name is an axis
+    size: int = 512
+    n_train: int = 64
+    n_val: int = 16
+    limit: int = 0
+
+
+@dataclass
+class EvalCfg:
+    protocol: str = "hrsam"
+    ts: int = 512
+    max_clicks: int = 20
+
+
+@dataclass
+class BenchCfg:
+    enabled: bool = True
+    ts: int = 0
+    reps: int = 5
+
+
+@dataclass
+class SlurmCfg:
+    preset: str | None = None  # a file in slurm/presets/, merged into this section
+    partition: str | None = None
+    array_parallelism: int = 16
+    use_srun: bool = True
+    max_num_timeout: int = 3
+    setup: list[str] = field(default_factory=list)
+    additional: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExecutorCfg:
+    name: str = "local"
+    parallel: int = 1  # trials running at once (local: 1 keeps timings fair)
+    timeout_min: int = 60  # per trial; the sweep's deadline is this plus a grace period
+    cpus_per_task: int = 2
+    gpus_per_node: int = 0
+    mem_gb: int = 8
+    slurm: SlurmCfg = field(default_factory=SlurmCfg)
+
+
+@dataclass
+class MlflowCfg:
+    tracking_uri: str = "sqlite:///mlflow.db"
+
+
+@dataclass
+class SweepCfg:
+    grid: str = MISSING
+    profile: str = "default"
+    experiment: str = ""
+    seed: int = 42
+    repeats: int = 1
+    device: str = "auto"
+    model: ModelCfg = field(default_factory=ModelCfg)
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    train: TrainCfg = field(default_factory=TrainCfg)
+    data: DataCfg = field(default_factory=DataCfg)
+    eval: EvalCfg = field(default_factory=EvalCfg)
+    bench: BenchCfg = field(default_factory=BenchCfg)
+    executor: ExecutorCfg = field(default_factory=ExecutorCfg)
+    out: str = "outputs/sweeps"
+    mlflow: MlflowCfg = field(default_factory=MlflowCfg)
+    report: bool = True
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One point of a grid: its resolved config (plain dict), id, and a short label."""
+
+    trial_id: str
+    config: dict
+    label: str
+    train_key: str | None  # hash of what changes the weights; None when evaluating a checkpoint
+
+
+@dataclass(frozen=True)
+class Sweep:
+    grid: str
+    description: str
+    config: dict  # the sweep-level config (executor, mlflow, out, ...)
+    trials: list[Trial]
+    varying: list[str]  # the keys that differ between trials
+
+    @property
+    def experiment(self) -> str:
+        return self.config["experiment"] or self.grid
+
+    @property
+    def sweep_id(self) -> str:
+        return short_hash({"grid": self.grid, "trials": sorted(t.trial_id for t in self.trials)})
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.config["out"]) / self.experiment
+
+
+def list_grids() -> list[str]:
+    return sorted(p.stem for p in (CONF / "grid").glob("*.yaml"))
+
+
+def list_profiles() -> list[str]:
+    return ["default", *sorted(p.stem for p in (CONF / "profile").glob("*.yaml"))]
+
+
+def short_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _schema_keys(node, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in node.items() if isinstance(node, dict) else []:
+        keys.append(prefix + k)
+        if isinstance(v, dict) and v:
+            keys.extend(_schema_keys(v, f"{prefix}{k}."))
+    return keys
+
+
+def _one_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0]
+
+
+def _check_key(key: str, schema: dict) -> None:
+    node = schema
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            continue
+        if i > 0 and parts[i - 1] in ("checkpoints", "roots", "additional"):
+            return  # free-form mappings
+        valid = _schema_keys(schema)
+        close = difflib.get_close_matches(key, valid, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
+        raise ConfigError(f"unknown key {key!r}{hint}")
+
+
+def _load_yaml(path: Path) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+
+
+def _merge(base: DictConfig, overrides: dict | DictConfig, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, overrides)
+    except ConfigKeyError as e:
+        raise ConfigError(f"{source}: unknown key {getattr(e, 'full_key', '') or e}") from None
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", "")
+        raise ConfigError(f"{source}: bad value for {key}: {_one_line(e)}") from None
+
+
+def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """``key=value`` arguments -> (overrides as strings, flags)."""
+    overrides, flags = {}, []
+    for arg in argv:
+        if arg.startswith("--"):
+            flags.append(arg)
+        elif "=" in arg:
+            key, value = arg.split("=", 1)
+            overrides[key] = value
+        else:
+            raise ConfigError(f"argument {arg!r} is not key=value (e.g. grid=window_size)")
+    return overrides, flags
+
+
+def compose(overrides: dict[str, str]) -> tuple[dict, dict]:
+    """Merges defaults, profile, executor and CLI overrides onto the schema.
+
+    Returns:
+        (the composed sweep config as a plain dict, the grid file's content).
+    """
+    overrides = dict(overrides)
+    grid = overrides.pop("grid", None)
+    if not grid:
+        raise ConfigError(f"grid=<name> is required; grids: {', '.join(list_grids())}")
+    if grid not in list_grids():
+        raise ConfigError(f"unknown grid {grid!r}; grids: {', '.join(list_grids())}")
+    profile = overrides.pop("profile", "default")
+    if profile not in list_profiles():
+        raise ConfigError(f"unknown profile {profile!r}; profiles: {', '.join(list_profiles())}")
+    schema = OmegaConf.structured(SweepCfg)
+    schema_dict = OmegaConf.to_container(schema)
+    for key in overrides:
+        _check_key(key, schema_dict)
+    cfg = _merge(schema, _load_yaml(CONF / "defaults.yaml"), "conf/defaults.yaml")
+    if profile != "default":
+        cfg = _merge(cfg, _load_yaml(CONF / "profile" / f"{profile}.yaml"), f"profile {profile}")
+    executor = overrides.pop("executor", None) or overrides.pop("executor.name", None)
+    if executor is not None:
+        if executor not in EXECUTORS:
+            raise ConfigError(f"unknown executor {executor!r}; executors: {', '.join(EXECUTORS)}")
+        cfg = _merge(cfg, _load_yaml(CONF / "executor" / f"{executor}.yaml"), "executor")
+    dotlist = [f"{k}={v}" for k, v in overrides.items()]
+    cfg = _merge(cfg, OmegaConf.from_dotlist(dotlist), "command line")
+    cfg.grid, cfg.profile = grid, profile
+    out = OmegaConf.to_container(cfg, resolve=True)
+    preset = out["executor"]["slurm"]["preset"]
+    if preset:
+        out["executor"]["slurm"] = _slurm_preset(preset, out["executor"]["slurm"])
+    grid_spec = _load_yaml(CONF / "grid" / f"{grid}.yaml")
+    if profile != "default" and profile in grid_spec:
+        grid_spec = {**grid_spec, **grid_spec[profile]}
+        for key in ("params", "include"):
+            grid_spec.setdefault(key, None)
+            if key not in grid_spec[profile]:
+                grid_spec[key] = None
+    for key in [*(grid_spec.get("params") or {}), *_include_keys(grid_spec)]:
+        _check_key(key, schema_dict)
+    _check(out)
+    return out, {"fixed": sorted(overrides), **grid_spec}
+
+
+def _include_keys(grid_spec: dict) -> list[str]:
+    return [k for point in grid_spec.get("include") or [] for k in point]
+
+
+def _slurm_preset(name: str, section: dict) -> dict:
+    folder = Path(__file__).resolve().parent.parent / "slurm" / "presets"
+    names = sorted(p.stem for p in folder.glob("*.yaml"))
+    if name not in names:
+        raise ConfigError(f"unknown SLURM preset {name!r}; presets: {', '.join(names)}")
+    merged = OmegaConf.merge(OmegaConf.structured(SlurmCfg), _load_yaml(folder / f"{name}.yaml"))
+    base = OmegaConf.to_container(merged)
+    # the command line wins over the preset for keys it set away from the schema default
+    default = OmegaConf.to_container(OmegaConf.structured(SlurmCfg))
+    return {k: (v if v != default[k] else base[k]) for k, v in section.items()}
+
+
+def _get(d: dict, key: str):
+    for part in key.split("."):
+        d = d[part]
+    return d
+
+
+def _set(d: dict, key: str, value) -> None:
+    parts = key.split(".")
+    for part in parts[:-1]:
+        d = d.setdefault(part, {})
+    d[parts[-1]] = value
+
+
+def _check(cfg: dict) -> None:
+    """Sweep-level checks (trial-level ones run per trial in `expand`)."""
+    ex = cfg["executor"]
+    if ex["name"] not in EXECUTORS:
+        raise ConfigError(f"executor.name={ex['name']!r}; valid: {', '.join(EXECUTORS)}")
+    for key in ("parallel", "timeout_min", "cpus_per_task"):
+        if ex[key] < 1:
+            raise ConfigError(f"executor.{key}={ex[key]} must be >= 1")
+    if cfg["device"] not in DEVICES:
+        raise ConfigError(f"device={cfg['device']!r}; valid: {', '.join(DEVICES)}")
+    if cfg["repeats"] < 1:
+        raise ConfigError(f"repeats={cfg['repeats']} must be >= 1")
+    uri = cfg["mlflow"]["tracking_uri"]
+    if not uri.startswith(("sqlite:///", "http://", "https://", "databricks")):
+        raise ConfigError(
+            f"mlflow.tracking_uri={uri!r}: use sqlite:///<path> or http://host:port "
+            "(MLflow's file store is deprecated and refuses to start)"
+        )
+
+
+def check_trial(cfg: dict, train: bool) -> None:
+    """Everything about one trial that can be known without running it."""
+    from hrsam.attention import list_attention
+    from hrsam.data import list_datasets
+    from hrsam.interactive.clicker import PROTOCOLS
+    from hrsam.models import get_preset
+
+    m = cfg["model"]
+    overrides = _overrides(m)
+    try:
+        get_preset(m["preset"], **overrides)
+    except ValueError as e:
+        msg = _one_line(e)
+        if "unknown attention" in msg and m["attention"] not in list_attention():
+            msg = f"unknown attention {m['attention']!r}; valid: {', '.join(list_attention())}"
+        raise ConfigError(f"model: {msg}") from None
+    for key in ("eval.ts", "train.ts", "bench.ts"):
+        ts = _get(cfg, key)
+        if key == "bench.ts" and ts == 0:
+            continue
+        if ts < 16 or ts % 16:
+            raise ConfigError(f"{key}={ts} must be a positive multiple of 16")
+    if cfg["eval"]["protocol"] not in PROTOCOLS:
+        raise ConfigError(
+            f"eval.protocol={cfg['eval']['protocol']!r}; valid: {', '.join(PROTOCOLS)}"
+        )
+    if cfg["eval"]["max_clicks"] < 1:
+        raise ConfigError(f"eval.max_clicks={cfg['eval']['max_clicks']} must be >= 1")
+    data = cfg["data"]
+    if data["name"] not in list_datasets():
+        raise ConfigError(f"data.name={data['name']!r}; valid: {', '.join(list_datasets())}")
+    if data["name"] != "synthetic" and not Path(data["root"]).is_dir():
+        raise ConfigError(
+            f"data.root={data['root']!r} ({data['name']}) is not a folder; point data.root "
+            f"(or data.roots.{data['name']}) at the dataset"
+        )
+    if train:
+        t = cfg["train"]
+        if t["steps"] < 1:
+            raise ConfigError(f"train.steps={t['steps']} must be >= 1")
+        if t["recipe"] != "interactive":
+            raise ConfigError(f"train.recipe={t['recipe']!r}; sweeps train with: interactive")
+    ckpt = m["checkpoint"]
+    if ckpt and not Path(ckpt).is_file():
+        raise ConfigError(f"model.checkpoint={ckpt!r} does not exist")
+
+
+def _overrides(model_cfg: dict) -> dict:
+    return {
+        k: model_cfg[k]
+        for k in ("attention", "kernel", "window_size", "scan", "cycle_repeats", "anchor_sizes")
+        if model_cfg[k] is not None
+    }
+
+
+def resolve_model(model_cfg: dict, device: str) -> dict:
+    """Fills the preset's values into every ``None`` model key (so params and tables are exact);
+    the preset's ``scan="auto"`` becomes the default backend of ``device``."""
+    from hrsam.models import get_preset
+
+    p = get_preset(model_cfg["preset"], **_overrides(model_cfg))
+    out = dict(model_cfg)
+    out.update(
+        attention=p.attention,
+        kernel=p.kernel,
+        window_size=p.window_size,
+        scan=None if p.family == "sam" else p.scan,
+        cycle_repeats=None if p.family == "sam" else p.cycle_repeats,
+        anchor_sizes=list(p.anchor_sizes) if p.anchor_sizes else None,
+    )
+    if p.family != "sam" and p.scan == "auto":
+        from hrsam.ssm.scan import default_scan
+
+        out["scan"] = default_scan(device)
+    return out
+
+
+def run_device(cfg: dict) -> str:
+    """``device=auto`` -> cuda when this machine has it, else cpu."""
+    if cfg["device"] != "auto":
+        return cfg["device"]
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def training_key(cfg: dict) -> str:
+    """Hash of what changes the trained weights: the kernel and scan backend do not (they compute
+    the same function), so e.g. every kernel of one attention pattern shares one training."""
+    m = {k: v for k, v in cfg["model"].items() if k not in ("kernel", "scan", "checkpoint")}
+    m["scan_on"] = cfg["model"]["scan"] != "none"
+    data = {k: v for k, v in cfg["data"].items() if k not in ("limit", "roots")}
+    return short_hash({"model": m, "train": cfg["train"], "data": data, "seed": cfg["seed"]})
+
+
+def expand(sweep_cfg: dict, grid_spec: dict) -> Sweep:
+    """The grid's trials, each checked and resolved. Raises `ConfigError` on the first bad one."""
+    params = dict(grid_spec.get("params") or {})
+    include = list(grid_spec.get("include") or [])
+    fixed = set(grid_spec.get("fixed", []))
+    for key in fixed:  # a key set on the command line is not swept
+        params.pop(key, None)
+        include = [{k: v for k, v in p.items() if k != key} for p in include]
+    for key, values in params.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"grid {sweep_cfg['grid']}: params.{key} must be a non-empty list")
+    train = bool(grid_spec.get("train", sweep_cfg["train"]["enabled"]))
+    combos = itertools.product(*params.values())
+    points = [dict(zip(params, combo, strict=True)) for combo in combos]
+    points += [p for p in include if p not in points]
+    points = points or [{}]
+    trials, seen = [], set()
+    for point in points:
+        for r in range(sweep_cfg["repeats"]):
+            cfg = copy.deepcopy({k: v for k, v in sweep_cfg.items() if k not in NOT_HASHED})
+            cfg["train"]["enabled"] = train
+            for key, value in point.items():
+                _set(cfg, key, value)
+            cfg["seed"] = sweep_cfg["seed"] + r
+            if cfg["data"]["name"] in cfg["data"]["roots"]:
+                cfg["data"]["root"] = cfg["data"]["roots"][cfg["data"]["name"]]
+            if not train:
+                ckpt = cfg["model"]["checkpoint"] or sweep_cfg["checkpoints"].get(
+                    cfg["model"]["preset"]
+                )
+                cfg["model"]["checkpoint"] = ckpt
+            if cfg["bench"]["ts"] == 0:
+                cfg["bench"]["ts"] = cfg["eval"]["ts"]
+            check_trial(cfg, train)
+            cfg["device"] = run_device(cfg)
+            cfg["model"] = resolve_model(cfg["model"], cfg["device"])
+            if not train:
+                cfg["train"] = {"enabled": False}
+            trial_id = short_hash(cfg)
+            if trial_id in seen:
+                continue
+            seen.add(trial_id)
+            label = ", ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in point.items())
+            if sweep_cfg["repeats"] > 1:
+                label = f"{label}, seed={cfg['seed']}" if label else f"seed={cfg['seed']}"
+            trials.append(
+                Trial(trial_id, cfg, label or "default", training_key(cfg) if train else None)
+            )
+    keys = sorted({k for p in points for k in p})
+    if sweep_cfg["repeats"] > 1:
+        keys.append("seed")
+    return Sweep(sweep_cfg["grid"], grid_spec.get("description", ""), sweep_cfg, trials, keys)
+
+
+def _fmt(v) -> str:
+    return ",".join(str(x) for x in v) if isinstance(v, list) else str(v)
+
+
+def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
+    """{"model": {"preset": ...}} -> {"model.preset": ...} (MLflow params, table columns)."""
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out

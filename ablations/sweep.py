@@ -1,0 +1,265 @@
+"""Run an ablation grid: ``python -m ablations.sweep grid=<name> [key=value ...] [--dry-run]``
+
+    python -m ablations.sweep grid=window_size                 # the embedded default (CPU)
+    python -m ablations.sweep grid=window_size --dry-run       # the plan, nothing written
+    python -m ablations.sweep grid=attention executor=debug    # in-process, one after another
+    python -m ablations.sweep grid=resolution eval.ts=1024     # a key set here is not swept
+    python -m ablations.sweep grid=paper_main profile=paper executor.slurm.preset=h100 \\
+        data.roots.davis=/data/DAVIS data.roots.hqseg44k=/data/HQSeg44K \\
+        checkpoints.hrsam_vit_b=hrsam.pth mlflow.tracking_uri=http://login1:5000
+
+Expands the grid to trials (trial_id = hash of the resolved config), prints the plan, skips the
+trials this experiment already finished, creates the MLflow experiment and the sweep's parent run
+before any job starts, runs the trials (submitit: debug, local or slurm) with a status line, and
+ends with the results table and the report. Exit code 0 when every trial finished, 1 naming the
+failed ones, 2 for a bad command line (nothing is written or submitted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from ablations import config as C
+from ablations import tracking
+from ablations.launch import Tracked, run
+from ablations.trial import TrialJob, read_record
+
+FLAGS = ("--dry-run", "--help", "-h")
+TABLE_METRICS = ("noc85", "noc90", "noc95", "miou@1", "miou@5", "encoder_ms", "peak_mem_mb")
+
+
+def plan_table(sweep: C.Sweep, status: dict[str, str]) -> str:
+    rows = [["#", "trial", *(sweep.varying or ["point"]), "weights", "status"]]
+    for i, t in enumerate(sweep.trials, 1):
+        values = [C._fmt(C._get(t.config, k)) for k in sweep.varying] or [t.label]
+        ckpt = t.config["model"]["checkpoint"] or "random weights"
+        weights = f"train {t.train_key}" if t.train_key else ckpt
+        rows.append([str(i), t.trial_id, *values, weights, status.get(t.trial_id, "pending")])
+    return _markdown(rows)
+
+
+def results_table(sweep: C.Sweep, records: dict[str, dict]) -> str:
+    rows = [[*(sweep.varying or ["trial"]), *TABLE_METRICS, "status"]]
+    for t in sweep.trials:
+        r = records.get(t.trial_id) or {}
+        m = r.get("metrics") or {}
+        values = [C._fmt(C._get(t.config, k)) for k in sweep.varying] or [t.label]
+        cells = [_num(m.get(k)) for k in TABLE_METRICS]
+        rows.append([*values, *cells, r.get("status", "missing")])
+    return _markdown(rows)
+
+
+def _num(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+
+
+def _markdown(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([fmt(rows[0]), sep, *(fmt(r) for r in rows[1:])])
+
+
+def _absolute_uri(uri: str) -> str:
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    return uri
+
+
+def prepare_data(sweep: C.Sweep) -> None:
+    """Generates each synthetic dataset the trials use, once, here (jobs would race)."""
+    from hrsam._cli import Progress
+    from hrsam.data.synthetic import generate
+
+    seen = set()
+    for t in sweep.trials:
+        d = t.config["data"]
+        key = (d["root"], d["size"], d["n_train"], d["n_val"])
+        if d["name"] != "synthetic" or key in seen:
+            continue
+        seen.add(key)
+        bar = Progress(d["n_train"] + d["n_val"], "img")
+        generate(
+            d["root"], d["n_train"], d["n_val"], d["size"], progress=lambda i, n, bar=bar: bar(i, "data")
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        print(__doc__)
+        print(f"grids: {', '.join(C.list_grids())}")
+        print(f"profiles: {', '.join(C.list_profiles())}; executors: {', '.join(C.EXECUTORS)}")
+        print("keys (defaults in ablations/conf/defaults.yaml):")
+        for key in C._schema_keys(C.OmegaConf.to_container(C.OmegaConf.structured(C.SweepCfg))):
+            print(f"  {key}")
+        return 0
+    try:
+        overrides, flags = C.parse_args(argv)
+        for flag in flags:
+            if flag not in FLAGS:
+                raise C.ConfigError(f"unknown option {flag!r}; options: --dry-run, --help")
+        cfg, grid_spec = C.compose(overrides)
+        sweep = C.expand(cfg, grid_spec)
+    except C.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    folder = sweep.folder
+    records = {t.trial_id: read_record(folder / "trials" / t.trial_id) for t in sweep.trials}
+    status = {k: r["status"].lower() for k, r in records.items() if r}
+    print(f"sweep {sweep.grid}: {sweep.description}")
+    print(f"experiment {sweep.experiment!r}, {len(sweep.trials)} trials, folder {folder}")
+    print(plan_table(sweep, status))
+    if "--dry-run" in flags:
+        print("dry run: nothing written or submitted")
+        return 0
+    return execute(sweep, records)
+
+
+def execute(sweep: C.Sweep, records: dict[str, dict | None]) -> int:
+    cfg = sweep.config
+    folder = sweep.folder
+    uri = _absolute_uri(cfg["mlflow"]["tracking_uri"])
+    folder.mkdir(parents=True, exist_ok=True)
+    prepare_data(sweep)
+    parent = tracking.start_sweep(
+        uri,
+        sweep.experiment,
+        sweep.sweep_id,
+        sweep.grid,
+        {
+            "grid": sweep.grid,
+            "profile": cfg["profile"],
+            "trials": len(sweep.trials),
+            **C.flatten({"executor": cfg["executor"]}),
+        },
+        sweep.varying,
+        folder / "mlartifacts",
+    )
+    logged = tracking.trial_runs(uri, sweep.experiment, sweep.sweep_id)
+    todo = []
+    threads = cfg["executor"]["cpus_per_task"] if cfg["executor"]["name"] != "debug" else 0
+    for t in sweep.trials:
+        job = TrialJob(
+            t.trial_id,
+            t.config,
+            t.label,
+            t.train_key,
+            sweep.sweep_id,
+            sweep.grid,
+            sweep.experiment,
+            str(folder.resolve()),
+            uri,
+            parent,
+            threads,
+            os.getcwd(),
+        )
+        record = records.get(t.trial_id)
+        if record and record["status"] == "FINISHED":
+            if logged.get(t.trial_id, ("", ""))[1] != "FINISHED":  # folder ahead of MLflow
+                tracking.log_trial(
+                    uri, sweep.experiment, parent, record, folder / "trials" / t.trial_id
+                )
+            continue
+        todo.append(job)
+    skipped = len(sweep.trials) - len(todo)
+    if skipped:
+        print(f"{skipped} trial(s) already finished in this experiment: skipped")
+    _write_sweep_json(sweep, parent, uri, [])
+
+    def on_done(t: Tracked) -> None:
+        if t.error:  # died outside the trial: record it as a failed trial
+            record = _lost_trial_record(t)
+            tracking.log_trial(uri, sweep.experiment, parent, record, None)
+            _write_failed_folder(folder, record)
+
+    tracked = run(cfg, todo, folder, on_done)
+    _write_sweep_json(sweep, parent, uri, tracked)
+    records = {t.trial_id: read_record(folder / "trials" / t.trial_id) for t in sweep.trials}
+    failed = [t for t in sweep.trials if (records[t.trial_id] or {}).get("status") != "FINISHED"]
+    tracking.end_sweep(uri, parent, ok=not failed)
+    table = results_table(sweep, records)
+    (folder / "results.md").write_text(table + "\n")
+    print(table)
+    print(f"trial folders: {folder / 'trials'}")
+    if cfg["report"]:
+        _report(sweep, parent, uri)
+    db = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+    if db:
+        print(f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{db} --host 127.0.0.1")
+    else:
+        print(f"MLflow: {uri}")
+    if failed:
+        for t in failed:
+            r = records[t.trial_id] or {}
+            last = (r.get("error") or "no result").strip().splitlines()[-1]
+            print(f"FAILED {t.trial_id} ({t.label}): {last}", file=sys.stderr)
+        print(f"{len(failed)} of {len(sweep.trials)} trials failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _report(sweep: C.Sweep, parent: str, uri: str) -> None:
+    try:
+        from reports import build as report_build
+    except ImportError:
+        print("report: the reports package is not available; see results.md")
+        return
+    try:
+        out = report_build.build(sweep.experiment, sweep=parent, tracking_uri=uri)
+        print(f"report: {out / 'report.html'} (and report.md)")
+    except Exception as e:  # the sweep's results stand without a report
+        print(f"report: could not be built ({type(e).__name__}: {e})", file=sys.stderr)
+
+
+def _lost_trial_record(t: Tracked) -> dict:
+    j = t.trial
+    return {
+        "trial_id": j.trial_id,
+        "sweep_id": j.sweep_id,
+        "grid": j.grid,
+        "experiment": j.experiment,
+        "label": j.label,
+        "params": C.flatten(j.config),
+        "tags": {},
+        "status": "FAILED",
+        "error": t.error,
+    }
+
+
+def _write_failed_folder(folder: Path, record: dict) -> None:
+    final = folder / "trials" / record["trial_id"]
+    if read_record(final):
+        return
+    stage = folder / "trials" / f".{record['trial_id']}.tmp-lost"
+    stage.mkdir(parents=True, exist_ok=True)
+    (stage / "result.json").write_text(json.dumps(record, indent=1, default=str))
+    stage.rename(final)
+
+
+def _write_sweep_json(sweep: C.Sweep, parent: str, uri: str, tracked: list[Tracked]) -> None:
+    jobs = {t.trial.trial_id: str(t.job.job_id) for t in tracked if t.job is not None}
+    data = {
+        "grid": sweep.grid,
+        "experiment": sweep.experiment,
+        "sweep_id": sweep.sweep_id,
+        "parent_run_id": parent,
+        "tracking_uri": uri,
+        "varying": sweep.varying,
+        "trials": [
+            {"trial_id": t.trial_id, "label": t.label, "job_id": jobs.get(t.trial_id)}
+            for t in sweep.trials
+        ],
+    }
+    tmp = sweep.folder / "sweep.json.tmp"
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(sweep.folder / "sweep.json")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
