@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
@@ -252,6 +253,14 @@ def compose(overrides: dict[str, str]) -> tuple[dict, dict]:
     schema_dict = OmegaConf.to_container(schema)
     for key in overrides:
         _check_key(key, schema_dict)
+    # key=a,b on the command line is an axis (Hydra's sweep syntax); [a,b] stays one list value
+    axes = {
+        k: [yaml.safe_load(x) for x in v.split(",")]
+        for k, v in overrides.items()
+        if "," in v and not v.lstrip().startswith(("[", "{"))
+    }
+    for key in axes:
+        overrides.pop(key)
     cfg = _merge(schema, _load_yaml(CONF / "defaults.yaml"), "conf/defaults.yaml")
     if profile != "default":
         cfg = _merge(cfg, _load_yaml(CONF / "profile" / f"{profile}.yaml"), f"profile {profile}")
@@ -277,7 +286,7 @@ def compose(overrides: dict[str, str]) -> tuple[dict, dict]:
     for key in [*(grid_spec.get("params") or {}), *_include_keys(grid_spec)]:
         _check_key(key, schema_dict)
     _check(out)
-    return out, {"fixed": sorted(overrides), **grid_spec}
+    return out, {**grid_spec, "fixed": sorted(overrides), "axes": axes}
 
 
 def _include_keys(grid_spec: dict) -> list[str]:
@@ -429,9 +438,10 @@ def expand(sweep_cfg: dict, grid_spec: dict) -> Sweep:
     params = dict(grid_spec.get("params") or {})
     include = list(grid_spec.get("include") or [])
     fixed = set(grid_spec.get("fixed", []))
-    for key in fixed:  # a key set on the command line is not swept
+    for key in fixed | set(grid_spec.get("axes", {})):  # the command line wins over the grid
         params.pop(key, None)
         include = [{k: v for k, v in p.items() if k != key} for p in include]
+    params.update(grid_spec.get("axes", {}))
     for key, values in params.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"grid {sweep_cfg['grid']}: params.{key} must be a non-empty list")
@@ -457,6 +467,9 @@ def expand(sweep_cfg: dict, grid_spec: dict) -> Sweep:
                 cfg["model"]["checkpoint"] = ckpt
             if cfg["bench"]["ts"] == 0:
                 cfg["bench"]["ts"] = cfg["eval"]["ts"]
+            label = ", ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in point.items())
+            typed = _merge(OmegaConf.structured(SweepCfg), cfg, f"grid point {label or '-'}")
+            cfg = {k: v for k, v in OmegaConf.to_container(typed).items() if k in cfg}
             check_trial(cfg, train)
             cfg["device"] = run_device(cfg)
             cfg["model"] = resolve_model(cfg["model"], cfg["device"])
@@ -466,7 +479,6 @@ def expand(sweep_cfg: dict, grid_spec: dict) -> Sweep:
             if trial_id in seen:
                 continue
             seen.add(trial_id)
-            label = ", ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in point.items())
             if sweep_cfg["repeats"] > 1:
                 label = f"{label}, seed={cfg['seed']}" if label else f"seed={cfg['seed']}"
             trials.append(

@@ -84,9 +84,8 @@ def prepare_data(sweep: C.Sweep) -> None:
             continue
         seen.add(key)
         bar = Progress(d["n_train"] + d["n_val"], "img")
-        generate(
-            d["root"], d["n_train"], d["n_val"], d["size"], progress=lambda i, n, bar=bar: bar(i, "data")
-        )
+        progress = lambda i, n, bar=bar: bar(i, "synthetic data")  # noqa: E731
+        generate(d["root"], d["n_train"], d["n_val"], d["size"], progress=progress)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,455 @@
+"""The sweep: config composition and validation, dry runs, real runs on the debug and local
+executors with a real SQLite MLflow store, resume after SIGKILL, failed trials, lost jobs,
+concurrent logging, sync, and the MLflow server reading the runs back over HTTP."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from ablations import config as C
+from ablations import tracking
+
+ROOT = Path(__file__).resolve().parent.parent
+# a sweep that trains and evaluates in seconds: 64 px images, 3 training steps, 3 clicks
+MICRO = [
+    "train.steps=3",
+    "train.ts=64",
+    "train.ckpt_every=0",
+    "data.size=64",
+    "data.n_train=2",
+    "data.n_val=2",
+    "eval.ts=64",
+    "eval.max_clicks=3",
+    "bench.reps=1",
+    "report=false",
+]
+
+
+def sweep(tmp: Path, *args: str, timeout: float = 600, **popen) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HRSAM_FLEX_COMPILE": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "ablations.sweep", *args],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        **popen,
+    )
+
+
+def runs(tmp: Path, experiment: str):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=[experiment])
+
+
+def children(df):
+    return df[df["tags.hrsam.role"] == "trial"]
+
+
+# --- composition and validation (no runs) ---
+
+
+def test_grids_expand_to_distinct_resolved_trials():
+    for grid in C.list_grids():
+        cfg, spec = C.compose({"grid": grid})
+        sweep_ = C.expand(cfg, spec)
+        ids = [t.trial_id for t in sweep_.trials]
+        assert len(ids) == len(set(ids)) >= 2, grid
+        for t in sweep_.trials:
+            m = t.config["model"]
+            assert m["attention"] is not None and m["kernel"] is not None  # preset filled in
+            assert m["window_size"] >= 1
+
+
+def test_window_size_grid_and_command_line_precedence():
+    cfg, spec = C.compose({"grid": "window_size"})
+    s = C.expand(cfg, spec)
+    assert [t.config["model"]["window_size"] for t in s.trials] == [4, 8, 16]
+    assert s.varying == ["model.window_size"]
+    # a key fixed on the command line is no longer swept (Hydra's rule) ...
+    cfg, spec = C.compose({"grid": "window_size", "model.window_size": "8"})
+    assert [t.config["model"]["window_size"] for t in C.expand(cfg, spec).trials] == [8]
+    # ... and a,b on the command line is an axis
+    cfg, spec = C.compose({"grid": "window_size", "model.window_size": "2,8"})
+    assert [t.config["model"]["window_size"] for t in C.expand(cfg, spec).trials] == [2, 8]
+
+
+def test_trial_ids_are_stable_and_executor_independent():
+    a = C.expand(*C.compose({"grid": "window_size"}))
+    b = C.expand(*C.compose({"grid": "window_size", "executor": "debug", "out": "elsewhere"}))
+    assert [t.trial_id for t in a.trials] == [t.trial_id for t in b.trials]
+    c = C.expand(*C.compose({"grid": "window_size", "eval.max_clicks": "10"}))
+    assert not {t.trial_id for t in a.trials} & {t.trial_id for t in c.trials}
+
+
+def test_kernels_share_one_training_per_pattern():
+    s = C.expand(*C.compose({"grid": "attention"}))
+    keys = {}
+    for t in s.trials:
+        keys.setdefault(t.config["model"]["attention"], set()).add(t.train_key)
+    assert all(len(v) == 1 for v in keys.values())
+    assert len({k for v in keys.values() for k in v}) == len(keys)
+
+
+def test_resolution_grid_trains_once():
+    s = C.expand(*C.compose({"grid": "resolution"}))
+    assert len({t.train_key for t in s.trials}) == 1
+    assert [t.config["eval"]["ts"] for t in s.trials] == [512, 1024, 2048]
+
+
+def test_paper_profile_evaluates_given_checkpoints(tmp_path):
+    for name in ("DAVIS", "HQ"):
+        (tmp_path / name).mkdir()
+    ckpt = tmp_path / "hrsam.pth"
+    ckpt.write_bytes(b"x")
+    s = C.expand(
+        *C.compose(
+            {
+                "grid": "paper_main",
+                "profile": "paper",
+                "device": "cpu",
+                "data.roots.davis": str(tmp_path / "DAVIS"),
+                "data.roots.hqseg44k": str(tmp_path / "HQ"),
+                "checkpoints.hrsam_vit_b": str(ckpt),
+            }
+        )
+    )
+    assert len(s.trials) == 3 * 2 * 3
+    assert all(t.train_key is None for t in s.trials)
+    hrsam = [t for t in s.trials if t.config["model"]["preset"] == "hrsam_vit_b"]
+    assert {t.config["model"]["checkpoint"] for t in hrsam} == {str(ckpt)}
+    assert {t.config["data"]["root"] for t in s.trials} == {
+        str(tmp_path / "DAVIS"),
+        str(tmp_path / "HQ"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["grid=windowsize"], "unknown grid 'windowsize'; grids: attention, paper_main"),
+        ([], "grid=<name> is required"),
+        (["grid=window_size", "model.window_sz=8"], "did you mean 'model.window_size'?"),
+        (["grid=window_size", "model.window_size=0"], "window_size=0 must be >= 1"),
+        (["grid=window_size", "eval.ts=500"], "eval.ts=500 must be a positive multiple of 16"),
+        (["grid=window_size", "eval.ts=abc"], "eval.ts"),
+        (["grid=attention", "model.kernel=fast"], "unknown kernel 'fast'; valid: flash, flex"),
+        (["grid=window_size", "data.name=davis", "data.root=/nope"], "'/nope' (davis)"),
+        (["grid=window_size", "executor=pbs"], "unknown executor 'pbs'"),
+        (["grid=window_size", "profile=huge"], "unknown profile 'huge'"),
+        (["grid=window_size", "--dryrun"], "unknown option '--dryrun'"),
+        (["grid=window_size", "mlflow.tracking_uri=./mlruns"], "sqlite:///<path>"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
+    r = sweep(tmp_path, *args)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+    r = sweep(tmp_path, "grid=window_size", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    s = C.expand(*C.compose({"grid": "window_size"}))
+    for t in s.trials:
+        assert t.trial_id in r.stdout
+    assert "| model.window_size |" in r.stdout and "pending" in r.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_lists_grids_and_keys(tmp_path):
+    r = sweep(tmp_path, "--help")
+    assert r.returncode == 0
+    assert "grids: attention, paper_main, resolution, scale, scan, window_size" in r.stdout
+    assert "model.window_size" in r.stdout and "executor.slurm.partition" in r.stdout
+
+
+# --- real runs ---
+
+
+@pytest.mark.slow
+def test_debug_sweep_end_to_end_then_rerun_starts_nothing(tmp_path):
+    r = sweep(tmp_path, "grid=window_size", "executor=debug", *MICRO)
+    assert r.returncode == 0, r.stdout + r.stderr
+    folder = tmp_path / "outputs" / "sweeps" / "window_size"
+    trials = sorted(p for p in (folder / "trials").iterdir() if not p.name.startswith("."))
+    assert len(trials) == 3
+    for t in trials:
+        names = {p.name for p in t.iterdir()}
+        assert {"config_resolved.yaml", "result.json", "ious.csv", "clicks.csv", "log.txt"} <= names
+        record = json.loads((t / "result.json").read_text())
+        assert record["status"] == "FINISHED"
+        m = record["metrics"]
+        assert 1 <= m["noc90"] <= 3 and 0 <= m["miou@1"] <= 1 and m["encoder_ms"] > 0
+        assert m["gflops"] > 0 and m["params"] > 0 and m["peak_mem_mb"] > 0
+    df = runs(tmp_path, "window_size")
+    assert (df["tags.hrsam.role"] == "sweep").sum() == 1
+    kids = children(df)
+    assert len(kids) == 3 and set(kids["status"]) == {"FINISHED"}
+    parent = df[df["tags.hrsam.role"] == "sweep"].iloc[0]
+    assert set(kids["tags.mlflow.parentRunId"]) == {parent["run_id"]}
+    assert parent["status"] == "FINISHED"
+    assert sorted(kids["params.model.window_size"].astype(int)) == [4, 8, 16]
+    for col in ("noc90", "miou_at_1", "encoder_ms", "decoder_ms", "sat_s", "peak_mem_mb"):
+        assert kids[f"metrics.{col}"].notna().all(), col
+    assert kids["tags.git_sha"].str.len().min() == 40
+    # miou as a step series over clicks
+    from mlflow.tracking import MlflowClient
+
+    hist = MlflowClient().get_metric_history(kids.iloc[0]["run_id"], "miou")
+    assert [h.step for h in hist] == [1, 2, 3]
+    # the same sweep again starts no trial and adds no run
+    r2 = sweep(tmp_path, "grid=window_size", "executor=debug", *MICRO)
+    assert r2.returncode == 0, r2.stderr
+    assert "3 trial(s) already finished" in r2.stdout
+    assert "[sweep] 0/0 done" not in r2.stderr
+    df2 = runs(tmp_path, "window_size")
+    assert len(df2) == len(df)
+    # sync re-imports trial folders that MLflow lacks (here: a fresh database)
+    (tmp_path / "mlflow.db").unlink()
+    s = subprocess.run(
+        [sys.executable, "-m", "ablations.sync", "experiment=window_size"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert s.returncode == 0, s.stderr
+    assert len(children(runs(tmp_path, "window_size"))) == 3
+
+
+@pytest.mark.slow
+def test_failing_trial_is_a_failed_run_and_the_others_complete(tmp_path):
+    r = sweep(
+        tmp_path,
+        "grid=attention",
+        "executor=debug",
+        "model.attention=window",
+        "model.kernel=sdpa,xformers",
+        *MICRO,
+    )
+    assert r.returncode == 1
+    assert "FAILED" in r.stderr and "kernel=xformers" in r.stderr
+    assert "1 of 2 trials failed" in r.stderr
+    kids = children(runs(tmp_path, "attention"))
+    by_kernel = dict(zip(kids["params.model.kernel"], kids["status"], strict=True))
+    assert by_kernel == {"sdpa": "FINISHED", "xformers": "FAILED"}
+    failed = kids[kids["params.model.kernel"] == "xformers"].iloc[0]
+    assert "cannot run on cpu" in failed["tags.hrsam.error"]
+    from mlflow.tracking import MlflowClient
+
+    path = MlflowClient().download_artifacts(failed["run_id"], "traceback.txt", str(tmp_path))
+    assert "Traceback" in Path(path).read_text()
+
+
+def _trial_dirs(folder: Path) -> list[Path]:
+    d = folder / "trials"
+    return [p for p in d.iterdir() if not p.name.startswith(".")] if d.exists() else []
+
+
+@pytest.mark.slow
+def test_sigkill_midway_then_rerun_finishes_without_duplicates(tmp_path):
+    args = ["grid=window_size", "executor=local", *MICRO]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HRSAM_FLEX_COMPILE": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ablations.sweep", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    folder = tmp_path / "outputs" / "sweeps" / "window_size"
+    deadline = time.monotonic() + 300
+    while not _trial_dirs(folder) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _trial_dirs(folder), "no trial finished in time"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(_trial_dirs(folder)) < 3
+    r = sweep(tmp_path, *args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    kids = children(runs(tmp_path, "window_size"))
+    assert len(kids) == 3 and kids["tags.hrsam.trial_id"].is_unique
+    assert set(kids["status"]) == {"FINISHED"}
+    assert len(_trial_dirs(folder)) == 3
+
+
+def _pids_running(pattern: str) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if pattern in cmd:
+                pids.append(int(d.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_job_killed_outside_python_is_reported_failed(tmp_path):
+    # a long training so the job is still running when it is killed
+    args = ["grid=window_size", "executor=local", "model.window_size=8", *MICRO, "train.steps=5000"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HRSAM_FLEX_COMPILE": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ablations.sweep", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    folder = tmp_path / "outputs" / "sweeps" / "window_size" / "trials"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(folder.glob(".*.progress")):
+        time.sleep(0.2)
+    workers = [p for p in _pids_running("submitit.core._submit") if str(tmp_path) in _cwd(p)]
+    assert workers, "the trial's job process was not found"
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    start = time.monotonic()
+    out, err = proc.communicate(timeout=120)
+    assert time.monotonic() - start < 60
+    assert proc.returncode == 1, out + err
+    assert "ended without a result" in err
+    kids = children(runs(tmp_path, "window_size"))
+    assert list(kids["status"]) == ["FAILED"]
+
+
+def _cwd(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return ""
+
+
+def _log_one(args) -> str:
+    uri, parent, i = args
+    record = {
+        "trial_id": f"t{i}",
+        "sweep_id": "s",
+        "grid": "g",
+        "label": f"i={i}",
+        "status": "FINISHED",
+        "params": {f"p{k}": k * i for k in range(150)},  # > 100: several batches
+        "metrics": {"noc90": float(i), "miou@1": 0.5},
+        "miou_curve": [0.1 * k for k in range(1, 21)],
+        "tags": {"host": "h"},
+    }
+    return tracking.log_trial(uri, "concurrent", parent, record, None)
+
+
+def test_eight_trials_logging_at_once_lose_nothing(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = tracking.start_sweep(uri, "concurrent", "s", "g", {"a": 1}, ["i"], tmp_path / "art")
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(8) as pool:
+        ids = pool.map(_log_one, [(uri, parent, i) for i in range(8)])
+    assert len(set(ids)) == 8
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    df = children(mlflow.search_runs(experiment_names=["concurrent"]))
+    assert len(df) == 8 and set(df["status"]) == {"FINISHED"}
+    assert sorted(df["metrics.noc90"]) == [float(i) for i in range(8)]
+    assert (df["params.p149"].astype(int) == 149 * df["metrics.noc90"].astype(int)).all()
+    from mlflow.tracking import MlflowClient
+
+    for run_id in df["run_id"]:
+        assert len(MlflowClient().get_metric_history(run_id, "miou")) == 20
+    # logging the same trial again reuses its run
+    again = _log_one((uri, parent, 3))
+    assert again in ids
+    assert len(children(mlflow.search_runs(experiment_names=["concurrent"]))) == 8
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mlflow_server_serves_the_runs_on_loopback(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = tracking.start_sweep(uri, "served", "s", "g", {"a": 1}, ["i"], tmp_path / "art")
+    for i in range(2):
+        rec = {
+            "trial_id": f"t{i}",
+            "sweep_id": "s",
+            "grid": "g",
+            "label": f"i={i}",
+            "status": "FINISHED",
+            "params": {"i": i},
+            "metrics": {"noc90": float(i)},
+        }
+        tracking.log_trial(uri, "served", parent, rec, None)
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.5)
+        url = f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=served"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            exp_id = json.load(r)["experiment"]["experiment_id"]
+        req = urllib.request.Request(
+            f"{base}/api/2.0/mlflow/runs/search",
+            data=json.dumps({"experiment_ids": [exp_id]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            found = json.load(r)["runs"]
+        roles = sorted(
+            t["value"] for run in found for t in run["data"]["tags"] if t["key"] == "hrsam.role"
+        )
+        assert roles == ["sweep", "trial", "trial"]
+        with urllib.request.urlopen(f"{base}/", timeout=10) as r:
+            assert r.status == 200 and b"<html" in r.read().lower()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
