@@ -1,0 +1,261 @@
+"""Time `reports.build.build` on an experiment of many runs (the report issue: 1,000 runs <= 15 s).
+
+    python -m benchmarks.report_build                 # 1000 trial runs + the sweep's parent run
+    python -m benchmarks.report_build --runs 200 --reps 1
+
+Creates a fresh SQLite MLflow store in a temporary folder and logs a sweep the way
+``ablations/`` does (a parent run tagged ``hrsam.role=sweep``, child runs with the trial tags,
+flattened config params and the trial metrics; about 3 % FAILED without metrics), then times
+``build()`` end to end: read the runs, tables, figures (PNG + PDF), report.md, report.html and
+logging the report as artifacts of the parent run. Writes ``results/cpu/report_build.{md,csv}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks._timing import write_csv
+
+RESULTS = Path(__file__).parent / "results"
+GRID = {
+    "model.attention": ["global", "window", "shifted_pad", "shifted_kv", "swin"],
+    "model.kernel": ["math", "sdpa"],
+    "model.window_size": [4, 8, 12, 16, 24],
+    "eval.ts": [512, 1024, 2048, 4096],
+}
+FIXED = {  # the rest of a trial's flattened config
+    "model.preset": "hrsam_tiny",
+    "model.attention": "window",
+    "model.kernel": "math",
+    "model.window_size": 16,
+    "model.scan": "cpu",
+    "model.cycle_repeats": 3,
+    "model.anchor_sizes": None,
+    "model.checkpoint": None,
+    "train.enabled": True,
+    "train.recipe": "interactive",
+    "train.steps": 800,
+    "train.ts": 512,
+    "train.lr": 0.001,
+    "train.warmup": 50,
+    "train.batch": 1,
+    "data.name": "synthetic",
+    "data.root": "data/synthetic",
+    "data.size": 512,
+    "data.n_train": 64,
+    "data.n_val": 16,
+    "eval.protocol": "hrsam",
+    "eval.max_clicks": 20,
+    "bench.enabled": True,
+    "bench.reps": 5,
+    "device": "cpu",
+}
+KERNEL_SPEED = {"math": 1.0, "sdpa": 0.7}
+PATTERN_COST = {"global": 0.0, "window": 1.0, "shifted_pad": 1.15, "shifted_kv": 1.05, "swin": 1.3}
+
+
+def synthetic_trials(n: int, grid: dict = GRID, fail_rate: float = 0.03, seed: int = 0):
+    """``n`` trial records (params, metrics, status, error, label, trial_id) cycling over
+    ``grid``'s points with seeds 42, 43, ... as repeats; plausible numbers, not measurements."""
+    rng = np.random.default_rng(seed)
+    points = list(itertools.product(*grid.values()))
+    records = []
+    for i in range(n):
+        point = dict(zip(grid, points[i % len(points)], strict=True))
+        params = {**FIXED, **point, "seed": 42 + i // len(points)}
+        label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in point.items())
+        record = {
+            "trial_id": f"t{i:05d}",
+            "label": f"{label}, seed={params['seed']}",
+            "params": params,
+            "status": "FINISHED",
+            "error": None,
+            "metrics": {},
+        }
+        if rng.random() < fail_rate:
+            record["status"] = "FAILED"
+            record["error"] = "RuntimeError: out of memory (synthetic failure)"
+        else:
+            record["metrics"] = _metrics(params, rng)
+        records.append(record)
+    return records
+
+
+def _metrics(p: dict, rng) -> dict[str, float]:
+    s = p["eval.ts"] / 512
+    tokens = (p["eval.ts"] / 16) ** 2
+    ws = p.get("model.window_size", 16)
+    att = p.get("model.attention", "window")
+    cost = tokens**2 / 4e5 if att == "global" else tokens * ws**2 * PATTERN_COST[att] / 2e3
+    enc = (4.0 * s**2 + cost) * KERNEL_SPEED.get(p.get("model.kernel"), 1.0)
+    enc *= rng.lognormal(0, 0.05)
+    quality = 0.86 + 0.03 * np.log2(s) + 0.004 * np.log2(ws) + rng.normal(0, 0.005)
+    m = {
+        f"miou_at_{k}": min(0.99, quality + 0.1 * (1 - np.exp(-(k - 1) / 3))) for k in range(1, 21)
+    }
+    m.update(
+        noc85=max(1.0, 6.5 - 8 * (quality - 0.8) + rng.normal(0, 0.1)),
+        noc90=max(1.0, 8.5 - 9 * (quality - 0.8) + rng.normal(0, 0.1)),
+        noc95=max(1.0, 12.5 - 10 * (quality - 0.8) + rng.normal(0, 0.1)),
+        nof85=float(rng.integers(0, 3)),
+        nof90=float(rng.integers(1, 5)),
+        nof95=float(rng.integers(2, 9)),
+        biou=quality - 0.1,
+        encoder_ms=enc,
+        encoder_ms_iqr=0.05 * enc,
+        decoder_ms=3.0 + rng.normal(0, 0.1),
+        sat_s=(enc + 256 * 3.0) / 1e3,
+        spc_s=0.003,
+        peak_mem_mb=50 * s**2 + (tokens**2 * 4 / 2**20 if att == "global" else 20 * s**2),
+        params=5.1e6,
+        gflops=12.0 * s**2,
+        train_s=600.0,
+    )
+    return {k: float(v) for k, v in m.items()}
+
+
+def log_sweep(
+    tracking_uri: str,
+    experiment: str,
+    grid: str,
+    varying: list[str],
+    records: list[dict],
+    artifact_root: Path,
+) -> str:
+    """Logs ``records`` as one sweep (parent + child runs, the ablations schema); returns the
+    parent run id. The experiment is created when missing, its artifacts under
+    ``artifact_root``."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = (
+        exp.experiment_id
+        if exp
+        else client.create_experiment(experiment, artifact_location=artifact_root.as_uri())
+    )
+    sweep_id = f"{grid}-{len(records)}"
+    tags = {
+        "hrsam.role": "sweep",
+        "hrsam.sweep_id": sweep_id,
+        "hrsam.grid": grid,
+        "hrsam.varying": ",".join(varying),
+    }
+    parent = client.create_run(exp_id, run_name=grid, tags=tags).info.run_id
+    params = [Param("grid", grid), Param("trials", str(len(records)))]
+    client.log_batch(parent, params=params)
+    now = int(time.time() * 1000)
+    for r in records:
+        tags = {
+            "mlflow.parentRunId": parent,
+            "hrsam.role": "trial",
+            "hrsam.trial_id": r["trial_id"],
+            "hrsam.sweep_id": sweep_id,
+            "hrsam.grid": grid,
+            "hrsam.label": r["label"],
+        }
+        if r["error"]:
+            tags["hrsam.error"] = r["error"]
+        run_id = client.create_run(exp_id, run_name=r["label"], tags=tags).info.run_id
+        metrics = [Metric(k, v, now, 0) for k, v in r["metrics"].items()]
+        params = [Param(k, _param(v)) for k, v in r["params"].items()]
+        client.log_batch(run_id, metrics=metrics, params=params)
+        client.set_terminated(run_id, r["status"])
+    return parent
+
+
+def _param(v) -> str:
+    return "None" if v is None else str(v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.report_build",
+        description="Time reports.build on a synthetic experiment of many MLflow runs.",
+        epilog="example:\n  python -m benchmarks.report_build --runs 1000 --reps 3",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--runs", type=int, default=1000, help="trial runs (default 1000)")
+    p.add_argument("--reps", type=int, default=3, help="timed builds (default 3)")
+    p.add_argument("--target-s", type=float, default=15.0, help="pass mark (default 15 s)")
+    p.add_argument("--out", type=Path, default=None, help="results folder (default results/cpu)")
+    args = p.parse_args(argv)
+    if args.runs < 1 or args.reps < 1:
+        p.error("--runs and --reps must be >= 1")
+    import torch
+
+    from benchmarks._timing import device_name
+    from reports.build import build
+
+    machine = device_name(torch.device("cpu"))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        start = time.perf_counter()
+        records = synthetic_trials(args.runs)
+        parent = log_sweep(uri, "bench", "bench_grid", list(GRID), records, tmp / "artifacts")
+        setup_s = time.perf_counter() - start
+        print(f"{machine}: logged {args.runs} runs + parent in {setup_s:.1f} s", flush=True)
+        times = []
+        for _ in range(args.reps):
+            start = time.perf_counter()
+            out = build("bench", sweep=parent, out=tmp / "report", tracking_uri=uri)
+            times.append(time.perf_counter() - start)
+            print(f"  build {times[-1]:.2f} s", flush=True)
+        n_tables = len(list((out / "tables").glob("*.tex")))
+        n_figures = len(list((out / "figures").glob("*.png")))
+    n_metrics = max(len(r["metrics"]) for r in records)
+    median = statistics.median(times)
+    status = "PASS" if median <= args.target_s else "FAIL"
+    row = {
+        "runs": args.runs,
+        "failed": sum(r["status"] == "FAILED" for r in records),
+        "tables": n_tables,
+        "figures": n_figures,
+        "build_s_median": f"{median:.2f}",
+        "build_s_min": f"{min(times):.2f}",
+        "build_s_max": f"{max(times):.2f}",
+        "reps": args.reps,
+        "target_s": args.target_s,
+        "status": status,
+    }
+    header = list(row)
+    table = "\n".join(
+        [
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+            "| " + " | ".join(str(v) for v in row.values()) + " |",
+        ]
+    )
+    print()
+    print(table)
+    out_dir = args.out or RESULTS / "cpu"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(out_dir / "report_build.csv", [*header, "machine"], [{**row, "machine": machine}])
+    (out_dir / "report_build.md").write_text(
+        f"# Report build time\n\n- machine: {machine}\n"
+        f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n"
+        f"- command: `python -m benchmarks.report_build {' '.join(argv or sys.argv[1:])}`\n"
+        f"- what: `reports.build.build()` end to end on a fresh SQLite MLflow store holding "
+        f"{args.runs} trial runs of one sweep ({len(FIXED) + 1} params and "
+        f"{n_metrics} metrics each, "
+        f"{row['failed']} FAILED) and its parent: read the runs once, tables, figures (PNG + PDF),"
+        f" report.md, report.html, log as artifacts of the parent run; median of {args.reps}\n"
+        f"- target: <= {args.target_s:g} s: **{status}**\n\n{table}\n"
+    )
+    print(f"\nwrote {out_dir / 'report_build.csv'} and {out_dir / 'report_build.md'}")
+    return 0 if status == "PASS" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

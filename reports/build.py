@@ -1,0 +1,169 @@
+"""Build a sweep's report from MLflow: ``python -m reports.build experiment=<name> [key=value ...]``
+
+    python -m reports.build experiment=window_size
+    python -m reports.build experiment=resolution sweep=3f2a9c... out=outputs/report
+    python -m reports.build experiment=paper_main tracking_uri=http://login:5000 log=false
+
+Reads the experiment's runs once, then writes ``out`` (default ``reports/out/<experiment>``):
+``report.md``, a self-contained ``report.html``, ``tables/*.{md,tex,csv}`` and
+``figures/*.{png,pdf}``, and logs the folder as ``report/`` artifacts of the sweep's parent run
+(the newest sweep when ``sweep`` is not given). Bad input is one line on stderr, exit code 2.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from hrsam import _cli
+from hrsam._cli import UsageError
+from reports import document, figures, frame, tables, tracking
+from reports.tracking import ReportError
+
+KEYS = {
+    "experiment": (str, "MLflow experiment (a sweep's grid name unless it set experiment=)"),
+    "sweep": (str, "parent run id of one sweep (default: every trial of the experiment)"),
+    "out": (str, "report folder (default reports/out/<experiment>)"),
+    "tracking_uri": (str, "MLflow tracking URI (default MLFLOW_TRACKING_URI, sqlite:///mlflow.db)"),
+    "log": (bool, "log the report as artifacts of the sweep's parent run"),
+}
+DEFAULTS = {"log": True}
+DEFAULT_OUT = Path("reports/out")
+
+
+def build(
+    experiment: str,
+    sweep: str | None = None,
+    out: str | Path | None = None,
+    tracking_uri: str | None = None,
+    log: bool = True,
+) -> Path:
+    """Writes the report of ``experiment`` (one ``sweep``'s trials, or all) and returns its folder.
+
+    Raises `ReportError` for an unknown experiment or sweep, no finished trial, or an ``out`` that
+    exists and is not a report folder.
+    """
+    out_dir = Path(out) if out else DEFAULT_OUT / experiment
+    _check_out(out_dir)
+    uri = tracking.resolve_uri(tracking_uri)
+    runs = frame.tidy(tracking.load_runs(experiment, uri))
+    parents = frame.sweeps(runs)
+    if sweep is not None:
+        if sweep not in set(parents["run_id"]):
+            known = ", ".join(f"{r.run_id} ({r.grid})" for r in parents.itertuples()) or "none"
+            raise ReportError(
+                f"unknown sweep {sweep!r} in experiment {experiment!r}; sweeps: {known}"
+            )
+        parents = parents[parents["run_id"] == sweep]
+    trials = frame.trials(runs, sweep)
+    states = frame.run_state(trials)
+    if not (states == "ok").any():
+        counts = ", ".join(f"{n} {s}" for s, n in states.value_counts().items()) or "no trials"
+        where = f"sweep {sweep}" if sweep else f"experiment {experiment!r}"
+        raise ReportError(f"{where} has no finished runs ({counts})")
+    report, drawn = assemble(experiment, trials, parents, uri, sweep)
+    _write(report, drawn, trials, out_dir)
+    if log and len(parents):
+        tracking.log_report(parents["run_id"].iloc[0], out_dir, uri)
+    return out_dir
+
+
+def assemble(
+    experiment: str,
+    trials: pd.DataFrame,
+    parents: pd.DataFrame,
+    uri: str,
+    sweep: str | None = None,
+) -> tuple[document.Report, list[figures.Drawn]]:
+    """Tables and figures of ``trials`` as a `document.Report` (figures rendered to PNG)."""
+    varying = frame.varying_keys(trials, parents)
+    all_tables = [tables.main_table(trials, varying), *tables.ablation_tables(trials, parents)]
+    drawn, skipped = figures.make_figures(trials, varying)
+    refs = []
+    for d in drawn:
+        buf = io.BytesIO()
+        d.figure.savefig(buf, format="png")
+        refs.append(document.FigureRef(d.name, d.caption, buf.getvalue()))
+    states = frame.run_state(trials).value_counts()
+    counts = ", ".join(f"{n} {s.replace('ok', 'finished')}" for s, n in states.items())
+    grids = ", ".join(f"`{r.run_id}` ({r.grid})" for r in parents.itertuples()) or "none"
+    facts = (
+        f"experiment `{experiment}`, tracking URI `{uri}`",
+        f"sweep: {grids}" if sweep else f"all trials of the experiment; sweeps: {grids}",
+        f"trials: {len(trials)} ({counts})",
+        f"varying: {', '.join(varying) or 'nothing'}",
+        f"built {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+    )
+    report = document.Report(
+        experiment,
+        facts,
+        tuple(all_tables),
+        tuple(refs),
+        tuple(skipped),
+        tuple(tables.failed_rows(trials)),
+    )
+    return report, drawn
+
+
+def _check_out(out_dir: Path) -> None:
+    if out_dir.exists() and not (out_dir / "report.md").exists() and any(out_dir.iterdir()):
+        raise ReportError(f"out={out_dir} exists and is not a report folder (no report.md)")
+
+
+def _write(report: document.Report, drawn, trials: pd.DataFrame, out_dir: Path) -> None:
+    """Writes into a temporary sibling folder, then swaps it in: never half a report."""
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "tables").mkdir(parents=True)
+    (tmp / "figures").mkdir()
+    try:
+        for t in report.tables:
+            (tmp / "tables" / f"{t.name}.md").write_text(
+                f"# {t.title}\n\n{tables.to_markdown(t)}\n"
+            )
+            (tmp / "tables" / f"{t.name}.tex").write_text(tables.to_latex(t))
+            tables.write_csv(t, tmp / "tables" / f"{t.name}.csv")
+        if report.failed:
+            pd.DataFrame(report.failed).to_csv(tmp / "tables" / "failed.csv", index=False)
+        for ref, d in zip(report.figures, drawn, strict=True):
+            (tmp / "figures" / f"{ref.name}.png").write_bytes(ref.png)
+            pdf = tmp / "figures" / f"{ref.name}.pdf"
+            d.figure.savefig(pdf, metadata={"CreationDate": None})
+        (tmp / "report.md").write_text(document.render_markdown(report))
+        (tmp / "report.html").write_text(document.render_html(report))
+        _check_out(out_dir)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        _cli.print_help(__doc__, KEYS, DEFAULTS)
+        return 0
+    try:
+        cfg = _cli.parse(argv, KEYS, DEFAULTS)
+        if not cfg.get("experiment"):
+            raise UsageError("experiment=<name> is required (python -m reports.build --help)")
+        out = build(
+            cfg["experiment"], cfg.get("sweep"), cfg.get("out"), cfg.get("tracking_uri"), cfg["log"]
+        )
+    except (UsageError, ReportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"report: {out / 'report.html'} (and report.md, tables/, figures/)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

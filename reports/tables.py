@@ -1,0 +1,427 @@
+"""Paper tables from the runs frame, and their Markdown, LaTeX (booktabs), HTML and CSV forms.
+
+`main_table` follows the HRSAM / SegNext main-table layout (rows: model and ts; per dataset
+5-mIoU, NoC90, NoC95, NoF95; then encoder latency and SAT). `ablation_tables` gives one table per
+grid: rows are the grid's points, and a point with no run is a ``missing`` row, never a shorter
+table. Repeats (seeds) are mean ± std.
+The best value per column is bold (`frame.Metric.higher_is_better` says which way is better).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import itertools
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+import pandas as pd
+
+from reports import frame
+from reports.frame import metric
+
+MAIN_QUALITY = ("miou_at_5", "noc90", "noc95", "nof95")
+MAIN_SYSTEM = ("encoder_ms", "sat_s")
+ABLATION_METRICS = (
+    "miou_at_5",
+    "noc85",
+    "noc90",
+    "noc95",
+    "nof95",
+    "biou",
+    "encoder_ms",
+    "decoder_ms",
+    "sat_s",
+    "peak_mem_mb",
+    "gflops",
+    "params",
+)
+MODEL_KEYS = ("model.preset", "model.attention", "model.kernel")
+MISSING_TEXT = {"missing": "missing", "none": "—"}  # no run at the point / no value logged
+DAGGER = "†"
+
+
+@dataclass(frozen=True)
+class Column:
+    metric: str
+    group: str = ""  # the dataset in the main table's two-level header
+
+    @property
+    def header(self) -> str:
+        return f"{self.group} {metric(self.metric).header}".strip()
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell. ``state``: ``ok``, ``missing`` (no run at this point), ``none`` (runs
+    finished without this metric), or the runs' `frame.run_state` (``failed``, ...)."""
+
+    state: str = "ok"
+    mean: float | None = None
+    std: float | None = None
+    n: int = 0
+    n_failed: int = 0  # repeats that did not finish while others did
+    best: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    title: str
+    index: tuple[str, ...]
+    columns: tuple[Column, ...]
+    rows: tuple[tuple[tuple, tuple[Cell, ...]], ...]
+    notes: tuple[str, ...] = ()
+
+
+# -- building ----------------------------------------------------------------------------------
+
+
+def main_table(trials: pd.DataFrame, varying: Iterable[str] = ()) -> Table:
+    """Rows: model (preset, with ``attention/kernel`` when a preset has several) and ts, plus any
+    other varying param; columns: `MAIN_QUALITY` per dataset, then `MAIN_SYSTEM`."""
+    t = _with_columns(trials.assign(model=model_labels(trials)), MAIN_QUALITY + MAIN_SYSTEM)
+    skip = (*MODEL_KEYS, "eval.ts", "data.name", *frame.REPEAT_KEYS)
+    keys = ["model", *(["eval.ts"] if "eval.ts" in t else [])]
+    keys += [k for k in varying if k in t and k not in skip]
+    datasets = _values(t["data.name"]) if "data.name" in t else [None]
+    if "data.name" not in t:
+        t = t.assign(**{"data.name": None})
+    quality = _lookup(
+        frame.aggregate(t, [*keys, "data.name"], list(MAIN_QUALITY)), [*keys, "data.name"]
+    )
+    system = _lookup(frame.aggregate(t, keys, list(MAIN_SYSTEM)), keys)
+    columns = [Column(m, ds or "") for ds in datasets for m in MAIN_QUALITY]
+    columns += [Column(m) for m in MAIN_SYSTEM]
+    rows = []
+    for point in _observed(t, keys):
+        cells = [_cell(quality.get((*point, ds)), m) for ds in datasets for m in MAIN_QUALITY]
+        cells += [_cell(system.get(point), m) for m in MAIN_SYSTEM]
+        rows.append((point, tuple(cells)))
+    index = tuple(frame.param_label(k) for k in keys)
+    return _finish(Table("main", "Main results", index, tuple(columns), tuple(rows)), t)
+
+
+def ablation_tables(trials: pd.DataFrame, parents: pd.DataFrame) -> list[Table]:
+    """One table per grid (``hrsam.grid`` tag): rows = grid points, columns = metrics.
+
+    The rows are the points that have runs when the sweeps' parent runs say (param ``trials``) that
+    no planned trial lacks one; otherwise every point of the product of the values the varying
+    params take, so a point without a run is a ``missing`` row.
+    """
+    tables = []
+    grids = trials["grid"].fillna("(no grid)")
+    parent_grids = parents["grid"].fillna("(no grid)") if len(parents) else pd.Series(dtype=object)
+    for grid in dict.fromkeys(grids):
+        t = trials[grids == grid]
+        p = parents[parent_grids == grid] if len(parents) else parents
+        keys = frame.varying_keys(t, p)
+        present = set(frame.metric_keys(t))
+        metrics = [m for m in ABLATION_METRICS if m in present] or list(MAIN_QUALITY)
+        planned = _planned(p)
+        table = ablation_table(
+            t,
+            keys,
+            metrics,
+            name=f"ablation_{_slug(grid)}",
+            grid=grid,
+            product=planned is None or len(t) < planned,
+        )
+        if planned is not None and len(t) < planned:
+            note = f"{planned - len(t)} of {planned} planned trials have no run."
+            table = replace(table, notes=(note, *table.notes))
+        tables.append(table)
+    return tables
+
+
+def _planned(parents: pd.DataFrame) -> int | None:
+    """Trials the sweeps planned (their parent runs' ``trials`` param), None when unknown."""
+    if not len(parents) or "trials" not in parents or parents["trials"].isna().any():
+        return None
+    return int(pd.to_numeric(parents["trials"]).sum())
+
+
+def ablation_table(
+    trials: pd.DataFrame,
+    keys: list[str],
+    metrics: list[str],
+    name: str,
+    grid: str = "",
+    product: bool = True,
+) -> Table:
+    """Rows: the product of the values each of ``keys`` takes (``product``), else the points that
+    have runs, sorted; columns: ``metrics``."""
+    t = _with_columns(trials, metrics)
+    stats = _lookup(frame.aggregate(t, keys, metrics), keys)
+    if not keys:
+        points = [()]
+    elif product:
+        points = list(itertools.product(*(_values(t[k]) for k in keys)))
+    else:
+        points = _observed(t, keys)
+    rows = tuple((p, tuple(_cell(stats.get(p), m) for m in metrics)) for p in points)
+    index = tuple(frame.param_label(k) for k in keys) or ("grid",)
+    if not keys:
+        rows = tuple(((grid,), cells) for _, cells in rows)
+    varying = ", ".join(keys) or "nothing"
+    title = f"Ablation: {grid} (varying {varying})"
+    return _finish(Table(name, title, index, tuple(Column(m) for m in metrics), rows), t)
+
+
+def model_labels(trials: pd.DataFrame) -> pd.Series:
+    """The preset, with ``(attention/kernel)`` when the preset appears with several variants."""
+    preset = trials.get("model.preset", trials["variant"]).fillna("?").astype(str)
+    n = trials.assign(_p=preset).groupby("_p")["variant"].transform("nunique")
+    with_variant = preset + " (" + trials["variant"].astype(str) + ")"
+    return preset.where((n <= 1) | preset.str.startswith("sam_"), with_variant)
+
+
+def failed_rows(trials: pd.DataFrame) -> list[dict]:
+    """Trials that did not finish: ``trial_id``, ``label``, ``state``, ``error``."""
+    t = trials.assign(state=frame.run_state(trials))
+    bad = t[t["state"] != "ok"]
+    return [
+        {
+            "trial_id": r.trial_id or r.run_id,
+            "label": r.label or "",
+            "state": r.state,
+            "error": (r.error or "").splitlines()[0] if r.error else "",
+        }
+        for r in bad.itertuples()
+    ]
+
+
+def _with_columns(t: pd.DataFrame, metrics: Iterable[str]) -> pd.DataFrame:
+    absent = {m: float("nan") for m in metrics if m not in t}
+    return t.assign(**absent) if absent else t
+
+
+def _values(s: pd.Series) -> list:
+    values = frame.value_order(s)
+    return [*values, None] if s.isna().any() else values
+
+
+def _observed(t: pd.DataFrame, keys: list[str]) -> list[tuple]:
+    """Key combinations present in ``t``, sorted key by key as `frame.value_order` sorts."""
+    ranks = {k: {v: i for i, v in enumerate(_values(t[k]))} for k in keys}
+    points = {tuple(_key(v) for v in row) for row in t[keys].itertuples(index=False)}
+    return sorted(points, key=lambda p: [ranks[k][v] for k, v in zip(keys, p, strict=True)])
+
+
+def _key(v):
+    return None if frame._isna(v) else v
+
+
+def _lookup(agg: pd.DataFrame, keys: list[str]) -> dict[tuple, pd.Series]:
+    return {tuple(_key(row[k]) for k in keys): row for _, row in agg.iterrows()}
+
+
+def _cell(stats: pd.Series | None, m: str) -> Cell:
+    if stats is None:
+        return Cell("missing")
+    if stats["state"] != "ok":
+        return Cell(stats["state"])
+    n = int(stats.get(f"{m}_n", 0) or 0)
+    if n == 0:
+        return Cell("none")
+    std = stats[f"{m}_std"] if n > 1 else None
+    return Cell("ok", float(stats[m]), std, n, int(stats["n_runs"] - stats["n_ok"]))
+
+
+def _finish(table: Table, trials: pd.DataFrame) -> Table:
+    """Marks the best value per column (two or more values) and adds the table's notes."""
+    columns = list(zip(*(cells for _, cells in table.rows), strict=True)) if table.rows else []
+    best = []
+    for col, cells in zip(table.columns, columns, strict=True):
+        m = metric(col.metric)
+        shown = {i: _fmt(m, c.mean) for i, c in enumerate(cells) if c.state == "ok"}
+        if len(shown) < 2:
+            best.append(set())
+            continue
+        pick = max if m.higher_is_better else min
+        top = pick(shown.values(), key=float)
+        best.append({i for i, s in shown.items() if float(s) == float(top)})
+    rows = tuple(
+        (point, tuple(replace(c, best=i in best[j]) for j, c in enumerate(cells)))
+        for i, (point, cells) in enumerate(table.rows)
+    )
+    notes = ["bold: best per column (higher is better for mIoU and BIoU, lower for the rest)."]
+    cells = [c for _, cs in rows for c in cs]
+    if any(c.n > 1 for c in cells):
+        notes.append("mean ± std over repeats (seeds; for latency also over datasets).")
+    if any(c.n_failed for c in cells):
+        notes.append(f"{DAGGER}: some repeats did not finish; the value is over those that did.")
+    if any(c.state == "missing" for c in cells):
+        notes.append("missing: no run at this point.")
+    if any(c.state == "none" for c in cells):
+        notes.append("—: the runs logged no value.")
+    return replace(table, rows=rows, notes=(*table.notes, *notes))
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in str(name)).strip("_") or "grid"
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def _fmt(m: frame.Metric, v: float) -> str:
+    v = v * m.scale
+    decimals = m.decimals if m.decimals or float(v).is_integer() else 1
+    return f"{v:.{decimals}f}"
+
+
+def cell_text(cell: Cell, col: Column) -> str:
+    """Plain text of a cell: ``12.34 ± 0.50``, ``failed``, ``missing`` or ``—``."""
+    if cell.state != "ok":
+        return MISSING_TEXT.get(cell.state, cell.state)
+    m = metric(col.metric)
+    text = _fmt(m, cell.mean)
+    if cell.std is not None and not math.isnan(cell.std):
+        text += f" ± {_fmt(m, cell.std)}"
+    return text + (DAGGER if cell.n_failed else "")
+
+
+def key_text(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def to_markdown(table: Table) -> str:
+    header = [*table.index, *(c.header for c in table.columns)]
+    lines = ["| " + " | ".join(_md(h) for h in header) + " |", "|" + "---|" * len(header)]
+    aligns = "|" + ":--|" * len(table.index) + "--:|" * len(table.columns)
+    lines[1] = aligns
+    for point, cells in table.rows:
+        texts = [_md(key_text(v)) for v in point]
+        for cell, col in zip(cells, table.columns, strict=True):
+            text = _md(cell_text(cell, col))
+            texts.append(f"**{text}**" if cell.best else text)
+        lines.append("| " + " | ".join(texts) + " |")
+    notes = [f"*{n}*" for n in table.notes]
+    return "\n".join([*lines, "", *notes]).rstrip()
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "†": r"$^\dagger$",
+    "—": "---",
+}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def _latex_cell(cell: Cell, col: Column) -> str:
+    if cell.state == "none":
+        return "--"
+    if cell.state != "ok":
+        return rf"\textit{{{latex_escape(cell.state)}}}"
+    m = metric(col.metric)
+    text = _fmt(m, cell.mean)
+    if cell.std is not None and not math.isnan(cell.std):
+        text += rf" $\pm$ {_fmt(m, cell.std)}"
+    if cell.best:
+        text = rf"\textbf{{{text}}}"
+    return text + (r"$^\dagger$" if cell.n_failed else "")
+
+
+def to_latex(table: Table) -> str:
+    """A ``table`` float with a booktabs ``tabular``; dataset groups get a ``\\cmidrule``."""
+    ni = len(table.index)
+    spec = "l" * ni + "r" * len(table.columns)
+    lines = [
+        r"% needs \usepackage{booktabs}",
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{latex_escape(' '.join([table.title + '.', *table.notes]))}}}",
+        rf"\label{{tab:{table.name}}}",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+    ]
+    groups = [(g, len(list(cs))) for g, cs in itertools.groupby(c.group for c in table.columns)]
+    if any(g for g, _ in groups):
+        head, rules, start = [""] * ni, [], ni + 1
+        for g, n in groups:
+            if g:
+                head.append(rf"\multicolumn{{{n}}}{{c}}{{{latex_escape(g)}}}")
+                rules.append(rf"\cmidrule(lr){{{start}-{start + n - 1}}}")
+            else:
+                head += [""] * n
+            start += n
+        lines += [" & ".join(head) + r" \\", " ".join(rules)]
+    header = [*table.index, *(metric(c.metric).header for c in table.columns)]
+    lines += [" & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
+    for point, cells in table.rows:
+        texts = [latex_escape(key_text(v)) for v in point]
+        texts += [_latex_cell(c, col) for c, col in zip(cells, table.columns, strict=True)]
+        lines.append(" & ".join(texts) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_html(table: Table) -> str:
+    esc = html.escape
+    groups = [(g, len(list(cs))) for g, cs in itertools.groupby(c.group for c in table.columns)]
+    head = []
+    if any(g for g, _ in groups):
+        cells = [f'<th colspan="{n}">{esc(g)}</th>' for g, n in groups]
+        head.append(f'<tr><th colspan="{len(table.index)}"></th>{"".join(cells)}</tr>')
+    names = [*table.index, *(metric(c.metric).header for c in table.columns)]
+    head.append("<tr>" + "".join(f"<th>{esc(h)}</th>" for h in names) + "</tr>")
+    body = []
+    for point, cells in table.rows:
+        tds = [f'<td class="key">{esc(key_text(v))}</td>' for v in point]
+        for cell, col in zip(cells, table.columns, strict=True):
+            text = esc(cell_text(cell, col))
+            cls = cell.state if cell.state != "ok" else ("best" if cell.best else "")
+            tds.append(f'<td class="{cls}">{f"<b>{text}</b>" if cell.best else text}</td>')
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    notes = "".join(f"<p class='note'>{esc(n)}</p>" for n in table.notes)
+    return f"<table><thead>{''.join(head)}</thead><tbody>{''.join(body)}</tbody></table>{notes}"
+
+
+def csv_rows(table: Table) -> tuple[list[str], list[dict]]:
+    """Machine-readable form: per column the mean (unscaled) or the cell's state, std and n."""
+    fields = list(table.index)
+    for col in table.columns:
+        name = f"{col.group} {col.metric}".strip()
+        fields += [name, f"{name} std", f"{name} n"]
+    rows = []
+    for point, cells in table.rows:
+        row = dict(zip(table.index, (key_text(v) for v in point), strict=True))
+        for col, cell in zip(table.columns, cells, strict=True):
+            name = f"{col.group} {col.metric}".strip()
+            ok = cell.state == "ok"
+            row[name] = repr(cell.mean) if ok else MISSING_TEXT.get(cell.state, cell.state)
+            row[f"{name} std"] = "" if cell.std is None or not ok else repr(cell.std)
+            row[f"{name} n"] = cell.n
+        rows.append(row)
+    return fields, rows
+
+
+def write_csv(table: Table, path) -> None:
+    fields, rows = csv_rows(table)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
