@@ -52,7 +52,10 @@ def build(
     out_dir = Path(out) if out else DEFAULT_OUT / experiment
     _check_out(out_dir)
     uri = tracking.resolve_uri(tracking_uri)
-    runs = frame.tidy(tracking.load_runs(experiment, uri))
+    raw = tracking.load_runs(experiment, uri)
+    if raw.empty:
+        raise ReportError(f"experiment {experiment!r} has no finished runs (no runs at all)")
+    runs = frame.tidy(raw)
     parents = frame.sweeps(runs)
     if sweep is not None:
         if sweep not in set(parents["run_id"]):
@@ -67,8 +70,8 @@ def build(
         counts = ", ".join(f"{n} {s}" for s, n in states.value_counts().items()) or "no trials"
         where = f"sweep {sweep}" if sweep else f"experiment {experiment!r}"
         raise ReportError(f"{where} has no finished runs ({counts})")
-    report, drawn = assemble(experiment, trials, parents, uri, sweep)
-    _write(report, drawn, trials, out_dir)
+    report = assemble(experiment, trials, parents, uri, sweep)
+    _write(report, out_dir)
     if log and len(parents):
         tracking.log_report(parents["run_id"].iloc[0], out_dir, uri)
     return out_dir
@@ -80,16 +83,12 @@ def assemble(
     parents: pd.DataFrame,
     uri: str,
     sweep: str | None = None,
-) -> tuple[document.Report, list[figures.Drawn]]:
-    """Tables and figures of ``trials`` as a `document.Report` (figures rendered to PNG)."""
+) -> document.Report:
+    """Tables and figures of ``trials`` as a `document.Report` (figures rendered to PNG, PDF)."""
     varying = frame.varying_keys(trials, parents)
     all_tables = [tables.main_table(trials, varying), *tables.ablation_tables(trials, parents)]
     drawn, skipped = figures.make_figures(trials, varying)
-    refs = []
-    for d in drawn:
-        buf = io.BytesIO()
-        d.figure.savefig(buf, format="png")
-        refs.append(document.FigureRef(d.name, d.caption, buf.getvalue()))
+    refs = [_render(d) for d in drawn]
     states = frame.run_state(trials).value_counts()
     counts = ", ".join(f"{n} {s.replace('ok', 'finished')}" for s, n in states.items())
     grids = ", ".join(f"`{r.run_id}` ({r.grid})" for r in parents.itertuples()) or "none"
@@ -108,7 +107,16 @@ def assemble(
         tuple(skipped),
         tuple(tables.failed_rows(trials)),
     )
-    return report, drawn
+    return report
+
+
+def _render(d: figures.Drawn) -> document.FigureRef:
+    """PNG and PDF bytes of a figure; the layout is computed once, for the PNG."""
+    png, pdf = io.BytesIO(), io.BytesIO()
+    d.figure.savefig(png, format="png")
+    d.figure.set_layout_engine("none")  # keep the constrained positions for the PDF
+    d.figure.savefig(pdf, format="pdf", metadata={"CreationDate": None})
+    return document.FigureRef(d.name, d.caption, png.getvalue(), pdf.getvalue())
 
 
 def _check_out(out_dir: Path) -> None:
@@ -116,7 +124,7 @@ def _check_out(out_dir: Path) -> None:
         raise ReportError(f"out={out_dir} exists and is not a report folder (no report.md)")
 
 
-def _write(report: document.Report, drawn, trials: pd.DataFrame, out_dir: Path) -> None:
+def _write(report: document.Report, out_dir: Path) -> None:
     """Writes into a temporary sibling folder, then swaps it in: never half a report."""
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -131,10 +139,9 @@ def _write(report: document.Report, drawn, trials: pd.DataFrame, out_dir: Path) 
             tables.write_csv(t, tmp / "tables" / f"{t.name}.csv")
         if report.failed:
             pd.DataFrame(report.failed).to_csv(tmp / "tables" / "failed.csv", index=False)
-        for ref, d in zip(report.figures, drawn, strict=True):
-            (tmp / "figures" / f"{ref.name}.png").write_bytes(ref.png)
-            pdf = tmp / "figures" / f"{ref.name}.pdf"
-            d.figure.savefig(pdf, metadata={"CreationDate": None})
+        for f in report.figures:
+            (tmp / "figures" / f"{f.name}.png").write_bytes(f.png)
+            (tmp / "figures" / f"{f.name}.pdf").write_bytes(f.pdf)
         (tmp / "report.md").write_text(document.render_markdown(report))
         (tmp / "report.html").write_text(document.render_html(report))
         _check_out(out_dir)

@@ -20,6 +20,7 @@ class FigureRef:
     name: str
     caption: str
     png: bytes = field(repr=False)
+    pdf: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,8 @@ body { font: 14px/1.45 system-ui, -apple-system, "DejaVu Sans", sans-serif; marg
 h1 { font-size: 1.6rem; }
 h2 { font-size: 1.25rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: 0.5rem 0; font-variant-numeric: tabular-nums; }
-th, td { padding: 0.2rem 0.6rem; border-bottom: 1px solid #e4e4e4; text-align: right; }
+th, td { padding: 0.2rem 0.6rem; border-bottom: 1px solid #e4e4e4; text-align: right;
+         white-space: nowrap; }
 th { border-bottom: 2px solid #999; text-align: center; }
 td.key { text-align: left; }
 td.failed, td.unsupported, td.killed { color: #b00020; font-style: italic; }

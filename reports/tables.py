@@ -230,18 +230,20 @@ def _cell(stats: pd.Series | None, m: str) -> Cell:
 
 
 def _finish(table: Table, trials: pd.DataFrame) -> Table:
-    """Marks the best value per column (two or more values) and adds the table's notes."""
+    """Marks the best value per column (when the column's values differ) and adds the notes."""
     columns = list(zip(*(cells for _, cells in table.rows), strict=True)) if table.rows else []
     best = []
     for col, cells in zip(table.columns, columns, strict=True):
         m = metric(col.metric)
-        shown = {i: _fmt(m, c.mean) for i, c in enumerate(cells) if c.state == "ok"}
-        if len(shown) < 2:
+        shown = {
+            i: float(_number(c, m).split(" ")[0]) for i, c in enumerate(cells) if c.state == "ok"
+        }
+        if len(set(shown.values())) < 2:  # one value, or all equal: nothing stands out
             best.append(set())
             continue
         pick = max if m.higher_is_better else min
-        top = pick(shown.values(), key=float)
-        best.append({i for i, s in shown.items() if float(s) == float(top)})
+        top = pick(shown.values())
+        best.append({i for i, v in shown.items() if v == top})
     rows = tuple(
         (point, tuple(replace(c, best=i in best[j]) for j, c in enumerate(cells)))
         for i, (point, cells) in enumerate(table.rows)
@@ -266,21 +268,23 @@ def _slug(name: str) -> str:
 # -- rendering ---------------------------------------------------------------------------------
 
 
-def _fmt(m: frame.Metric, v: float) -> str:
-    v = v * m.scale
-    decimals = m.decimals if m.decimals or float(v).is_integer() else 1
-    return f"{v:.{decimals}f}"
+def _number(cell: Cell, m: frame.Metric, pm: str = "±") -> str:
+    """``mean`` or ``mean ± std`` in the metric's unit; counts (NoF) get one decimal when they
+    are a mean over repeats or not whole."""
+    mean = cell.mean * m.scale
+    whole = cell.std is None and float(mean).is_integer()
+    decimals = m.decimals or (0 if whole else 1)
+    text = f"{mean:.{decimals}f}"
+    if cell.std is not None and not math.isnan(cell.std):
+        text += f" {pm} {cell.std * m.scale:.{decimals}f}"
+    return text
 
 
 def cell_text(cell: Cell, col: Column) -> str:
     """Plain text of a cell: ``12.34 ± 0.50``, ``failed``, ``missing`` or ``—``."""
     if cell.state != "ok":
         return MISSING_TEXT.get(cell.state, cell.state)
-    m = metric(col.metric)
-    text = _fmt(m, cell.mean)
-    if cell.std is not None and not math.isnan(cell.std):
-        text += f" ± {_fmt(m, cell.std)}"
-    return text + (DAGGER if cell.n_failed else "")
+    return _number(cell, metric(col.metric)) + (DAGGER if cell.n_failed else "")
 
 
 def key_text(v) -> str:
@@ -336,10 +340,7 @@ def _latex_cell(cell: Cell, col: Column) -> str:
         return "--"
     if cell.state != "ok":
         return rf"\textit{{{latex_escape(cell.state)}}}"
-    m = metric(col.metric)
-    text = _fmt(m, cell.mean)
-    if cell.std is not None and not math.isnan(cell.std):
-        text += rf" $\pm$ {_fmt(m, cell.std)}"
+    text = _number(cell, metric(col.metric), r"$\pm$")
     if cell.best:
         text = rf"\textbf{{{text}}}"
     return text + (r"$^\dagger$" if cell.n_failed else "")

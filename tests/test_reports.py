@@ -155,6 +155,8 @@ def test_main_table_layout_values_order_and_bold():
     assert column(t, "davis 5-mIoU (%)") == ["81.02", "*82.05*", "81.02 ± 0.00", "*82.05*"]
     assert column(t, "encoder (ms)")[2] == "*107.4 ± 0.0*"
     assert column(t, "SAT (s)") == ["7.00 ± 0.00"] * 2 + ["*5.00 ± 0.00*"] * 2  # over datasets
+    # counts: whole numbers, one decimal as a mean; all equal: nothing bold
+    assert column(t, "davis NoF95 (objects)") == ["10", "10", "10.0 ± 0.0", "10"]
 
 
 def test_main_table_marks_failed_and_missing_cells():
@@ -355,14 +357,17 @@ WINDOW_GRID = {"model.window_size": [8, 16], "eval.ts": [512, 1024]}
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> dict:
-    """A SQLite MLflow store: a window_size x ts sweep (2 seeds, one trial FAILED) and an
-    experiment whose only trial failed."""
+    """A SQLite MLflow store: a window_size x ts sweep (2 seeds, one trial FAILED), an
+    experiment whose only trial failed and an empty one."""
+    from mlflow import MlflowClient
+
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root}/mlflow.db"
     records = synthetic_trials(8, WINDOW_GRID, fail_rate=0.0)
     records[-1] |= {"status": "FAILED", "error": "RuntimeError: out of memory", "metrics": {}}
     parent = log_sweep(uri, "window_size", "window_size", list(WINDOW_GRID), records, root / "a")
     log_sweep(uri, "broken", "broken", [], [records[-1]], root / "b")
+    MlflowClient(uri).create_experiment("empty", artifact_location=(root / "c").as_uri())
     return {"uri": uri, "parent": parent, "root": root}
 
 
@@ -416,6 +421,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(store, tmp_path, capsys):
     cases = {
         ("experiment=nope", uri): "unknown experiment 'nope'; experiments in",
         ("experiment=broken", uri): "has no finished runs (1 failed)",
+        ("experiment=empty", uri): "has no finished runs (no runs at all)",
         ("experimnt=window_size", uri): "did you mean 'experiment'?",
         ("experiment=window_size", "sweep=abc", uri): "unknown sweep 'abc'",
         (uri,): "experiment=<name> is required",
