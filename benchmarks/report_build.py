@@ -53,6 +53,7 @@ FIXED = {  # the rest of a trial's flattened config
     "data.size": 512,
     "data.n_train": 64,
     "data.n_val": 16,
+    "eval.ts": 512,
     "eval.protocol": "hrsam",
     "eval.max_clicks": 20,
     "bench.enabled": True,

@@ -57,11 +57,34 @@ class Skipped:
     reason: str
 
 
+PATTERNS = ("global", "window", "shifted_pad", "shifted_kv", "swin")
+KERNELS = ("math", "sdpa", "flex", "xformers", "flash")
+KERNEL_LIGHTEN = (0.0, 0.3, 0.5, 0.62, 0.72)  # mixed with white, per kernel
+SAM_PRESETS = ("sam_vit_b", "sam_vit_l", "sam_vit_h", "sam_tiny")
+
+
 def variant_colors(variants) -> dict[str, tuple]:
-    """A fixed colour per variant: sorted names onto seaborn's colour-blind palette."""
+    """The same colour for a variant in every figure and report: a hue per attention pattern,
+    lighter per kernel (math darkest); SAM presets in greys; unknown names after the palette."""
+    base = dict(zip(PATTERNS, sns.color_palette("tab10", len(PATTERNS)), strict=True))
     names = sorted({str(v) for v in variants})
-    palette = sns.color_palette("colorblind" if len(names) <= 10 else "husl", len(names))
-    return dict(zip(names, palette, strict=True))
+    colors, unknown = {}, []
+    for name in names:
+        pattern, _, kernel = name.partition("/")
+        if pattern in base and kernel in KERNELS:
+            colors[name] = _lighten(base[pattern], KERNEL_LIGHTEN[KERNELS.index(kernel)])
+        elif name.startswith("sam_"):
+            shade = SAM_PRESETS.index(name) if name in SAM_PRESETS else len(SAM_PRESETS)
+            colors[name] = _lighten((0.15, 0.15, 0.15), 0.15 * shade)
+        else:
+            unknown.append(name)
+    extra = sns.color_palette("tab10", 10)[len(PATTERNS) :]
+    colors |= {n: extra[i % len(extra)] for i, n in enumerate(unknown)}
+    return colors
+
+
+def _lighten(rgb, amount: float) -> tuple:
+    return tuple(c + (1 - c) * amount for c in rgb)
 
 
 def make_figures(trials: pd.DataFrame, varying: list[str]) -> tuple[list[Drawn], list[Skipped]]:
@@ -345,13 +368,15 @@ def ablation_bars(
     styles = _styles(groups, hue)
     fig = Figure(figsize=(3.4 * len(metrics) + 2.2, 3.2), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
-    width = 0.8 / len(groups)
     pos = {v: i for i, v in enumerate(values)}
     for ax, m in zip(axes, metrics, strict=True):
         sc = metric(m).scale
-        for j, (g, d) in enumerate(groups):
-            d = d[d[m].notna()]
-            x = np.array([pos[v] for v in d[key]]) - 0.4 + width * (j + 0.5)
+        present = [d[d[m].notna()] for _, d in groups]
+        # the bars at one value sit side by side, centred on it
+        at = {v: [j for j, d in enumerate(present) if (d[key] == v).any()] for v in values}
+        width = 0.8 / max(1, *(len(js) for js in at.values()))
+        for j, ((g, _), d) in enumerate(zip(groups, present, strict=True)):
+            x = [pos[v] + width * (at[v].index(j) - (len(at[v]) - 1) / 2) for v in d[key]]
             spread = d[f"{m}_std"].where(d[f"{m}_n"] > 1).fillna(0) * sc
             s = styles[g[1:]] if len(hue) > 1 else 0
             ax.bar(

@@ -212,14 +212,15 @@ def value_order(values: Iterable) -> list:
             return (0, float(v), "")
         return (1, rank.get(v, len(rank)), _natural(str(v)))
 
-    return sorted({v for v in values if not _isna(v)}, key=key)
+    return sorted({v for v in values if not is_missing(v)}, key=key)
 
 
 def _natural(s: str) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", s))
 
 
-def _isna(v) -> bool:
+def is_missing(v) -> bool:
+    """None, NaN or pandas' NA."""
     return v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA
 
 

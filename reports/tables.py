@@ -100,7 +100,8 @@ def main_table(trials: pd.DataFrame, varying: Iterable[str] = ()) -> Table:
         cells += [_cell(system.get(point), m) for m in MAIN_SYSTEM]
         rows.append((point, tuple(cells)))
     index = tuple(frame.param_label(k) for k in keys)
-    return _finish(Table("main", "Main results", index, tuple(columns), tuple(rows)), t)
+    note = ("encoder and SAT: over every run of the row, all datasets.",)
+    return _finish(Table("main", "Main results", index, tuple(columns), tuple(rows), note))
 
 
 def ablation_tables(trials: pd.DataFrame, parents: pd.DataFrame) -> list[Table]:
@@ -166,7 +167,7 @@ def ablation_table(
         rows = tuple(((grid,), cells) for _, cells in rows)
     varying = ", ".join(keys) or "nothing"
     title = f"Ablation: {grid} (varying {varying})"
-    return _finish(Table(name, title, index, tuple(Column(m) for m in metrics), rows), t)
+    return _finish(Table(name, title, index, tuple(Column(m) for m in metrics), rows))
 
 
 def model_labels(trials: pd.DataFrame) -> pd.Series:
@@ -183,10 +184,10 @@ def failed_rows(trials: pd.DataFrame) -> list[dict]:
     bad = t[t["state"] != "ok"]
     return [
         {
-            "trial_id": r.trial_id or r.run_id,
-            "label": r.label or "",
+            "trial_id": r.run_id if frame.is_missing(r.trial_id) else r.trial_id,
+            "label": "" if frame.is_missing(r.label) else r.label,
             "state": r.state,
-            "error": (r.error or "").splitlines()[0] if r.error else "",
+            "error": "" if frame.is_missing(r.error) else str(r.error).splitlines()[0],
         }
         for r in bad.itertuples()
     ]
@@ -210,7 +211,7 @@ def _observed(t: pd.DataFrame, keys: list[str]) -> list[tuple]:
 
 
 def _key(v):
-    return None if frame._isna(v) else v
+    return None if frame.is_missing(v) else v
 
 
 def _lookup(agg: pd.DataFrame, keys: list[str]) -> dict[tuple, pd.Series]:
@@ -229,7 +230,7 @@ def _cell(stats: pd.Series | None, m: str) -> Cell:
     return Cell("ok", float(stats[m]), std, n, int(stats["n_runs"] - stats["n_ok"]))
 
 
-def _finish(table: Table, trials: pd.DataFrame) -> Table:
+def _finish(table: Table) -> Table:
     """Marks the best value per column (when the column's values differ) and adds the notes."""
     columns = list(zip(*(cells for _, cells in table.rows), strict=True)) if table.rows else []
     best = []
@@ -251,7 +252,7 @@ def _finish(table: Table, trials: pd.DataFrame) -> Table:
     notes = ["bold: best per column (higher is better for mIoU and BIoU, lower for the rest)."]
     cells = [c for _, cs in rows for c in cs]
     if any(c.n > 1 for c in cells):
-        notes.append("mean ± std over repeats (seeds; for latency also over datasets).")
+        notes.append("mean ± std over repeats (seeds).")
     if any(c.n_failed for c in cells):
         notes.append(f"{DAGGER}: some repeats did not finish; the value is over those that did.")
     if any(c.state == "missing" for c in cells):
