@@ -86,6 +86,7 @@ class BenchCfg:
     enabled: bool = True
     ts: int = 0
     reps: int = 5
+    sat_points: int = 16  # SAT: a sat_points x sat_points grid of single-click prompts
 
 
 @dataclass

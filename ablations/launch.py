@@ -108,7 +108,7 @@ def make_executor(cfg: dict, folder: Path) -> submitit.Executor:
         s = ex["slurm"]
         params.update(
             mem_gb=ex["mem_gb"],
-            slurm_array_parallelism=ex["parallel"],
+            slurm_array_parallelism=s["array_parallelism"],
             slurm_use_srun=s["use_srun"],
             # Slurm >= 22.05: srun no longer inherits --cpus-per-task from sbatch
             slurm_srun_args=["--cpus-per-task", str(ex["cpus_per_task"])],

@@ -250,8 +250,9 @@ def _execute(job: TrialJob, stage: Path, progress: _Progress) -> dict:
         dataset = [dataset[i] for i in range(min(data["limit"], len(dataset)))]
     if cfg["bench"]["enabled"]:
         progress(f"benchmark at ts {cfg['bench']['ts']}", force=True)
+        b = cfg["bench"]
         out["metrics"].update(
-            measure(model, dataset[0].image, cfg["bench"]["ts"], reps=cfg["bench"]["reps"])
+            measure(model, dataset[0].image, b["ts"], reps=b["reps"], sat_points=b["sat_points"])
         )
     ev = cfg["eval"]
     with torch.no_grad():

@@ -220,7 +220,9 @@ def encoder_flops(preset, ts: int) -> float:
 
 
 @torch.no_grad()
-def measure(model, image: np.ndarray, ts: int, reps: int = 5, warmup: int = 1) -> dict[str, float]:
+def measure(
+    model, image: np.ndarray, ts: int, reps: int = 5, warmup: int = 1, sat_points: int = 16
+) -> dict[str, float]:
     """What one sweep trial records about speed and size at target size ``ts``.
 
     Returns:
@@ -235,7 +237,7 @@ def measure(model, image: np.ndarray, ts: int, reps: int = 5, warmup: int = 1) -
     timing = time_fn(lambda: model.encode(x), device, warmup=warmup, reps=reps)
     with PeakMemory(device) as peak:
         model.encode(x)
-    sat = sat_latency(model, image, ts, warmup=warmup)
+    sat = sat_latency(model, image, ts, sat_points, warmup=warmup)
     return {
         "encoder_ms": timing.median_ms,
         "encoder_ms_iqr": timing.spread_ms,

@@ -32,6 +32,7 @@ MICRO = [
     "eval.ts=64",
     "eval.max_clicks=3",
     "bench.reps=1",
+    "bench.sat_points=2",
     "report=false",
 ]
 
