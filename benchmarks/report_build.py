@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import itertools
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -207,12 +209,19 @@ def main(argv: list[str] | None = None) -> int:
         parent = log_sweep(uri, "bench", "bench_grid", list(GRID), records, tmp / "artifacts")
         setup_s = time.perf_counter() - start
         print(f"{machine}: logged {args.runs} runs + parent in {setup_s:.1f} s", flush=True)
+        load = os.getloadavg()[0]  # the box may be shared: say how busy it was
         times = []
         for _ in range(args.reps):
             start = time.perf_counter()
             out = build("bench", sweep=parent, out=tmp / "report", tracking_uri=uri)
             times.append(time.perf_counter() - start)
             print(f"  build {times[-1]:.2f} s", flush=True)
+        cli = [sys.executable, "-m", "reports.build", "experiment=bench", f"sweep={parent}",
+               f"out={tmp / 'report_cli'}", f"tracking_uri={uri}", "log=false"]  # fmt: skip
+        start = time.perf_counter()
+        subprocess.run(cli, check=True, capture_output=True)
+        cli_s = time.perf_counter() - start
+        print(f"  python -m reports.build (imports included) {cli_s:.2f} s", flush=True)
         n_tables = len(list((out / "tables").glob("*.tex")))
         n_figures = len(list((out / "figures").glob("*.png")))
     n_metrics = max(len(r["metrics"]) for r in records)
@@ -227,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         "build_s_min": f"{min(times):.2f}",
         "build_s_max": f"{max(times):.2f}",
         "reps": args.reps,
+        "cli_s": f"{cli_s:.2f}",
         "target_s": args.target_s,
         "status": status,
     }
@@ -252,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{n_metrics} metrics each, "
         f"{row['failed']} FAILED) and its parent: read the runs once, tables, figures (PNG + PDF),"
         f" report.md, report.html, log as artifacts of the parent run; median of {args.reps}\n"
+        f"- load average (1 min) when the builds started: {load:.1f} on {os.cpu_count()} cores"
+        " (logging the runs just before counts too)\n"
+        "- cli_s: one `python -m reports.build ... log=false`, a fresh process (imports included)\n"
         f"- target: <= {args.target_s:g} s: **{status}**\n\n{table}\n"
     )
     print(f"\nwrote {out_dir / 'report_build.csv'} and {out_dir / 'report_build.md'}")

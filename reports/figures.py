@@ -37,7 +37,6 @@ STYLE = {
     "pdf.fonttype": 42,
     "savefig.dpi": 150,
 }
-TS_LABEL = "ts (px)"
 
 
 class MissingDataError(Exception):
@@ -189,7 +188,7 @@ def _ts_axis(ax, ts_values) -> None:
     ax.xaxis.set_major_locator(FixedLocator(sorted(ts_values)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlabel(TS_LABEL)
+    ax.set_xlabel(frame.param_axis("eval.ts"))
 
 
 def _legend(fig: Figure, handles=None, labels=None) -> None:
@@ -391,7 +390,7 @@ def ablation_bars(
                 label=label_of(hue, g),
             )
         ax.set_xticks(range(len(values)), [_text(v) for v in values])
-        ax.set_xlabel(name)
+        ax.set_xlabel(frame.param_axis(key))
         ax.set_ylabel(metric(m).axis)
     _legend(fig)
     caption = f"{name} ablation: mean over repeats, error bars = std where repeats exist"

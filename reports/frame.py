@@ -104,9 +104,19 @@ def metric(key: str) -> Metric:
     return Metric(key, key)
 
 
+PARAM_UNITS = {"eval.ts": "px", "train.ts": "px", "model.window_size": "tokens",
+               "model.anchor_sizes": "px"}  # fmt: skip
+
+
 def param_label(key: str) -> str:
     """``model.window_size`` -> ``window_size``: the config leaf is the name used everywhere."""
     return key.rsplit(".", 1)[-1]
+
+
+def param_axis(key: str) -> str:
+    """Axis label of a param: ``window_size (tokens)``, ``ts (px)``."""
+    unit = PARAM_UNITS.get(key)
+    return f"{param_label(key)} ({unit})" if unit else param_label(key)
 
 
 def tidy(raw: pd.DataFrame) -> pd.DataFrame:

@@ -343,7 +343,7 @@ def test_window_size_bars_with_spread():
     trials = frame.trials(frame.tidy(runs_frame(*grid_runs(points, repeats=3))))
     fig, caption = figures.ablation_bars(trials, ["model.window_size"], "model.window_size", {})
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "window_size" and ax.get_ylabel() == "NoC95 (clicks)"
+    assert ax.get_xlabel() == "window_size (tokens)" and ax.get_ylabel() == "NoC95 (clicks)"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["8", "16"]
     [bars] = [c for c in ax.containers if isinstance(c, BarContainer)]
     assert len(bars) == 2 and len(bars.errorbar.lines[2][0].get_segments()) == 2  # std of 3 seeds
@@ -485,6 +485,7 @@ def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
         "--disable-extensions",
         "--disable-sync",
         "--mute-audio",
+        "--disable-dev-shm-usage",  # containers with a small /dev/shm
         "--enable-logging=stderr",
         *(["--no-sandbox"] if os.geteuid() == 0 else []),
         *args,
