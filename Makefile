@@ -6,9 +6,12 @@ TORCH_VERSION ?= 2.13.0
 # Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
+# extra key=value overrides for the demo sweep, e.g. DEMO_ARGS="train.steps=3 eval.ts=64"
+DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint format bench bench-attention bench-scan bench-backbone
+.PHONY: help setup demo test lint format bench bench-attention bench-scan bench-backbone \
+	mlflow-ui slurm-up slurm-down
 
 help: ## list the tasks
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -23,9 +26,17 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed ## create .venv: torch $(TORCH_VERSION) first, then the project with test and dev extras
 
-demo: setup ## the main job on the embedded default (today: the attention benchmark at a quick size)
-	$(PY) -m benchmarks.attention --grids 128 --patterns swin shifted_kv --kernels math sdpa --quick --out outputs/demo
-	@echo "demo results: outputs/demo/attention.md"
+demo: setup ## the main job: the window_size sweep on the embedded default, then its report
+	$(PY) -m ablations.sweep grid=window_size $(DEMO_ARGS)
+
+mlflow-ui: setup ## browse the runs: MLflow UI on http://127.0.0.1:5000
+	$(PY) -m mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+slurm-up: ## start a single-node SLURM cluster on this machine (root; installs slurm-wlm + munge)
+	bash slurm/local/start.sh
+
+slurm-down: ## stop the local SLURM cluster
+	bash slurm/local/stop.sh
 
 test: setup ## run the test suite (CPU; gpu tests skip with their reason)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
