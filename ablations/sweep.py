@@ -17,6 +17,7 @@ failed ones, 2 for a bad command line (nothing is written or submitted).
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import sys
@@ -102,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides, flags = C.parse_args(argv)
         for flag in flags:
             if flag not in FLAGS:
-                raise C.ConfigError(f"unknown option {flag!r}; options: --dry-run, --help")
+                close = difflib.get_close_matches(flag, FLAGS, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else "options: --dry-run, --help"
+                raise C.ConfigError(f"unknown option {flag!r}; {hint}")
         cfg, grid_spec = C.compose(overrides)
         sweep = C.expand(cfg, grid_spec)
     except C.ConfigError as e:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._timing import write_csv
+from hrsam import _cli
 
 RESULTS = Path(__file__).parent / "results"
 GRID = {
@@ -182,7 +183,7 @@ def _param(v) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = _cli.ArgumentParser(
         prog="python -m benchmarks.report_build",
         description="Time reports.build on a synthetic experiment of many MLflow runs.",
         epilog="example:\n  python -m benchmarks.report_build --runs 1000 --reps 3",

@@ -3,6 +3,7 @@ key suggested for a misspelling, one-line errors with exit code 2."""
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import sys
 import time
@@ -77,3 +78,15 @@ class Progress:
             file=sys.stderr,
             flush=True,
         )
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the house error: one line, exit code 2, the closest option suggested."""
+
+    def error(self, message: str):
+        options = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+        unknown = [w for w in message.replace(",", " ").split() if w.startswith("-")]
+        hints = [difflib.get_close_matches(u.split("=")[0], options, n=1) for u in unknown]
+        hint = "; ".join(f"did you mean {h[0]!r}?" for h in hints if h)
+        print(f"error: {message}" + (f"; {hint}" if hint else ""), file=sys.stderr)
+        sys.exit(2)

@@ -152,7 +152,7 @@ def test_paper_profile_evaluates_given_checkpoints(tmp_path):
         (["grid=window_size", "data.name=davis", "data.root=/nope"], "'/nope' (davis)"),
         (["grid=window_size", "executor=pbs"], "unknown executor 'pbs'"),
         (["grid=window_size", "profile=huge"], "unknown profile 'huge'"),
-        (["grid=window_size", "--dryrun"], "unknown option '--dryrun'"),
+        (["grid=window_size", "--dryrun"], "did you mean '--dry-run'?"),
         (["grid=window_size", "mlflow.tracking_uri=./mlruns"], "sqlite:///<path>"),
     ],
 )
