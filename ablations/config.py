@@ -179,12 +179,12 @@ def short_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _schema_keys(node, prefix: str = "") -> list[str]:
+def schema_keys(node, prefix: str = "") -> list[str]:
     keys = []
     for k, v in node.items() if isinstance(node, dict) else []:
         keys.append(prefix + k)
         if isinstance(v, dict) and v:
-            keys.extend(_schema_keys(v, f"{prefix}{k}."))
+            keys.extend(schema_keys(v, f"{prefix}{k}."))
     return keys
 
 
@@ -201,7 +201,7 @@ def _check_key(key: str, schema: dict) -> None:
             continue
         if i > 0 and parts[i - 1] in ("checkpoints", "roots", "additional"):
             return  # free-form mappings
-        valid = _schema_keys(schema)
+        valid = schema_keys(schema)
         close = difflib.get_close_matches(key, valid, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
         raise ConfigError(f"unknown key {key!r}{hint}")
@@ -278,12 +278,8 @@ def compose(overrides: dict[str, str]) -> tuple[dict, dict]:
     if preset:
         out["executor"]["slurm"] = _slurm_preset(preset, out["executor"]["slurm"])
     grid_spec = _load_yaml(CONF / "grid" / f"{grid}.yaml")
-    if profile != "default" and profile in grid_spec:
-        grid_spec = {**grid_spec, **grid_spec[profile]}
-        for key in ("params", "include"):
-            grid_spec.setdefault(key, None)
-            if key not in grid_spec[profile]:
-                grid_spec[key] = None
+    if profile != "default" and profile in grid_spec:  # the profile's points replace the rest
+        grid_spec = {**grid_spec, "params": None, "include": None, **grid_spec[profile]}
     for key in [*(grid_spec.get("params") or {}), *_include_keys(grid_spec)]:
         _check_key(key, schema_dict)
     _check(out)
@@ -306,7 +302,8 @@ def _slurm_preset(name: str, section: dict) -> dict:
     return {k: (v if v != default[k] else base[k]) for k, v in section.items()}
 
 
-def _get(d: dict, key: str):
+def get(d: dict, key: str):
+    """``get(cfg, "model.window_size")``."""
     for part in key.split("."):
         d = d[part]
     return d
@@ -347,7 +344,7 @@ def check_trial(cfg: dict, train: bool) -> None:
     from hrsam.models import get_preset
 
     m = cfg["model"]
-    overrides = _overrides(m)
+    overrides = model_overrides(m)
     try:
         get_preset(m["preset"], **overrides)
     except ValueError as e:
@@ -356,7 +353,7 @@ def check_trial(cfg: dict, train: bool) -> None:
             msg = f"unknown attention {m['attention']!r}; valid: {', '.join(list_attention())}"
         raise ConfigError(f"model: {msg}") from None
     for key in ("eval.ts", "train.ts", "bench.ts"):
-        ts = _get(cfg, key)
+        ts = get(cfg, key)
         if key == "bench.ts" and ts == 0:
             continue
         if ts < 16 or ts % 16:
@@ -386,7 +383,7 @@ def check_trial(cfg: dict, train: bool) -> None:
         raise ConfigError(f"model.checkpoint={ckpt!r} does not exist")
 
 
-def _overrides(model_cfg: dict) -> dict:
+def model_overrides(model_cfg: dict) -> dict:
     return {
         k: model_cfg[k]
         for k in ("attention", "kernel", "window_size", "scan", "cycle_repeats", "anchor_sizes")
@@ -399,7 +396,7 @@ def resolve_model(model_cfg: dict, device: str) -> dict:
     the preset's ``scan="auto"`` becomes the default backend of ``device``."""
     from hrsam.models import get_preset
 
-    p = get_preset(model_cfg["preset"], **_overrides(model_cfg))
+    p = get_preset(model_cfg["preset"], **model_overrides(model_cfg))
     out = dict(model_cfg)
     out.update(
         attention=p.attention,
@@ -468,7 +465,7 @@ def expand(sweep_cfg: dict, grid_spec: dict) -> Sweep:
                 cfg["model"]["checkpoint"] = ckpt
             if cfg["bench"]["ts"] == 0:
                 cfg["bench"]["ts"] = cfg["eval"]["ts"]
-            label = ", ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in point.items())
+            label = ", ".join(f"{k.split('.')[-1]}={fmt(v)}" for k, v in point.items())
             typed = _merge(OmegaConf.structured(SweepCfg), cfg, f"grid point {label or '-'}")
             cfg = {k: v for k, v in OmegaConf.to_container(typed).items() if k in cfg}
             check_trial(cfg, train)
@@ -491,7 +488,7 @@ def expand(sweep_cfg: dict, grid_spec: dict) -> Sweep:
     return Sweep(sweep_cfg["grid"], grid_spec.get("description", ""), sweep_cfg, trials, keys)
 
 
-def _fmt(v) -> str:
+def fmt(v) -> str:
     return ",".join(str(x) for x in v) if isinstance(v, list) else str(v)
 
 

@@ -35,7 +35,7 @@ TABLE_METRICS = ("noc85", "noc90", "noc95", "miou@1", "miou@5", "encoder_ms", "p
 def plan_table(sweep: C.Sweep, status: dict[str, str]) -> str:
     rows = [["#", "trial", *(sweep.varying or ["point"]), "weights", "status"]]
     for i, t in enumerate(sweep.trials, 1):
-        values = [C._fmt(C._get(t.config, k)) for k in sweep.varying] or [t.label]
+        values = [C.fmt(C.get(t.config, k)) for k in sweep.varying] or [t.label]
         ckpt = t.config["model"]["checkpoint"] or "random weights"
         weights = f"train {t.train_key}" if t.train_key else ckpt
         rows.append([str(i), t.trial_id, *values, weights, status.get(t.trial_id, "pending")])
@@ -47,7 +47,7 @@ def results_table(sweep: C.Sweep, records: dict[str, dict]) -> str:
     for t in sweep.trials:
         r = records.get(t.trial_id) or {}
         m = r.get("metrics") or {}
-        values = [C._fmt(C._get(t.config, k)) for k in sweep.varying] or [t.label]
+        values = [C.fmt(C.get(t.config, k)) for k in sweep.varying] or [t.label]
         cells = [_num(m.get(k)) for k in TABLE_METRICS]
         rows.append([*values, *cells, r.get("status", "missing")])
     return _markdown(rows)
@@ -64,12 +64,6 @@ def _markdown(rows: list[list[str]]) -> str:
     fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([fmt(rows[0]), sep, *(fmt(r) for r in rows[1:])])
-
-
-def _absolute_uri(uri: str) -> str:
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
-    return uri
 
 
 def prepare_data(sweep: C.Sweep) -> None:
@@ -96,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"grids: {', '.join(C.list_grids())}")
         print(f"profiles: {', '.join(C.list_profiles())}; executors: {', '.join(C.EXECUTORS)}")
         print("keys (defaults in ablations/conf/defaults.yaml):")
-        for key in C._schema_keys(C.OmegaConf.to_container(C.OmegaConf.structured(C.SweepCfg))):
+        for key in C.schema_keys(C.OmegaConf.to_container(C.OmegaConf.structured(C.SweepCfg))):
             print(f"  {key}")
         return 0
     try:
@@ -126,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 def execute(sweep: C.Sweep, records: dict[str, dict | None]) -> int:
     cfg = sweep.config
     folder = sweep.folder
-    uri = _absolute_uri(cfg["mlflow"]["tracking_uri"])
+    uri = tracking.absolute_uri(cfg["mlflow"]["tracking_uri"])
     folder.mkdir(parents=True, exist_ok=True)
     prepare_data(sweep)
     parent = tracking.start_sweep(

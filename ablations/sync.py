@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 from ablations import tracking
-from ablations.sweep import _absolute_uri
 from ablations.trial import read_record
 from hrsam import _cli
 from hrsam._cli import UsageError
@@ -65,28 +64,23 @@ def sync(folder: Path, uri: str) -> tuple[int, int]:
     return added, present
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        _cli.print_help(__doc__, KEYS, DEFAULTS)
-        return 0
-    try:
-        cfg = _cli.parse(argv, KEYS, DEFAULTS)
-        if "experiment" not in cfg:
-            raise UsageError("experiment=<name> is required")
-        out = Path(cfg["out"])
-        folder = out / cfg["experiment"]
-        if not (folder / "sweep.json").is_file():
-            known = sorted(p.parent.name for p in out.glob("*/sweep.json"))
-            raise UsageError(
-                f"no sweep {cfg['experiment']!r} under {out}; sweeps: {', '.join(known) or 'none'}"
-            )
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    added, present = sync(folder, _absolute_uri(cfg["mlflow.tracking_uri"]))
+def _main(cfg: dict) -> int:
+    if "experiment" not in cfg:
+        raise UsageError("experiment=<name> is required")
+    out = Path(cfg["out"])
+    folder = out / cfg["experiment"]
+    if not (folder / "sweep.json").is_file():
+        known = sorted(p.parent.name for p in out.glob("*/sweep.json"))
+        raise UsageError(
+            f"no sweep {cfg['experiment']!r} under {out}; sweeps: {', '.join(known) or 'none'}"
+        )
+    added, present = sync(folder, tracking.absolute_uri(cfg["mlflow.tracking_uri"]))
     print(f"{cfg['experiment']}: {added} trial(s) logged, {present} already in MLflow")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return _cli.main(argv, __doc__, KEYS, DEFAULTS, _main)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,13 @@ def _retry(fn: Callable, attempts: int = 8):
     return None
 
 
+def absolute_uri(uri: str) -> str:
+    """A relative ``sqlite:///mlflow.db`` made absolute, so jobs started elsewhere find it."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    return uri
+
+
 def client(tracking_uri: str):
     import mlflow
     from mlflow.tracking import MlflowClient

@@ -27,6 +27,9 @@ from pathlib import Path
 
 import submitit
 
+from ablations.config import flatten, model_overrides
+from hrsam._cli import dataset_kwargs
+
 log = logging.getLogger("ablations.trial")
 
 
@@ -117,7 +120,7 @@ def run_trial(job: TrialJob) -> dict:
             "grid": job.grid,
             "experiment": job.experiment,
             "label": job.label,
-            "params": _params(job.config),
+            "params": flatten(job.config),
             "tags": provenance(job.config),
         }
         start = time.perf_counter()
@@ -145,12 +148,6 @@ def run_trial(job: TrialJob) -> dict:
 def _brief(record: dict) -> dict:
     keep = ("trial_id", "label", "status", "metrics", "error", "mlflow_run_id")
     return {k: record[k] for k in keep if k in record}
-
-
-def _params(config: dict) -> dict:
-    from ablations.config import flatten
-
-    return flatten(config)
 
 
 def _write_folder(stage: Path, config: dict, record: dict) -> None:
@@ -229,7 +226,7 @@ def _execute(job: TrialJob, stage: Path, progress: _Progress) -> dict:
             f"attention {m['attention']} with kernel {m['kernel']} cannot run on "
             f"{device.type}: {'; '.join(reasons)}"
         )
-    overrides = _model_overrides(m)
+    overrides = model_overrides(m)
     out: dict = {"metrics": {}}
     if cfg["train"]["enabled"]:
         state, info = train_cached(job, device, progress)
@@ -244,7 +241,7 @@ def _execute(job: TrialJob, stage: Path, progress: _Progress) -> dict:
             log.warning("no checkpoint for %s: evaluating random weights", m["preset"])
     model.to(device).eval()
     data = cfg["data"]
-    kwargs = _data_kwargs(data, "val")
+    kwargs = _dataset_kwargs(data, "val")
     dataset = build_dataset(data["name"], data["root"], **kwargs)
     if data["limit"]:
         dataset = [dataset[i] for i in range(min(data["limit"], len(dataset)))]
@@ -277,16 +274,8 @@ def _execute(job: TrialJob, stage: Path, progress: _Progress) -> dict:
     return out
 
 
-def _model_overrides(m: dict) -> dict:
-    keys = ("attention", "kernel", "window_size", "scan", "cycle_repeats", "anchor_sizes")
-    return {k: m[k] for k in keys if m[k] is not None}
-
-
-def _data_kwargs(data: dict, split: str) -> dict:
-    if data["name"] != "synthetic":
-        return {}
-    keys = ("size", "n_train", "n_val")
-    return {"split": split, **{k: data[k] for k in keys}}
+def _dataset_kwargs(data: dict, split: str) -> dict:
+    return dataset_kwargs(flatten({"data": data}), split)
 
 
 def train_cached(job: TrialJob, device, progress: _Progress) -> tuple[dict, dict]:
@@ -323,7 +312,7 @@ def train_cached(job: TrialJob, device, progress: _Progress) -> tuple[dict, dict
             ckpt_every=t["ckpt_every"],
         )
         dataset = build_dataset(
-            cfg["data"]["name"], cfg["data"]["root"], **_data_kwargs(cfg["data"], "train")
+            cfg["data"]["name"], cfg["data"]["root"], **_dataset_kwargs(cfg["data"], "train")
         )
         start = time.perf_counter()
         state = train(
@@ -338,4 +327,4 @@ def train_cached(job: TrialJob, device, progress: _Progress) -> tuple[dict, dict
         tmp = info_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(info))
         tmp.replace(info_path)
-        return {k: v for k, v in model.state_dict().items()}, info
+        return model.state_dict(), info

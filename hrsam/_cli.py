@@ -52,6 +52,20 @@ def dataset_kwargs(cfg: dict, split: str) -> dict:
     return kwargs
 
 
+def main(argv: list[str] | None, doc: str, keys, defaults: dict, run) -> int:
+    """The shell of a ``key=value`` CLI: ``--help``, parse, ``run(cfg)`` -> exit code; a
+    `UsageError` from either is one line on stderr and exit code 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print_help(doc, keys, defaults)
+        return 0
+    try:
+        return run(parse(argv, keys, defaults))
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
 def print_help(doc: str, keys: dict[str, tuple[type, str]], defaults: dict) -> None:
     print(doc)
     print("keys:")

@@ -113,20 +113,15 @@ def format_table(cfg: dict, s: dict) -> str:
     return "\n".join([head, "|" + "---|" * (4 + len(cols)), row])
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        _cli.print_help(__doc__, KEYS, DEFAULTS)
-        return 0
-    try:
-        cfg = parse(argv)
-        summary = run(cfg)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _main(cfg: dict) -> int:
+    summary = run(cfg)
     print(format_table(cfg, summary))
     print(f"IoU matrix and clicks: {summary['out']}/ious.csv, clicks.csv")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return _cli.main(argv, __doc__, KEYS, DEFAULTS, _main)
 
 
 if __name__ == "__main__":

@@ -153,23 +153,21 @@ def _write(report: document.Report, out_dir: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        _cli.print_help(__doc__, KEYS, DEFAULTS)
-        return 0
+def _main(cfg: dict) -> int:
+    if not cfg.get("experiment"):
+        raise UsageError("experiment=<name> is required (python -m reports.build --help)")
     try:
-        cfg = _cli.parse(argv, KEYS, DEFAULTS)
-        if not cfg.get("experiment"):
-            raise UsageError("experiment=<name> is required (python -m reports.build --help)")
         out = build(
             cfg["experiment"], cfg.get("sweep"), cfg.get("out"), cfg.get("tracking_uri"), cfg["log"]
         )
-    except (UsageError, ReportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except ReportError as e:
+        raise UsageError(str(e)) from None
     print(f"report: {out / 'report.html'} (and report.md, tables/, figures/)")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return _cli.main(argv, __doc__, KEYS, DEFAULTS, _main)
 
 
 if __name__ == "__main__":
