@@ -100,8 +100,13 @@ def _official_heads(m, grid=16):
     return pe, md
 
 
-@pytest.mark.parametrize("kernel", ["math", "sdpa"])
-def test_sam_image_encoder_matches_official(kernel):
+@pytest.mark.parametrize(("kernel", "chunk"), [("math", None), ("sdpa", None), ("sdpa", 1)])
+def test_sam_image_encoder_matches_official(kernel, chunk, monkeypatch):
+    """``chunk=1``: the fused kernel builds the relative-position bias one head at a time."""
+    from hrsam.models import sam_encoder
+
+    if chunk is not None:
+        monkeypatch.setattr(sam_encoder, "BIAS_CHUNK_BYTES", chunk)
     m = official()
     torch.manual_seed(0)
     ref = _official_encoder(m).eval()

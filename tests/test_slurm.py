@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,29 @@ def test_two_trial_sweep_through_a_job_array(cluster, tmp_path):
     kids = children(runs(tmp_path, "window_size"))
     assert len(kids) == 2 and set(kids["status"]) == {"FINISHED"}
     assert set(kids["tags.slurm_job_id"].str.len() > 0) == {True}
+
+
+def test_two_task_training_job_is_data_parallel(cluster, tmp_path):
+    """`hrsam.train` as a two-task sbatch job (srun starts one process per task, Gloo on CPU)
+    computes what one process with the global batch computes."""
+    import submitit
+
+    from hrsam.train.__main__ import main
+    from tests.test_distributed import _argv, _assert_same_training, _python, _state
+
+    r = _python(["-m", "hrsam.train", *_argv(tmp_path, "single", 2)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    ex = submitit.AutoExecutor(
+        folder=tmp_path / "jobs", cluster="slurm", slurm_python=sys.executable
+    )
+    ex.update_parameters(
+        tasks_per_node=2,
+        cpus_per_task=1,
+        timeout_min=10,
+        slurm_partition="debug",
+        slurm_srun_args=["--cpus-per-task", "1"],
+    )
+    job = ex.submit(main, _argv(tmp_path, "slurm", 1))
+    assert job.results() == [0, 0], job.stderr()
+    assert _state(tmp_path / "slurm" / "last.pt")[2] == 2
+    _assert_same_training(tmp_path / "slurm" / "last.pt", tmp_path / "single" / "last.pt")

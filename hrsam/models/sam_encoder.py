@@ -3,7 +3,9 @@ positions, a few global blocks, and SAM's neck. Parameter names match the offici
 ``segment-anything`` checkpoints (``image_encoder.*``).
 
 The attention runs through the kernel registry (``kernel="math"`` is the official computation;
-``sdpa``/``flex`` take the relative-position bias as an additive mask). ``global_attn_indexes=()``
+``sdpa``/``flex`` take the relative-position bias as an additive mask, built a few heads at a
+time so that a global block at 2048 px needs ~1 GB of bias rather than 13 GB; the official
+computation materializes all heads' scores at once). ``global_attn_indexes=()``
 makes every block windowed ("SAM with window attention"). Inputs other than ``img_size`` resize
 the absolute position embedding (bilinear) and the relative tables (linear, as SAM does).
 """
@@ -41,6 +43,10 @@ def rel_pos_bias(q: Tensor, rel_pos_h: Tensor, rel_pos_w: Tensor, size: tuple[in
     return (bias_h[:, :, :, :, None] + bias_w[:, :, :, None, :]).reshape(q.shape[0], h * w, h * w)
 
 
+# fused kernels build the (heads, N, N) relative-position bias this many bytes at a time at most
+BIAS_CHUNK_BYTES = 256 * 2**20
+
+
 class SamAttention(nn.Module):
     """Multi-head attention with optional decomposed relative positions, on a (B, H, W, C) map."""
 
@@ -69,13 +75,23 @@ class SamAttention(nn.Module):
         nh = self.num_heads
         qkv = self.qkv(x).reshape(b, h * w, 3, nh, -1).permute(2, 0, 3, 1, 4)  # (3, B, nh, N, hd)
         q, k, v = qkv.unbind(0)
-        bias = None
-        if self.use_rel_pos:
+        if not self.use_rel_pos:
+            out = self.kernel.attend(q, k, v, self.scale)  # (B, nh, N, hd)
+            return self.proj(out.transpose(1, 2).reshape(b, h, w, c))
+        n = h * w
+        step = nh
+        if self.kernel.name != "math":
+            step = max(1, min(nh, BIAS_CHUNK_BYTES // (b * n * n * q.element_size())))
+        outs = []
+        for i in range(0, nh, step):
+            qi = q[:, i : i + step]
             bias = rel_pos_bias(
-                q.reshape(b * nh, h * w, -1), self.rel_pos_h, self.rel_pos_w, (h, w)
+                qi.reshape(-1, n, qi.shape[-1]), self.rel_pos_h, self.rel_pos_w, (h, w)
+            ).view(b, qi.shape[1], n, n)
+            outs.append(
+                self.kernel.attend(qi, k[:, i : i + step], v[:, i : i + step], self.scale, bias)
             )
-            bias = bias.view(b, nh, h * w, h * w)
-        out = self.kernel.attend(q, k, v, self.scale, bias=bias)  # (B, nh, N, hd)
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
         return self.proj(out.transpose(1, 2).reshape(b, h, w, c))
 
 

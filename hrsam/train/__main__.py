@@ -11,6 +11,11 @@ Recipes: ``interactive`` (simulated clicks, normalized focal loss, uniform AdamW
 ``tiny-synthetic`` (``hrsam_tiny`` on the synthetic dataset at ts 512, sized for a 2-core CPU).
 A run resumes from ``out/last.pt`` when it exists. Bad input fails before any work: one line,
 exit code 2.
+
+Data parallel: start it under torchrun (``torchrun --nproc_per_node 4 -m hrsam.train ...``) or
+as a submitit job with several tasks; each process trains ``batch`` images per step on its own
+device (``cuda:<local rank>``; Gloo on CPU) and gradients are averaged, so the global batch is
+``batch`` x processes.
 """
 
 from __future__ import annotations
@@ -139,6 +144,7 @@ def build(cfg: dict):
                 "device=cuda but CUDA is not available on this machine; use device=cpu"
             )
         overrides = {k: cfg[k] for k in ("kernel", "scan") if cfg.get(k)}
+        torch.manual_seed(cfg["seed"])  # the same initial weights in every run with this seed
         model = load_model(cfg["preset"], cfg.get("checkpoint"), **overrides).to(device)
         teacher = None
         if recipe == "distill":
@@ -182,26 +188,55 @@ def main(argv: list[str] | None = None) -> int:
         if cfg["recipe"] == "tiny-synthetic":
             cfg = _cli.parse(argv, KEYS, {**DEFAULTS, **TINY, "recipe": "tiny-synthetic"})
         cfg.setdefault("out", f"outputs/train/{cfg.get('preset', 'model')}_{cfg['recipe']}")
-        model, dataset, teacher, train_cfg = build(cfg)
+        return run(cfg)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def run(cfg: dict) -> int:
+    """Builds and trains; in a process group rank 0 builds first (it may generate the dataset
+    and the teacher embeddings) and the others follow."""
+    from hrsam.train import distributed
     from hrsam.train.loop import train
 
-    if teacher is not None:
-        teacher.fill()
-    bar = _cli.Progress(train_cfg.steps, "step")
-    state = train(
-        model,
-        dataset,
-        train_cfg,
-        cfg["out"],
-        teacher=teacher,
-        progress=lambda step, total, loss: bar(step, f"loss {loss:.4f}"),
-    )
+    device_type = torch.device(cfg["device"]).type
+    if device_type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device=cuda but CUDA is not available on this machine; use device=cpu")
+    d = distributed.init(device_type)
+    if d.active and device_type == "cuda":
+        cfg = {**cfg, "device": f"cuda:{d.local_rank}"}
+    try:
+        error = None
+        if d.is_main:
+            try:
+                model, dataset, teacher, train_cfg = build(cfg)
+                if teacher is not None:
+                    teacher.fill()
+            except UsageError as e:
+                error = str(e)
+        error = distributed.share(error)  # the other ranks stop on rank 0's bad input too
+        if error is not None:
+            raise UsageError(error)
+        if not d.is_main:
+            model, dataset, teacher, train_cfg = build(cfg)
+        bar = _cli.Progress(train_cfg.steps, "step") if d.is_main else None
+        state = train(
+            model,
+            dataset,
+            train_cfg,
+            cfg["out"],
+            teacher=teacher,
+            progress=None if bar is None else lambda step, n, loss: bar(step, f"loss {loss:.4f}"),
+        )
+    finally:
+        distributed.shutdown()
+    if not d.is_main:
+        return 0
     print(
         f"trained {state.step} steps; last loss {state.losses[-1]:.4f}; "
         f"checkpoint {Path(cfg['out']) / 'last.pt'}"
+        + (f" ({d.world_size} processes)" if d.active else "")
     )
     return 0
 

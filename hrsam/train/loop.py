@@ -11,8 +11,11 @@ Distillation (B.1): MSE between the student's embedding and a teacher's, the tea
 computed once to disk and reused.
 
 Every ``ckpt_every`` steps (and at the end) the full training state is written atomically:
-weights (our checkpoint format), optimizer, schedule, step and RNG states, so a resumed run
-reproduces the next loss exactly.
+weights (our checkpoint format), optimizer, schedule and step. Sample ``j`` of step ``s`` draws its
+image, flip and clicks from its own generator seeded ``(seed, s, j)``, so a resumed run reproduces
+the next loss exactly, and data parallel training (`hrsam.train.distributed`; rank ``r`` takes
+samples ``r * batch .. (r + 1) * batch - 1``) computes the same step as one process with the
+whole global batch.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from torch import Tensor
 
 from hrsam.interactive.clicker import next_click
 from hrsam.models.checkpoint import CheckpointError, atomic_save, checkpoint_record, read_state
+from hrsam.train import distributed
 from hrsam.train.losses import normalized_focal_loss
 from hrsam.train.optim import make_optimizer
 
@@ -133,19 +137,18 @@ def save_training_state(
     opt,
     sched,
     step: int,
-    rng: np.random.Generator,
     cfg: TrainConfig,
     losses: list[float],
 ) -> None:
     """Writes everything a resume needs, atomically (an interrupted write keeps the old file)."""
-    record = checkpoint_record(model, step=step, train=asdict(cfg))
+    world = distributed.current().world_size
+    record = checkpoint_record(model, step=step, train={**asdict(cfg), "world_size": world})
     record.update(
         optimizer=opt.state_dict(),
         scheduler=sched.state_dict(),
         step=step,
         losses=losses,
         torch_rng=torch.get_rng_state(),
-        numpy_rng=rng.bit_generator.state,
     )
     atomic_save(record, path)
 
@@ -167,7 +170,10 @@ def train(
         cfg: the run.
         out: output folder; an existing ``last.pt`` is resumed when ``resume``.
         teacher: for ``distill``: (sample index, prepared image) -> teacher embedding.
-        progress: called with (step, steps, loss) after every step.
+        progress: called with (step, steps, loss) after every step (on rank 0 only).
+
+    Under a process group (`hrsam.train.distributed.init`) each rank trains ``batch_size``
+    samples per step and gradients are averaged; rank 0 writes the checkpoints.
     """
     if len(dataset) == 0:
         raise ValueError("the training dataset is empty")
@@ -175,8 +181,9 @@ def train(
         raise ValueError("recipe 'distill' needs a teacher")
     out = Path(out)
     device = next(model.parameters()).device
+    dist_env = distributed.current()
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    distributed.broadcast_parameters(model)
     opt, sched = make_optimizer(
         model, cfg.lr, cfg.weight_decay, cfg.steps, cfg.warmup, cfg.layer_decay
     )
@@ -191,14 +198,15 @@ def train(
         sched.load_state_dict(state["scheduler"])
         step, losses = int(state["step"]), list(state["losses"])
         torch.set_rng_state(state["torch_rng"])
-        rng.bit_generator.state = state["numpy_rng"]
         log.info("resumed %s at step %d", last, step)
     use_amp = cfg.amp and device.type == "cuda"
     model.train()
     while step < cfg.steps:
         opt.zero_grad(set_to_none=True)
         total = 0.0
-        for _ in range(cfg.batch_size):
+        first = dist_env.rank * cfg.batch_size
+        for j in range(first, first + cfg.batch_size):
+            rng = np.random.default_rng([cfg.seed, step, j])
             index = int(rng.integers(len(dataset)))
             sample = dataset[index]
             flip = cfg.flip and bool(rng.random() < 0.5)
@@ -225,6 +233,8 @@ def train(
                     loss = F.mse_loss(model.encode(image).float(), target.float())
             (loss / cfg.batch_size).backward()
             total += loss.item() / cfg.batch_size
+        distributed.average_gradients(model)
+        total = distributed.mean(total, device)
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
@@ -233,13 +243,12 @@ def train(
         losses.append(total)
         if not math.isfinite(total):
             raise FloatingPointError(f"loss is {total} at step {step}")
-        if progress is not None:
+        if progress is not None and dist_env.is_main:
             progress(step, cfg.steps, total)
         periodic = bool(cfg.ckpt_every) and step % cfg.ckpt_every == 0
-        if periodic:
-            save_training_state(
-                out / f"step_{step:06d}.pt", model, opt, sched, step, rng, cfg, losses
-            )
-        if periodic or step == cfg.steps:
-            save_training_state(last, model, opt, sched, step, rng, cfg, losses)
+        if dist_env.is_main and periodic:
+            save_training_state(out / f"step_{step:06d}.pt", model, opt, sched, step, cfg, losses)
+        if dist_env.is_main and (periodic or step == cfg.steps):
+            save_training_state(last, model, opt, sched, step, cfg, losses)
+    distributed.barrier()
     return TrainState(step, losses)
