@@ -108,6 +108,14 @@ def test_synthetic_is_deterministic_and_resolution_matters(tmp_path):
             assert (a / split / f"{name}{suffix}").read_bytes() == (
                 b / split / f"{name}{suffix}"
             ).read_bytes()
+    # the val split does not move when the training split grows
+    c = generate(tmp_path / "c", n_train=5, n_val=1, size=512, seed=3)
+    assert (c / "val" / "00005_mask.png").read_bytes() == (
+        a / "val" / "00002_mask.png"
+    ).read_bytes()
+    assert (c / "train" / "00002_mask.png").read_bytes() != (
+        a / "val" / "00002_mask.png"
+    ).read_bytes()
     # a 4x down-scaled copy of the mask cannot represent the thin branches and holes
     _, mask = make_sample(5, 1024)
     t = torch.from_numpy(mask).float()[None, None]

@@ -365,3 +365,19 @@ def test_preset_errors_list_valid_choices():
         build_model("sam_vit_b", scan="ref")
     with pytest.raises(ValueError, match="anchor size 500 must be a positive multiple of 16"):
         build_model("hrsam_tiny", anchor_sizes=(500,))
+
+
+def test_chunked_inference_mlp_matches_the_whole_block(monkeypatch):
+    """Under no_grad the token-wise half of each block runs in slices; same output as at once."""
+    from hrsam.models import hrsam as hrsam_module
+
+    torch.manual_seed(0)
+    model = build_model("hrsampp_tiny").eval()
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        monkeypatch.setattr(hrsam_module, "MLP_CHUNK_TOKENS", 10**9)
+        whole = model.encode(x)
+        monkeypatch.setattr(hrsam_module, "MLP_CHUNK_TOKENS", 37)  # not a divisor of L
+        sliced = model.encode(x)
+    assert _max_diff(sliced, whole) <= 1e-5
+    assert sliced.abs().max() > 0

@@ -72,3 +72,20 @@ def test_backbone_benchmark_bad_variant(capsys):
         main(["--variants", "hrsam_vit_b:windw:sdpa"])
     assert exc.value.code == 2
     assert "unknown attention 'windw'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("ms_4096", "verdict"), [(6000 * 16 * 1.1, "PASS"), (6000 * 27.6, "FAIL")])
+def test_backbone_summary_checks_linear_scaling_against_the_token_count(ms_4096, verdict):
+    from benchmarks.backbone import Row, summary
+
+    v = "hrsam_vit_b:shifted_kv:sdpa"
+    rows = [Row(v, 1024, 4096, enc_ms=6000.0), Row(v, 4096, 65536, enc_ms=ms_4096)]
+    rows += [
+        Row("sam_vit_b:global:sdpa", 1024, 4096, enc_ms=9500.0),
+        Row("sam_vit_b:global:sdpa", 2048, 16384, enc_ms=73000.0),
+    ]
+    lines = summary(rows, 170.0)
+    hr = next(x for x in lines if v in x)
+    assert hr.strip().startswith(verdict) and "faster than the token count" in hr
+    sam = next(x for x in lines if "sam_vit_b:global:sdpa: latency ~ tokens^1.47" in x)
+    assert sam.strip().startswith("PASS")

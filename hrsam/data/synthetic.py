@@ -3,7 +3,7 @@ resolution: a jagged blob with holes and thin branches (1-3 px wide) on a textur
 
 Generated once into a cache folder (``<root>/<split>/<name>.png`` + ``<name>_mask.png``) with a
 manifest written last, so a half-written folder is regenerated rather than used. The same seed
-gives the same bytes.
+gives the same bytes, and the val split is the same whatever ``n_train`` is.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from PIL import Image
 from hrsam.interactive.evaluate import Sample
 
 MANIFEST = "manifest.json"
-VERSION = 1
+VERSION = 2  # 2: val samples no longer depend on n_train
+VAL_OFFSET = 500_000  # val sample i is generated from seed index VAL_OFFSET + i
 
 
 def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -96,7 +97,8 @@ def generate(
     for i in range(total):
         split = "train" if i < n_train else "val"
         (root / split).mkdir(parents=True, exist_ok=True)
-        image, mask = make_sample(seed * 1_000_003 + i, size)
+        index = i if split == "train" else VAL_OFFSET + i - n_train
+        image, mask = make_sample(seed * 1_000_003 + index, size)
         name = f"{i:05d}"
         Image.fromarray(image).save(root / split / f"{name}.png")
         Image.fromarray(mask.astype(np.uint8) * 255).save(root / split / f"{name}_mask.png")

@@ -44,6 +44,7 @@ KEYS = {
     "lr": (float, "peak learning rate"),
     "warmup": (int, "linear warm-up steps"),
     "seed": (int, "seed"),
+    "gamma": (float, "interactive: P(n extra click rounds) ~ gamma^n"),
     "ckpt_every": (int, "checkpoint every N steps (0: at the end)"),
     "teacher": (str, "distill: teacher preset"),
     "teacher.checkpoint": (str, "distill: teacher weights"),
@@ -79,6 +80,7 @@ DEFAULTS = {
     "lr": 1e-4,
     "warmup": 0,
     "seed": 42,
+    "gamma": 0.6,
     "ckpt_every": 0,
     "device": "cuda" if torch.cuda.is_available() else "cpu",
 }
@@ -136,6 +138,7 @@ def build(cfg: dict):
             warmup=cfg["warmup"],
             seed=cfg["seed"],
             ckpt_every=cfg["ckpt_every"],
+            gamma=cfg["gamma"],
             **extra,
         )
         device = torch.device(cfg["device"])
