@@ -27,7 +27,6 @@ from hrsam.attention.rope import Rope2d
 from hrsam.models.common import ChannelsFirst, ChannelsLast, DropPath, Mlp
 from hrsam.ssm.cycle_scan import CycleScan
 
-
 # Inference runs the token-wise half of a block (norm, MLP, residual) this many tokens at a time:
 # the 4x-wide hidden activation stays small instead of (L, 4C), which is 800 MB at 4096 px.
 MLP_CHUNK_TOKENS = 2048
