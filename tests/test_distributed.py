@@ -14,6 +14,8 @@ import torch
 from hrsam.models.checkpoint import read_state
 
 ROOT = Path(__file__).resolve().parents[1]
+TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+TORCHRUN += ["-m", "hrsam.train"]
 
 
 def _argv(tmp: Path, out: str, batch: int) -> list[str]:
@@ -74,15 +76,7 @@ def single(tmp_path_factory) -> Path:
 def test_torchrun_two_processes_match_one_process_with_the_global_batch(single):
     tmp = single
     r = _python(
-        [
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "hrsam.train",
-            *_argv(tmp, "ddp", 1),
-        ],
+        [*TORCHRUN, *_argv(tmp, "ddp", 1)],
         tmp,
     )
     assert r.returncode == 0, r.stderr[-3000:]
@@ -101,12 +95,7 @@ def test_torchrun_two_processes_match_one_process_with_the_global_batch(single):
 def test_torchrun_bad_input_stops_every_rank_with_one_line(tmp_path):
     r = _python(
         [
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "hrsam.train",
+            *TORCHRUN,
             "preset=hrsam_tiny",
             "data.name=davis",
             "data.root=/nonexistent",

@@ -142,11 +142,7 @@ def build(cfg: dict):
             gamma=cfg["gamma"],
             **extra,
         )
-        device = torch.device(cfg["device"])
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UsageError(
-                "device=cuda but CUDA is not available on this machine; use device=cpu"
-            )
+        device = torch.device(cfg["device"])  # checked by run() before joining a process group
         overrides = {k: cfg[k] for k in ("kernel", "scan") if cfg.get(k)}
         torch.manual_seed(cfg["seed"])  # the same initial weights in every run with this seed
         model = load_model(cfg["preset"], cfg.get("checkpoint"), **overrides).to(device)
