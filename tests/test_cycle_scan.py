@@ -126,3 +126,29 @@ def test_bad_arguments():
         CycleScan(8, scan="cuda")
     with pytest.raises(ValueError, match=r"lengths \[3, 3\] sum to 6, not the 7 tokens"):
         CycleScan(8, state_dim=2)(torch.randn(1, 7, 8), lengths=[3, 3])
+
+
+@pytest.mark.parametrize("dim", [12, 40])  # 40: two channel tiles of 16 and a partial one
+@pytest.mark.parametrize("lengths", [None, [16, 9, 4]])
+def test_fused_cpu_inference_matches_the_explicit_scan(monkeypatch, dim, lengths):
+    """Under no_grad the cpu scan runs the whole mix (bias, softplus, R repeats, gamma) as one
+    kernel on token-major rows; it equals the explicitly repeated `ref` scan."""
+    from hrsam.ssm import cycle_scan
+
+    calls = []
+    fused = cycle_scan.cycle_scan_inference
+    monkeypatch.setattr(cycle_scan, "cycle_scan_inference", lambda *a: calls.append(1) or fused(*a))
+    m = _module(dim=dim, n=8, scan="cpu")
+    with torch.no_grad():
+        m.ssm_proj.bias.normal_(0, 3.0)  # step sizes both sides of softplus's threshold 20
+        m.ssm_proj.bias[:3] = 25.0
+        x = torch.randn(2, 29, dim)
+        got = m(x, lengths=lengths)
+        parts = x.split(lengths, 1) if lengths else [x]
+        expected = torch.cat([_explicit(m, p) for p in parts], 1)
+    assert calls, "the fused kernel did not run"
+    assert (got - expected).abs().max().item() <= 2e-5
+    with torch.enable_grad():  # with gradients the module takes the autograd path
+        calls.clear()
+        m(x.requires_grad_(True))
+        assert not calls

@@ -367,17 +367,46 @@ def test_preset_errors_list_valid_choices():
         build_model("hrsam_tiny", anchor_sizes=(500,))
 
 
-def test_chunked_inference_mlp_matches_the_whole_block(monkeypatch):
-    """Under no_grad the token-wise half of each block runs in slices; same output as at once."""
+@pytest.mark.parametrize(
+    "preset, attention, kernel, ts",
+    [
+        ("hrsam_tiny", "shifted_kv", "sdpa", 272),  # 17x17 grid: partial windows and pad slots
+        ("hrsam_tiny", "shifted_kv", "math", 256),
+        ("hrsampp_tiny", "shifted_kv", "sdpa", 240),  # two scales, each with its own windows
+        ("hrsam_tiny", "swin", "sdpa", 272),  # not window-local here: token-wise half sliced
+        ("hrsam_tiny", "shifted_pad", "math", 272),
+    ],
+)
+@pytest.mark.parametrize("chunk", [37, 2048])
+def test_chunked_inference_matches_the_whole_block(
+    monkeypatch, preset, attention, kernel, ts, chunk
+):
+    """Under no_grad a block runs a few windows (or, for other patterns, its MLP half a slice)
+    at a time; the encoder output equals the whole-sequence forward (the training path), the
+    input is left untouched, and the windowed path really ran for KV-only windows."""
     from hrsam.models import hrsam as hrsam_module
 
     torch.manual_seed(0)
-    model = build_model("hrsampp_tiny").eval()
-    x = torch.randn(1, 3, 256, 256)
+    model = build_model(preset, attention=attention, kernel=kernel).eval()
+    with torch.no_grad():  # distinct norms, a non-zero pad token: nothing equal by init
+        for p in model.parameters():
+            p.add_(torch.randn_like(p), alpha=0.05)
+    x = torch.randn(1, 3, ts, ts)
+    whole = model.encode(x).detach()  # grad enabled: the unchunked path
+    calls = []
+    windows = hrsam_module.Block.forward_windows
+
+    def spy(self, tokens, plan):
+        calls.append(plan.num_windows)
+        before = tokens.clone()
+        out = windows(self, tokens, plan)
+        assert torch.equal(tokens, before), "forward_windows changed its input"
+        return out
+
+    monkeypatch.setattr(hrsam_module, "CHUNK_TOKENS", chunk)  # 37: one window at a time
+    monkeypatch.setattr(hrsam_module.Block, "forward_windows", spy)
     with torch.no_grad():
-        monkeypatch.setattr(hrsam_module, "MLP_CHUNK_TOKENS", 10**9)
-        whole = model.encode(x)
-        monkeypatch.setattr(hrsam_module, "MLP_CHUNK_TOKENS", 37)  # not a divisor of L
-        sliced = model.encode(x)
-    assert _max_diff(sliced, whole) <= 1e-5
-    assert sliced.abs().max() > 0
+        chunked = model.encode(x)
+    assert _max_diff(chunked, whole) <= 2e-5
+    assert chunked.abs().max() > 0
+    assert bool(calls) == (attention == "shifted_kv")

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from hrsam.attention.kernels import Kernel, get_kernel
 from hrsam.attention.rope import Rope2d
-from hrsam.attention.windows import Grid, check_grids, check_window_size
+from hrsam.attention.windows import Grid, WindowPlan, check_grids, check_window_size
 from hrsam.registry import Registry
 
 ATTENTION: Registry[type[Pattern]] = Registry("attention")
@@ -58,6 +58,14 @@ class Pattern:
             (B, L, H, D) in raster order.
         """
         raise NotImplementedError
+
+    def local_plan(self, grids: tuple[Grid, ...], device: torch.device) -> WindowPlan | None:
+        """The window plan when this pattern is KV-only padded window attention (each real
+        token is the query of exactly one window, whose Ws^2 slots are its keys), else None.
+
+        Inference then runs a whole block a few windows at a time (`hrsam.models.hrsam.Block`).
+        """
+        return None
 
     def __repr__(self) -> str:
         return f"{self.name}(window_size={self.window_size}, shifted={self.shifted})"

@@ -55,6 +55,9 @@ class Kernel:
 
     name: str = ""
     supports_bias: bool = True
+    # True if attend_windows runs all windows as one packed varlen call (flex, xformers, flash)
+    # instead of grouping windows by query count over `attend`.
+    packed: bool = False
 
     def support(
         self, device: torch.device | str, dtype: torch.dtype, backward: bool = False
@@ -141,6 +144,8 @@ class FlexKernel(Kernel):
     Compiled by default (eager FlexAttention materializes the full score matrix). Set
     ``HRSAM_FLEX_COMPILE=0`` to run eager, which is only sensible for small inputs (tests).
     """
+
+    packed = True
 
     def support(self, device, dtype, backward=False):
         reasons = super().support(device, dtype, backward)
@@ -230,6 +235,8 @@ class XformersKernel(Kernel):
     """xformers ``memory_efficient_attention``; KV-only padding via ``BlockDiagonalMask``
     (the kernel the official HRSAM code uses, spec A.7)."""
 
+    packed = True
+
     def support(self, device, dtype, backward=False):
         reasons = super().support(device, dtype, backward) + _cuda_reasons(device, "xformers")
         if importlib.util.find_spec("xformers") is None:
@@ -271,6 +278,7 @@ class XformersKernel(Kernel):
 class FlashKernel(Kernel):
     """flash-attn 2 (``flash_attn_func`` / ``flash_attn_varlen_func``); fp16/bf16, no bias."""
 
+    packed = True
     supports_bias = False
 
     def support(self, device, dtype, backward=False):

@@ -39,7 +39,16 @@ class Rope2d:
 
     def __call__(self, x: Tensor, positions: Tensor) -> Tensor:
         """Rotates ``x`` (..., N, H, D) at (N, 2) (row, col) ``positions``."""
-        table = _table(positions, self.head_dim, self.base, self.pos_scale, x.dtype)
+        return self.rotate(x, self.table(positions, x.dtype))
+
+    def table(self, positions: Tensor, dtype: torch.dtype) -> Tensor:
+        """The (cached) rotation table of (N, 2) ``positions`` for ``dtype``; slicing its first
+        dim gives the table of a slice of the positions."""
+        return _table(positions, self.head_dim, self.base, self.pos_scale, dtype)
+
+    @staticmethod
+    def rotate(x: Tensor, table: Tensor) -> Tensor:
+        """Rotates ``x`` (..., N, H, D) by a `table` of N positions."""
         if table.is_complex():
             # (x0 + i x1) * (cos - i sin) = (x0 cos + x1 sin) + i (x1 cos - x0 sin): one fused op.
             out = torch.view_as_complex(x.unflatten(-1, (-1, 2))) * table

@@ -15,6 +15,9 @@ from hrsam.attention.windows import window_plan
 class ShiftedKVAttention(Pattern):
     """Padded windows with queries on real tokens only; plain windows when not ``shifted``."""
 
+    def local_plan(self, grids, device):
+        return window_plan(grids, self.window_size, self.shifted, device)
+
     def attend(self, qkv, grids, kernel, rope, scale):
         b, lp1, _, h, d = qkv.shape
         plan = window_plan(grids, self.window_size, self.shifted, qkv.device)

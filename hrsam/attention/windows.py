@@ -78,6 +78,7 @@ class WindowPlan:
         token_positions: (L, 2) padded-grid (row, col) of every real token, raster order.
         token_slot: (L,) slot of every real token (gathers slot outputs back to raster order).
         q_tokens: (L,) real tokens in window order (the packed queries of KV-only padding).
+        q_positions: (L, 2) padded-grid (row, col) of the packed queries (``q_tokens`` order).
         q_lengths: (num_windows,) real tokens per window (never 0).
         inverse: (L,) position of each raster token in ``q_tokens``.
         groups: ``(first window, end window, queries per window)`` ranges. Windows are ordered
@@ -96,6 +97,7 @@ class WindowPlan:
     token_positions: Tensor
     token_slot: Tensor
     q_tokens: Tensor
+    q_positions: Tensor
     q_lengths: Tensor
     inverse: Tensor
     groups: tuple[tuple[int, int, int], ...]
@@ -163,6 +165,7 @@ def _window_plan(grids: tuple[Grid, ...], ws: int, shifted: bool, device: str) -
         token_positions=slot_pos[token_slot].to(device),
         token_slot=token_slot.to(device),
         q_tokens=q_tokens.to(device),
+        q_positions=slot_pos[real_slots].to(device),
         q_lengths=q_lengths.to(device),
         inverse=inverse.to(device),
         groups=tuple(groups),

@@ -24,12 +24,15 @@ from torch import Tensor, nn
 
 from hrsam.attention import Attention
 from hrsam.attention.rope import Rope2d
+from hrsam.attention.windows import WindowPlan
 from hrsam.models.common import ChannelsFirst, ChannelsLast, DropPath, Mlp
 from hrsam.ssm.cycle_scan import CycleScan
 
-# Inference runs the token-wise half of a block (norm, MLP, residual) this many tokens at a time:
-# the 4x-wide hidden activation stays small instead of (L, 4C), which is 800 MB at 4096 px.
-MLP_CHUNK_TOKENS = 2048
+# Inference runs a block this many tokens at a time, so the (tokens, 3C) qkv and (tokens, 4C)
+# MLP activations stay in cache instead of streaming through memory (the MLP hidden alone is
+# 800 MB at 4096 px): windows at a time for window-local attention, otherwise the token-wise
+# half (norm, MLP, residual) in slices.
+CHUNK_TOKENS = 2048
 
 
 class Block(nn.Module):
@@ -64,14 +67,64 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: Tensor, grids: Sequence[tuple[int, int]]) -> Tensor:
+        inference = not (self.training or torch.is_grad_enabled())
+        if inference:
+            plan = self.attn.pattern.local_plan(tuple(grids), x.device)
+            if plan is not None and not self.attn.kernel.packed:
+                return self.forward_windows(x, plan)
         x = x + self.drop_path(self.attn(self.norm1(x), grids))
-        n = MLP_CHUNK_TOKENS
-        if self.training or torch.is_grad_enabled() or x.shape[1] <= n:
+        n = CHUNK_TOKENS
+        if not inference or x.shape[1] <= n:
             return x + self.drop_path(self.mlp(self.norm2(x)))
         for start in range(0, x.shape[1], n):  # x is this block's own tensor: update in place
             part = x[:, start : start + n]
             part += self.mlp(self.norm2(part))
         return x
+
+    def forward_windows(self, x: Tensor, plan: WindowPlan) -> Tensor:
+        """Inference of the whole block a few windows at a time, for KV-only padded windows.
+
+        Every real token is the query of exactly one window, so the block is, per group of
+        windows: gather their tokens, norm + qkv, fill the pad slots' keys/values from the pad
+        token, RoPE, attention, projection and residual, norm + MLP and residual, scatter back.
+        Equal to `forward` up to float rounding; each token is read and written once.
+        """
+        attn = self.attn
+        b, _, c = x.shape
+        h, d = attn.num_heads, attn.head_dim
+        s = plan.window_size**2
+        pad_kv = attn.qkv(attn.padding.to(x.dtype))[:, c:]  # (1, 2C): the pad slots' k, v
+        if attn.rope is not None:
+            q_table = attn.rope.table(plan.q_positions, x.dtype)
+            k_table = attn.rope.table(plan.slot_positions, x.dtype)
+        out = torch.empty_like(x)
+        q0 = 0  # packed query offset of the current window
+        for w0, w1, qlen in plan.groups:
+            step = max(1, CHUNK_TOKENS // s)
+            for a in range(w0, w1, step):
+                e = min(a + step, w1)
+                n, q1 = e - a, q0 + (e - a) * qlen
+                tokens = plan.q_tokens[q0:q1]
+                xc = x[:, tokens]  # (B, n * qlen, C) in window order
+                qkv = attn.qkv(self.norm1(xc))
+                if qlen == s:  # full windows: the queries fill the slots in order
+                    kv = qkv[..., c:]
+                else:
+                    kv = pad_kv.expand(b, n * s, 2 * c).clone()
+                    kv[:, plan.token_slot[tokens] - a * s] = qkv[..., c:]
+                q = qkv[..., :c].unflatten(-1, (h, d))
+                k, v = kv.unflatten(-1, (2, h, d)).unbind(2)
+                if attn.rope is not None:
+                    q = attn.rope.rotate(q, q_table[q0:q1])
+                    k = attn.rope.rotate(k, k_table[a * s : e * s])
+                q = q.reshape(b, n, qlen, h, d).transpose(2, 3)
+                k, v = (t.reshape(b, n, s, h, d).transpose(2, 3) for t in (k, v))
+                o = attn.kernel.attend(q, k, v, attn.scale)  # (B, n, H, qlen, D)
+                xc = xc + attn.proj(o.transpose(2, 3).reshape(b, n * qlen, c))
+                xc += self.mlp(self.norm2(xc))
+                out[:, tokens] = xc
+                q0 = q1
+        return out
 
 
 class RopeFreqs(nn.Module):

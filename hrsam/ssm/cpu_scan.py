@@ -100,6 +100,11 @@ def library() -> ctypes.CDLL:
     lib.hrsam_scan_fwd.argtypes = [i32] * 6 + [ptr] * 8
     lib.hrsam_scan_bwd.argtypes = [i32] * 6 + [ptr] * 14
     lib.hrsam_scan_fwd.restype = lib.hrsam_scan_bwd.restype = None
+    i64 = ctypes.c_long
+    lib.hrsam_cycle_scan_infer.argtypes = (
+        [i32] * 6 + [ptr, i64, ptr, i64, ptr, ptr, i64] + [ptr] * 5
+    )
+    lib.hrsam_cycle_scan_infer.restype = None
     return lib
 
 
@@ -197,3 +202,62 @@ class CpuScanFn(torch.autograd.Function):
         dC = dC_part.sum(0).transpose(1, 2)
         dD = dD_part.sum(0) if ctx.has_d else None
         return du, ddl, dA_part.sum(0), dB, dC, dD
+
+
+def cycle_scan_inference(
+    u: torch.Tensor,
+    proj: torch.Tensor,
+    A: torch.Tensor,  # noqa: N803
+    D: torch.Tensor | None,  # noqa: N803
+    delta_bias: torch.Tensor,
+    gamma: torch.Tensor,
+) -> torch.Tensor:
+    """The cycle-scan mix in one kernel call, for inference (no gradients).
+
+    Args:
+        u: (B, L, C) gated tokens (any row stride, unit channel stride).
+        proj: (B, L, C + 2N) ``ssm_proj(u)``: raw step sizes, then B, then C of every token.
+        A: (C, N) state matrix (negative).
+        D: (C,) skip, or None.
+        delta_bias: (C,) added to the step sizes before softplus.
+        gamma: (C, R, 1) or (C, R) per-channel weights of the R cycles.
+
+    Returns:
+        (B, L, C): ``sum_r gamma_r * scan_r`` with the sequence traversed R times in one scan.
+    """
+    b, length, c = u.shape
+    n = A.shape[1]
+    if n > max_state():
+        raise ValueError(f"state size N={n} exceeds the CPU scan's maximum {max_state()}")
+    if proj.shape != (b, length, c + 2 * n):
+        expected = (b, length, c + 2 * n)
+        raise ValueError(f"proj has shape {tuple(proj.shape)}, expected {expected}")
+    u, proj = u.float(), proj.float().contiguous()
+    if u.stride(-1) != 1 or (b > 1 and u.stride(0) != length * u.stride(1)):
+        u = u.contiguous()  # the kernel walks rows of one stride across the batch
+    gamma = _c(gamma.reshape(c, -1))
+    A, bias = _c(A), _c(delta_bias)
+    D = _c(D) if D is not None else u.new_zeros(c)
+    out = u.new_empty(b, length, c)
+    row = proj.stride(1)
+    library().hrsam_cycle_scan_infer(
+        b,
+        c,
+        length,
+        n,
+        gamma.shape[1],
+        torch.get_num_threads(),
+        _p(u),
+        u.stride(1),
+        _p(proj),
+        row,
+        _p(proj[..., c:]),
+        _p(proj[..., c + n :]),
+        row,
+        _p(A),
+        _p(D),
+        _p(bias),
+        _p(gamma),
+        _p(out),
+    )
+    return out

@@ -26,7 +26,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from hrsam.ssm.scan import get_scan, selective_scan
+from hrsam.ssm.cpu_scan import cycle_scan_inference
+from hrsam.ssm.scan import default_scan, get_scan, selective_scan
 
 
 class CycleScan(nn.Module):
@@ -96,7 +97,11 @@ class CycleScan(nn.Module):
         """The SSM path on (B, L, C) gated tokens ``x`` and one zero initial state: (B, L, C)."""
         b, length, c = x.shape
         r, n = self.cycle_repeats, self.state_dim
-        dt, bm, cm = self.ssm_proj(x).split([c, n, n], -1)
+        proj = self.ssm_proj(x)
+        if self._fused_inference(x):
+            A = -torch.exp(self.As_log.float())
+            return cycle_scan_inference(x, proj, A, self.Ds, self.ssm_proj_bias, self.gamma)
+        dt, bm, cm = proj.split([c, n, n], -1)
         u = x.transpose(1, 2).repeat(1, 1, r)  # (B, C, R * L): the sequence R times
         delta = dt.transpose(1, 2).repeat(1, 1, r)
         bm = bm.transpose(1, 2).repeat(1, 1, r)  # (B, N, R * L)
@@ -114,6 +119,13 @@ class CycleScan(nn.Module):
         )
         y = (y.view(b, c, r, length) * self.gamma).sum(2)  # per-channel mix of all cycles
         return y.transpose(1, 2)
+
+    def _fused_inference(self, x: Tensor) -> bool:
+        """Whether `mix` runs as one CPU kernel call: inference (no gradients) in float32 on
+        CPU with the ``cpu`` scan (chosen or picked by ``auto``)."""
+        if torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32:
+            return False
+        return (default_scan(x.device) if self.scan == "auto" else self.scan) == "cpu"
 
     def forward(self, x: Tensor, lengths: Sequence[int] | None = None) -> Tensor:
         """(B, L, C) raster-order tokens -> (B, L, C), residual included.
