@@ -96,6 +96,38 @@ def test_resume_reproduces_the_next_loss_exactly(tmp_path):
     assert not list((tmp_path / "resumed").glob("*.tmp"))
 
 
+def test_click_simulation_reuses_the_training_embedding_only_when_modes_agree():
+    """Without dropout/drop-path the training forward's embedding is the eval one, so the click
+    simulation may reuse it: same clicks, same previous logits as encoding in eval mode."""
+    from hrsam.models.common import DropPath
+    from hrsam.train.loop import is_deterministic, prepare, simulate_clicks
+
+    torch.manual_seed(0)
+    model = build_model("hrsam_tiny")
+    assert is_deterministic(model)
+    stochastic = build_model("hrsam_tiny")
+    next(m for m in stochastic.modules() if isinstance(m, DropPath)).rate = 0.1
+    assert not is_deterministic(stochastic)
+    cfg = TrainConfig(ts=128, gamma=0.9)
+    sample = _dataset(1)[0]
+    image, gt = prepare(sample.image, sample.gt, 128, flip=False)
+    image = model.normalize(image)
+    model.train()
+    emb = model.encode(image)  # train mode, with gradients: what the loop computes
+    rounds = 0
+    for seed in range(4):
+        own = simulate_clicks(model, image, gt, cfg, np.random.default_rng(seed))
+        reused = simulate_clicks(model, image, gt, cfg, np.random.default_rng(seed), emb)
+        assert own[0] == reused[0]
+        if own[1] is None:
+            assert reused[1] is None
+        else:
+            assert len(own[0]) > 1 and (own[1] - reused[1]).abs().max().item() <= 1e-4
+            rounds += 1
+    assert rounds > 0  # some seed simulated corrective rounds
+    assert model.training  # the simulation restores the mode
+
+
 def test_distillation_lowers_the_mse():
     torch.manual_seed(0)
     teacher = build_model("hrsam_tiny", window_size=4).eval()

@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from hrsam.interactive.clicker import next_click
 from hrsam.models.checkpoint import CheckpointError, atomic_save, checkpoint_record, read_state
+from hrsam.models.common import DropPath
 from hrsam.train import distributed
 from hrsam.train.losses import normalized_focal_loss
 from hrsam.train.optim import make_optimizer
@@ -95,8 +96,19 @@ def _points(clicks) -> tuple[Tensor, Tensor]:
     return pts, labels
 
 
-def simulate_clicks(model, image: Tensor, gt: Tensor, cfg: TrainConfig, rng: np.random.Generator):
-    """B.3, under no_grad in eval mode: the clicks and the previous logits of a random round."""
+def simulate_clicks(
+    model,
+    image: Tensor,
+    gt: Tensor,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    emb: Tensor | None = None,
+):
+    """B.3, under no_grad in eval mode: the clicks and the previous logits of a random round.
+
+    ``emb``: the image embedding when the caller already has it (see `is_deterministic`);
+    otherwise the image is encoded here in eval mode.
+    """
     gt_np = gt[0, 0].cpu().numpy()
     clicked = np.zeros_like(gt_np)
     first = next_click(gt_np, np.zeros_like(gt_np), clicked, "hrsam", rng=rng, inner_k=1.0)
@@ -110,7 +122,7 @@ def simulate_clicks(model, image: Tensor, gt: Tensor, cfg: TrainConfig, rng: np.
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        emb = model.encode(image)
+        emb = model.encode(image) if emb is None else emb.detach()
         for _ in range(rounds):
             pts, labels = _points(clicks)
             prev, _ = model.decode(emb, pts.to(image.device), labels.to(image.device), prev)
@@ -123,6 +135,18 @@ def simulate_clicks(model, image: Tensor, gt: Tensor, cfg: TrainConfig, rng: np.
             clicked[click.y, click.x] = True
     model.train(was_training)
     return clicks, prev
+
+
+def is_deterministic(model: nn.Module) -> bool:
+    """Whether train mode computes what eval mode does (no active dropout, drop-path or batch
+    norm). Then the click simulation reuses the training forward's image embedding instead of
+    encoding the image a second time in eval mode: the same values, one encoder pass less."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            return False
+        if isinstance(m, nn.Dropout | DropPath) and getattr(m, "p", getattr(m, "rate", 0.0)) > 0:
+            return False
+    return True
 
 
 @dataclass
@@ -200,6 +224,7 @@ def train(
         torch.set_rng_state(state["torch_rng"])
         log.info("resumed %s at step %d", last, step)
     use_amp = cfg.amp and device.type == "cuda"
+    reuse_embedding = is_deterministic(model)
     model.train()
     while step < cfg.steps:
         opt.zero_grad(set_to_none=True)
@@ -215,9 +240,11 @@ def train(
             gt = gt.to(device)
             with torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
                 if cfg.recipe == "interactive":
-                    clicks, prev = simulate_clicks(model, image, gt, cfg, rng)
-                    pts, labels = _points(clicks)
                     emb = model.encode(image)
+                    clicks, prev = simulate_clicks(
+                        model, image, gt, cfg, rng, emb if reuse_embedding else None
+                    )
+                    pts, labels = _points(clicks)
                     low, _ = model.decode(
                         emb,
                         pts.to(device),
