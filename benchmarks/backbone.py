@@ -342,8 +342,27 @@ def summary(rows: list[Row], matmul_rate: float) -> list[str]:
                 f"  {'PASS' if k > 1.0 else 'FAIL'} {v}: latency ~ tokens^{k:.2f} from ts {lo} "
                 f"to {hi} (target > 1, super-linear)"
             )
+    lines += largest_fitting(rows)
     return lines
 
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def largest_fitting(rows: list[Row]) -> list[str]:
+    """Per variant, the largest ts whose forward ran within the memory budget, and the first
+    measured ts that did not (an ``oom`` row) if any."""
+    lines = ["Largest ts that fits the memory budget (of the sizes in this run):"]
+    for v in dict.fromkeys(r.variant for r in rows):
+        mine = sorted((r for r in rows if r.variant == v), key=lambda r: r.ts)
+        ok = [r for r in mine if r.status == "ok"]
+        oom = [r for r in mine if r.status.startswith("oom")]
+        if not ok and not oom:
+            continue  # unsupported or skipped everywhere: nothing to say about memory
+        peak = "" if not ok or ok[-1].peak_mb is None else f" ({ok[-1].peak_mb:.0f} MB peak)"
+        best = f"ts {ok[-1].ts}{peak}" if ok else "none"
+        beyond = f"; ts {oom[0].ts} does not ({oom[0].status})" if oom else ""
+        more = "" if oom else " (every size in this run fits)"
+        lines.append(f"  {v}: {best}{beyond}{more}")
+    return lines

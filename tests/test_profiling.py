@@ -89,3 +89,25 @@ def test_backbone_summary_checks_linear_scaling_against_the_token_count(ms_4096,
     assert hr.strip().startswith(verdict) and "faster than the token count" in hr
     sam = next(x for x in lines if "sam_vit_b:global:sdpa: latency ~ tokens^1.47" in x)
     assert sam.strip().startswith("PASS")
+
+
+def test_backbone_summary_names_the_largest_ts_that_fits():
+    from benchmarks.backbone import Row, largest_fitting
+
+    v = "sam_vit_b:global:math"
+    rows = [
+        Row(v, 512, 1024, enc_ms=1800.0, peak_mb=165.0),
+        Row(v, 1024, 4096, enc_ms=14000.0, peak_mb=2376.0),
+        Row(v, 2048, 16384, status="oom: needs ~36.6 GB > budget 14.1 GB"),
+        Row(v, 4096, 65536, status="oom: needs ~578.2 GB > budget 14.1 GB"),
+        Row("hrsam_vit_b:shifted_kv:sdpa", 4096, 65536, enc_ms=97000.0, peak_mb=1801.0),
+        Row("hrsam_vit_b:shifted_kv:flash", 4096, 65536, status="unsupported: needs CUDA"),
+    ]
+    lines = largest_fitting(rows)
+    assert lines[1] == (
+        "  sam_vit_b:global:math: ts 1024 (2376 MB peak); ts 2048 does not "
+        "(oom: needs ~36.6 GB > budget 14.1 GB)"
+    )
+    assert lines[2].startswith("  hrsam_vit_b:shifted_kv:sdpa: ts 4096 (1801 MB peak)")
+    assert "every size in this run fits" in lines[2]
+    assert len(lines) == 3  # the unsupported variant says nothing about memory
