@@ -68,7 +68,9 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, grids: Sequence[tuple[int, int]]) -> Tensor:
         inference = not (self.training or torch.is_grad_enabled())
-        if inference:
+        # The windowed path pays where activations fall out of cache (CPU); on a GPU it would
+        # add many small launches and has not been measured there.
+        if inference and x.device.type == "cpu":
             plan = self.attn.pattern.local_plan(tuple(grids), x.device)
             if plan is not None and not self.attn.kernel.packed:
                 return self.forward_windows(x, plan)
