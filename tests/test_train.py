@@ -108,6 +108,9 @@ def test_click_simulation_reuses_the_training_embedding_only_when_modes_agree():
     stochastic = build_model("hrsam_tiny")
     next(m for m in stochastic.modules() if isinstance(m, DropPath)).rate = 0.1
     assert not is_deterministic(stochastic)
+    dropout = build_model("hrsam_tiny")
+    dropout.add_module("extra", torch.nn.Dropout2d(0.1))
+    assert not is_deterministic(dropout)
     cfg = TrainConfig(ts=128, gamma=0.9)
     sample = _dataset(1)[0]
     image, gt = prepare(sample.image, sample.gt, 128, flip=False)

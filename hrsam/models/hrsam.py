@@ -100,9 +100,9 @@ class Block(nn.Module):
             q_table = attn.rope.table(plan.q_positions, x.dtype)
             k_table = attn.rope.table(plan.slot_positions, x.dtype)
         out = torch.empty_like(x)
+        step = max(1, CHUNK_TOKENS // s)  # windows per chunk
         q0 = 0  # packed query offset of the current window
         for w0, w1, qlen in plan.groups:
-            step = max(1, CHUNK_TOKENS // s)
             for a in range(w0, w1, step):
                 e = min(a + step, w1)
                 n, q1 = e - a, q0 + (e - a) * qlen

@@ -144,7 +144,9 @@ def is_deterministic(model: nn.Module) -> bool:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             return False
-        if isinstance(m, nn.Dropout | DropPath) and getattr(m, "p", getattr(m, "rate", 0.0)) > 0:
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
+            return False
+        if isinstance(m, DropPath) and m.rate > 0:
             return False
     return True
 
