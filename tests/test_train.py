@@ -66,22 +66,46 @@ def _dataset(n=3, size=96):
     return out
 
 
-def test_one_step_on_a_fixed_batch_lowers_the_loss(tmp_path):
+@pytest.mark.parametrize(("shape", "ts"), [((96, 70), 96), ((192, 128), 96), ((128, 256), 64)])
+def test_training_input_is_what_evaluation_encodes(shape, ts):
+    """The training canvas (resize, normalize, pad) equals the tensor `Predictor.set_image` feeds
+    the encoder for the same image: the pad is the normalized zero (mean colour), not black."""
+    from hrsam.models import Predictor
+    from hrsam.train.loop import prepare
+
+    model = build_model("hrsam_tiny")
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (*shape, 3)).astype(np.uint8)
+    seen = []
+    encode = model.encode
+    model.encode = lambda x: seen.append(x) or encode(x)
+    Predictor(model, ts).set_image(image)
+    train_input, gt = prepare(image, np.ones(shape, bool), ts, False, model.normalize)
+    assert seen[0].shape == train_input.shape == (1, 3, ts, ts)
+    assert (train_input - seen[0]).abs().max().item() < 1e-4
+    h, w = gt[0, 0].any(1).sum().item(), gt[0, 0].any(0).sum().item()
+    assert (h, w) == (round(shape[0] * ts / max(shape)), round(shape[1] * ts / max(shape)))
+    assert (train_input[..., h:, :] == 0).all() and (train_input[..., w:] == 0).all()
+
+
+@pytest.mark.parametrize("loss_rounds", ["last", "all"])
+def test_one_step_on_a_fixed_batch_lowers_the_loss(tmp_path, loss_rounds):
     torch.manual_seed(0)
     model = build_model("hrsam_tiny")
     data = _dataset(1)
-    cfg = TrainConfig(steps=1, ts=128, lr=1e-3, max_clicks=0, flip=False)
-    first = train(model, data, cfg, tmp_path / "a").losses[0]
-    cfg2 = TrainConfig(steps=2, ts=128, lr=1e-3, max_clicks=0, flip=False)
+    kw = dict(ts=128, lr=1e-3, max_clicks=0, flip=False, loss_rounds=loss_rounds)
+    first = train(model, data, TrainConfig(steps=1, **kw), tmp_path / "a").losses[0]
+    cfg2 = TrainConfig(steps=2, **kw)
     second = train(model, data, cfg2, tmp_path / "a").losses[1]  # resumes, same image and click
     assert second < first
 
 
-def test_resume_reproduces_the_next_loss_exactly(tmp_path):
+@pytest.mark.parametrize("loss_rounds", ["last", "all"])
+def test_resume_reproduces_the_next_loss_exactly(tmp_path, loss_rounds):
     import shutil
 
     data = _dataset()
-    cfg = TrainConfig(steps=4, ts=128, lr=5e-4, ckpt_every=2)
+    cfg = TrainConfig(steps=4, ts=128, lr=5e-4, ckpt_every=2, gamma=0.9, loss_rounds=loss_rounds)
     torch.manual_seed(0)
     straight = train(build_model("hrsam_tiny"), data, cfg, tmp_path / "straight").losses
     # an interrupted run: only the step-2 checkpoint survived; a new process resumes from it
@@ -113,8 +137,7 @@ def test_click_simulation_reuses_the_training_embedding_only_when_modes_agree():
     assert not is_deterministic(dropout)
     cfg = TrainConfig(ts=128, gamma=0.9)
     sample = _dataset(1)[0]
-    image, gt = prepare(sample.image, sample.gt, 128, flip=False)
-    image = model.normalize(image)
+    image, gt = prepare(sample.image, sample.gt, 128, False, model.normalize)
     model.train()
     emb = model.encode(image)  # train mode, with gradients: what the loop computes
     rounds = 0
@@ -131,6 +154,56 @@ def test_click_simulation_reuses_the_training_embedding_only_when_modes_agree():
     assert model.training  # the simulation restores the mode
 
 
+def test_all_rounds_loss_is_the_mean_over_rounds_of_an_explicit_replay():
+    """``loss_rounds="all"``: round r decodes clicks 1..r+1 with round r-1's logits fed back
+    detached, each new click lies in the previous round's error, and the loss is the mean of
+    the rounds' focal losses, all reaching the encoder."""
+    import torch.nn.functional as F
+
+    from hrsam.train.loop import all_rounds_loss, prepare
+
+    torch.manual_seed(0)
+    model = build_model("hrsam_tiny").train()
+    cfg = TrainConfig(ts=128, gamma=0.95, loss_rounds="all")
+    sample = _dataset(1)[0]
+    image, gt = prepare(sample.image, sample.gt, 128, False, model.normalize)
+    calls = []
+    decode = model.decode
+
+    def spy(emb, pts, labels, prev):
+        out = decode(emb, pts, labels, prev)
+        calls.append((emb, pts.clone(), labels.clone(), prev, out[0]))
+        return out
+
+    model.decode = spy
+    best = 0
+    for seed in range(6):
+        calls.clear()
+        emb = model.encode(image)
+        emb.retain_grad()
+        loss = all_rounds_loss(model, emb, gt, cfg, np.random.default_rng(seed))
+        expected = []
+        for r, (e, pts, labels, prev, low) in enumerate(calls):
+            assert e is emb and pts.shape[1] == r + 1
+            if r == 0:
+                assert prev is None
+            else:
+                assert not prev.requires_grad and torch.equal(prev, calls[r - 1][4].detach())
+                assert torch.equal(pts[:, :r], calls[r - 1][1])  # earlier clicks are kept
+                up = F.interpolate(prev, size=gt.shape[-2:], mode="bilinear")
+                x, y = pts[0, r].long().tolist()
+                pred, truth = bool(up[0, 0, y, x] > 0), bool(gt[0, 0, y, x])
+                assert pred != truth and bool(labels[0, r]) == truth  # a click on an error
+            up = F.interpolate(low, size=gt.shape[-2:], mode="bilinear", align_corners=False)
+            expected.append(normalized_focal_loss(up, gt).item())
+        assert loss.item() == pytest.approx(float(np.mean(expected)), rel=1e-6)
+        loss.backward()
+        assert emb.grad is not None and emb.grad.abs().sum() > 0
+        best = max(best, len(calls))
+    model.decode = decode
+    assert best >= 3  # some seed ran several corrective rounds
+
+
 def test_distillation_lowers_the_mse():
     torch.manual_seed(0)
     teacher = build_model("hrsam_tiny", window_size=4).eval()
@@ -143,9 +216,9 @@ def test_distillation_lowers_the_mse():
     def embed(index, image):
         if index not in cache:
             s = data[index]
-            img, _ = prepare(s.image, s.gt, 128, flip=False)
+            img, _ = prepare(s.image, s.gt, 128, False, teacher.normalize)
             with torch.no_grad():
-                cache[index] = teacher.encode(teacher.normalize(img))
+                cache[index] = teacher.encode(img)
         return cache[index]
 
     import tempfile
@@ -169,6 +242,7 @@ def test_distillation_lowers_the_mse():
             "teacher sam_vit_b embeds 256 channels but student hrsam_tiny embeds 64",
         ),
         (["preset=hrsam_tiny", "recipe=finetune"], "unknown recipe 'finetune'; valid: interactive"),
+        (["preset=hrsam_tiny", "loss_rounds=every"], "loss_rounds='every' must be 'last' or"),
         (["preset=hrsam_tiny", "step=3"], "unknown key 'step'; did you mean 'steps'?"),
         (
             ["preset=hrsam_tiny", "checkpoint=/nonexistent.pt"],

@@ -45,6 +45,7 @@ KEYS = {
     "warmup": (int, "linear warm-up steps"),
     "seed": (int, "seed"),
     "gamma": (float, "interactive: P(n extra click rounds) ~ gamma^n"),
+    "loss_rounds": (str, "interactive: loss on the last click round (B.3) or on all (SAM)"),
     "ckpt_every": (int, "checkpoint every N steps (0: at the end)"),
     "teacher": (str, "distill: teacher preset"),
     "teacher.checkpoint": (str, "distill: teacher weights"),
@@ -82,6 +83,7 @@ DEFAULTS = {
     "warmup": 0,
     "seed": 42,
     "gamma": 0.6,
+    "loss_rounds": "last",
     "ckpt_every": 0,
     "device": "cuda" if torch.cuda.is_available() else "cpu",
 }
@@ -103,9 +105,11 @@ class TeacherCache:
         device = next(self.teacher.parameters()).device
         for n, i in enumerate(todo, 1):
             s = self.dataset[i]
-            image, _ = prepare(s.image, s.gt, self.ts, flip=False)
+            image, _ = prepare(
+                s.image, s.gt, self.ts, False, lambda x: self.teacher.normalize(x.to(device))
+            )
             with torch.no_grad():
-                emb = self.teacher.encode(self.teacher.normalize(image.to(device)))
+                emb = self.teacher.encode(image)
             tmp = self.folder / f"{i}.tmp.npy"
             np.save(tmp, emb.float().cpu().numpy())
             tmp.replace(self.folder / f"{i}.npy")
@@ -140,6 +144,7 @@ def build(cfg: dict):
             seed=cfg["seed"],
             ckpt_every=cfg["ckpt_every"],
             gamma=cfg["gamma"],
+            loss_rounds=cfg["loss_rounds"],
             **extra,
         )
         device = torch.device(cfg["device"])  # checked by run() before joining a process group

@@ -57,6 +57,7 @@ class TrainConfig:
     max_clicks: int = 20
     gamma: float = 0.6
     inner_k: float = 1.7
+    loss_rounds: str = "last"  # "last": B.3 (loss on the final round); "all": SAM-style
     flip: bool = True
     seed: int = 42
     ckpt_every: int = 0  # 0: only at the end
@@ -71,12 +72,23 @@ class TrainConfig:
             raise ValueError(f"ts={self.ts} must be a positive multiple of 16")
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
+        if self.loss_rounds not in ("last", "all"):
+            raise ValueError(f"loss_rounds={self.loss_rounds!r} must be 'last' or 'all'")
 
 
-def prepare(image: np.ndarray, mask: np.ndarray, ts: int, flip: bool) -> tuple[Tensor, Tensor]:
+def prepare(
+    image: np.ndarray,
+    mask: np.ndarray,
+    ts: int,
+    flip: bool,
+    normalize: Callable[[Tensor], Tensor],
+) -> tuple[Tensor, Tensor]:
     """Keep-ratio resize so the long side is ``ts`` (image bilinear, mask nearest), optional
-    horizontal flip, pad bottom/right to ts x ts (GT pad = background). Returns the RGB image
-    (1, 3, ts, ts) in 0..255 and the mask (1, 1, ts, ts) bool."""
+    horizontal flip, ``normalize`` (the model's), then pad bottom/right to ts x ts with zeros
+    (GT pad = background). Normalizing before padding makes the pad the mean colour, as in the
+    official pipeline (B.2) and in `Predictor.set_image`, so training sees what evaluation
+    feeds the encoder. Returns the normalized image (1, 3, ts, ts) and the mask (1, 1, ts, ts)
+    bool."""
     img = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None]
     m = torch.from_numpy(np.array(mask, dtype=np.float32))[None, None]
     h, w = m.shape[-2:]
@@ -87,13 +99,24 @@ def prepare(image: np.ndarray, mask: np.ndarray, ts: int, flip: bool) -> tuple[T
     if flip:
         img, m = img.flip(-1), m.flip(-1)
     pad = (0, ts - size[1], 0, ts - size[0])
-    return F.pad(img, pad), F.pad(m, pad) > 0.5
+    return F.pad(normalize(img), pad), F.pad(m, pad) > 0.5
 
 
 def _points(clicks) -> tuple[Tensor, Tensor]:
     pts = torch.tensor([[[c.x, c.y] for c in clicks]], dtype=torch.float32)
     labels = torch.tensor([[int(c.positive) for c in clicks]])
     return pts, labels
+
+
+def _first_click(gt: Tensor, cfg: TrainConfig, rng: np.random.Generator):
+    """The centre click (k = 1.0) and the number of extra rounds, P(n) ~ gamma^n."""
+    gt_np = gt[0, 0].cpu().numpy()
+    clicked = np.zeros_like(gt_np)
+    first = next_click(gt_np, np.zeros_like(gt_np), clicked, "hrsam", rng=rng, inner_k=1.0)
+    clicked[first.y, first.x] = True
+    probs = cfg.gamma ** np.arange(cfg.max_clicks + 1)
+    rounds = int(rng.choice(len(probs), p=probs / probs.sum()))
+    return gt_np, [first], clicked, rounds
 
 
 def simulate_clicks(
@@ -109,13 +132,7 @@ def simulate_clicks(
     ``emb``: the image embedding when the caller already has it (see `is_deterministic`);
     otherwise the image is encoded here in eval mode.
     """
-    gt_np = gt[0, 0].cpu().numpy()
-    clicked = np.zeros_like(gt_np)
-    first = next_click(gt_np, np.zeros_like(gt_np), clicked, "hrsam", rng=rng, inner_k=1.0)
-    clicks = [first]
-    clicked[first.y, first.x] = True
-    probs = cfg.gamma ** np.arange(cfg.max_clicks + 1)
-    rounds = int(rng.choice(len(probs), p=probs / probs.sum()))
+    gt_np, clicks, clicked, rounds = _first_click(gt, cfg, rng)
     prev = None
     if rounds == 0:
         return clicks, prev
@@ -135,6 +152,34 @@ def simulate_clicks(
             clicked[click.y, click.x] = True
     model.train(was_training)
     return clicks, prev
+
+
+def all_rounds_loss(
+    model, emb: Tensor, gt: Tensor, cfg: TrainConfig, rng: np.random.Generator
+) -> Tensor:
+    """SAM-style iterative training (``loss_rounds="all"``): the first click, then ``n`` extra
+    rounds drawn as in B.3, every round decoded with gradients in train mode and its normalized
+    focal loss averaged over the ``n + 1`` rounds. Each round's click comes from the previous
+    round's prediction (training rule, k = 1.7) and its logits are fed back detached. The
+    encoder runs once; every round's loss reaches it through ``emb``."""
+    gt_np, clicks, clicked, rounds = _first_click(gt, cfg, rng)
+    prev, total, n = None, 0.0, 0
+    for r in range(rounds + 1):
+        pts, labels = _points(clicks)
+        low, _ = model.decode(emb, pts.to(emb.device), labels.to(emb.device), prev)
+        logits = F.interpolate(low, size=gt.shape[-2:], mode="bilinear", align_corners=False)
+        total = total + normalized_focal_loss(logits, gt)
+        n += 1
+        if r == rounds:
+            break
+        pred = logits.detach()[0, 0].float().cpu().numpy() > 0
+        click = next_click(gt_np, pred, clicked, "hrsam", rng=rng, inner_k=cfg.inner_k)
+        if click is None:
+            break
+        clicks.append(click)
+        clicked[click.y, click.x] = True
+        prev = low.detach()
+    return total / n
 
 
 def is_deterministic(model: nn.Module) -> bool:
@@ -227,6 +272,10 @@ def train(
         log.info("resumed %s at step %d", last, step)
     use_amp = cfg.amp and device.type == "cuda"
     reuse_embedding = is_deterministic(model)
+
+    def to_input(img: Tensor) -> Tensor:
+        return model.normalize(img.to(device))
+
     model.train()
     while step < cfg.steps:
         opt.zero_grad(set_to_none=True)
@@ -237,11 +286,12 @@ def train(
             index = int(rng.integers(len(dataset)))
             sample = dataset[index]
             flip = cfg.flip and bool(rng.random() < 0.5)
-            image, gt = prepare(sample.image, sample.gt, cfg.ts, flip)
-            image = model.normalize(image.to(device))
+            image, gt = prepare(sample.image, sample.gt, cfg.ts, flip, to_input)
             gt = gt.to(device)
             with torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
-                if cfg.recipe == "interactive":
+                if cfg.recipe == "interactive" and cfg.loss_rounds == "all":
+                    loss = all_rounds_loss(model, model.encode(image), gt, cfg, rng)
+                elif cfg.recipe == "interactive":
                     emb = model.encode(image)
                     clicks, prev = simulate_clicks(
                         model, image, gt, cfg, rng, emb if reuse_embedding else None
