@@ -69,6 +69,43 @@ def test_distance_counts_the_border_as_outside():
     assert d.max() == 3.0 and d[0, 0] == 1.0 and d[2, 3] == 3.0
 
 
+def _blobs(rng, shape=(48, 64)):
+    from scipy import ndimage
+
+    noise = ndimage.gaussian_filter(rng.random(shape), rng.uniform(1, 4))
+    return noise > np.quantile(noise, rng.uniform(0.3, 0.8))
+
+
+def test_opencv_distance_equals_scipy_and_picks_the_same_clicks(monkeypatch):
+    """The OpenCV transform (the official clicker's) against SciPy's exact EDT: the same
+    distances up to float32 rounding and the same clicks under both protocols."""
+    import cv2  # noqa: F401  (a dependency: the fast path must be the one tested)
+    from scipy import ndimage
+
+    from hrsam.interactive import clicker
+
+    rng = np.random.default_rng(0)
+    fast, slow = [], []
+    for _ in range(150):
+        gt, pred = _blobs(rng), _blobs(rng)
+        clicked = rng.random(gt.shape) < 0.02
+        d = distance(gt ^ pred)
+        assert np.abs(d - _scipy_distance(gt ^ pred)).max() <= 2e-6
+        for protocol in ("ritm", "hrsam"):
+            args = (gt, pred, clicked, protocol)
+            fast.append(next_click(*args, rng=np.random.default_rng(1), inner_k=1.7))
+            with monkeypatch.context() as m:
+                m.setattr(clicker, "_edt", ndimage.distance_transform_edt)
+                slow.append(next_click(*args, rng=np.random.default_rng(1), inner_k=1.7))
+    assert fast == slow and len({(c.y, c.x) for c in fast if c}) > 100
+
+
+def _scipy_distance(mask):
+    from scipy import ndimage
+
+    return ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+
+
 @pytest.mark.parametrize("protocol", ["ritm", "hrsam"])
 def test_first_click_is_positive_at_the_interior_maximum(protocol):
     gt = np.zeros((20, 30), bool)

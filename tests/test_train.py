@@ -26,6 +26,26 @@ def test_normalized_focal_loss_hand_check():
     assert normalized_focal_loss(logits, target, valid) != normalized_focal_loss(logits, target)
 
 
+def test_bce_dice_loss_hand_check():
+    from hrsam.train.losses import bce_dice_loss
+
+    logits = torch.tensor([[[[2.0, -1.0], [0.0, 3.0]]]])
+    target = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
+    p = torch.sigmoid(logits)
+    bce = -(target * torch.log(p) + (1 - target) * torch.log(1 - p)).mean()
+    dice = 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
+    assert bce_dice_loss(logits, target).item() == pytest.approx((bce + dice).item(), rel=1e-5)
+    valid = torch.tensor([[[[True, True], [False, True]]]])
+    v = valid.float()
+    bce_v = (-(target * torch.log(p) + (1 - target) * torch.log(1 - p)) * v).sum() / 3
+    dice_v = 1 - (2 * (p * target * v).sum() + 1) / ((p * v).sum() + (target * v).sum() + 1)
+    got = bce_dice_loss(logits, target, valid).item()
+    assert got == pytest.approx((bce_v + dice_v).item(), rel=1e-5)
+    two = torch.cat([logits, -logits]), torch.cat([target, target])
+    per = [bce_dice_loss(logits, target), bce_dice_loss(-logits, target)]
+    assert bce_dice_loss(*two).item() == pytest.approx(sum(per).item() / 2, rel=1e-5)
+
+
 def test_layer_decay_scales_follow_spec():
     assert lr_scale("image_encoder.blocks.0.attn.qkv.weight", 12, 0.9) == pytest.approx(0.9**12)
     assert lr_scale("image_encoder.blocks.11.mlp.fc1.weight", 12, 0.9) == pytest.approx(0.9)
@@ -242,6 +262,7 @@ def test_distillation_lowers_the_mse():
             "teacher sam_vit_b embeds 256 channels but student hrsam_tiny embeds 64",
         ),
         (["preset=hrsam_tiny", "recipe=finetune"], "unknown recipe 'finetune'; valid: interactive"),
+        (["preset=hrsam_tiny", "loss=dice"], "loss='dice' must be one of nfl, bce_dice"),
         (["preset=hrsam_tiny", "loss_rounds=every"], "loss_rounds='every' must be 'last' or"),
         (["preset=hrsam_tiny", "step=3"], "unknown key 'step'; did you mean 'steps'?"),
         (

@@ -45,6 +45,7 @@ KEYS = {
     "warmup": (int, "linear warm-up steps"),
     "seed": (int, "seed"),
     "gamma": (float, "interactive: P(n extra click rounds) ~ gamma^n"),
+    "loss": (str, "interactive: nfl (normalized focal, B.4) or bce_dice"),
     "loss_rounds": (str, "interactive: loss on the last click round (B.3) or on all (SAM)"),
     "ckpt_every": (int, "checkpoint every N steps (0: at the end)"),
     "teacher": (str, "distill: teacher preset"),
@@ -83,6 +84,7 @@ DEFAULTS = {
     "warmup": 0,
     "seed": 42,
     "gamma": 0.6,
+    "loss": "nfl",
     "loss_rounds": "last",
     "ckpt_every": 0,
     "device": "cuda" if torch.cuda.is_available() else "cpu",
@@ -145,6 +147,7 @@ def build(cfg: dict):
             ckpt_every=cfg["ckpt_every"],
             gamma=cfg["gamma"],
             loss_rounds=cfg["loss_rounds"],
+            loss=cfg["loss"],
             **extra,
         )
         device = torch.device(cfg["device"])  # checked by run() before joining a process group

@@ -35,7 +35,7 @@ from hrsam.interactive.clicker import next_click
 from hrsam.models.checkpoint import CheckpointError, atomic_save, checkpoint_record, read_state
 from hrsam.models.common import DropPath
 from hrsam.train import distributed
-from hrsam.train.losses import normalized_focal_loss
+from hrsam.train.losses import LOSSES
 from hrsam.train.optim import make_optimizer
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class TrainConfig:
     gamma: float = 0.6
     inner_k: float = 1.7
     loss_rounds: str = "last"  # "last": B.3 (loss on the final round); "all": SAM-style
+    loss: str = "nfl"  # a key of hrsam.train.losses.LOSSES: "nfl" (B.4) or "bce_dice"
     flip: bool = True
     seed: int = 42
     ckpt_every: int = 0  # 0: only at the end
@@ -72,6 +73,8 @@ class TrainConfig:
             raise ValueError(f"ts={self.ts} must be a positive multiple of 16")
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss={self.loss!r} must be one of {', '.join(LOSSES)}")
         if self.loss_rounds not in ("last", "all"):
             raise ValueError(f"loss_rounds={self.loss_rounds!r} must be 'last' or 'all'")
 
@@ -159,7 +162,7 @@ def all_rounds_loss(
 ) -> Tensor:
     """SAM-style iterative training (``loss_rounds="all"``): the first click, then ``n`` extra
     rounds drawn as in B.3, every round decoded with gradients in train mode and its normalized
-    focal loss averaged over the ``n + 1`` rounds. Each round's click comes from the previous
+    loss averaged over the ``n + 1`` rounds. Each round's click comes from the previous
     round's prediction (training rule, k = 1.7) and its logits are fed back detached. The
     encoder runs once; every round's loss reaches it through ``emb``."""
     gt_np, clicks, clicked, rounds = _first_click(gt, cfg, rng)
@@ -168,7 +171,7 @@ def all_rounds_loss(
         pts, labels = _points(clicks)
         low, _ = model.decode(emb, pts.to(emb.device), labels.to(emb.device), prev)
         logits = F.interpolate(low, size=gt.shape[-2:], mode="bilinear", align_corners=False)
-        total = total + normalized_focal_loss(logits, gt)
+        total = total + LOSSES[cfg.loss](logits, gt)
         n += 1
         if r == rounds:
             break
@@ -306,7 +309,7 @@ def train(
                     logits = F.interpolate(
                         low, size=gt.shape[-2:], mode="bilinear", align_corners=False
                     )
-                    loss = normalized_focal_loss(logits, gt)
+                    loss = LOSSES[cfg.loss](logits, gt)
                 else:
                     target = teacher(index, image).to(device)
                     loss = F.mse_loss(model.encode(image).float(), target.float())
