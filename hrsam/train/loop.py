@@ -5,7 +5,10 @@ Interactive step (B.3): in eval mode under no_grad, the first click goes to the 
 extra rounds are simulated, each adding a click with the training rule (k = 1.7) and feeding the
 previous logits back. Then in train mode the image is encoded with gradients and the decoder
 predicts from all clicks and the (detached) previous logits; the normalized focal loss is taken
-on the logits upsampled to the training canvas.
+on the logits upsampled to the training canvas. ``loss_rounds="all"`` instead decodes every
+round with gradients and averages their losses (SAM's iterative training); ``loss="bce_dice"``
+swaps the loss. Neither is the HRSAM recipe; both are measured in
+benchmarks/results/cpu/train_tiny.md.
 
 Distillation (B.1): MSE between the student's embedding and a teacher's, the teacher embeddings
 computed once to disk and reused.
