@@ -43,16 +43,24 @@ class Predictor:
         img = torch.as_tensor(np.array(image, dtype=np.float32))  # a copy: PIL arrays are read-only
         if img.dim() != 3 or img.shape[-1] != 3:
             raise ValueError(f"image must be (H, W, 3) RGB, got shape {tuple(img.shape)}")
-        h, w = img.shape[:2]
         x = self.model.normalize(img.permute(2, 0, 1)[None].to(self.device))
+        self.embedding = self.model.encode(self.to_canvas(x))
+
+    def to_canvas(self, x: Tensor, mode: str = "bilinear") -> Tensor:
+        """(B, C, H, W) at original resolution -> (B, C, ts, ts): zero-pad bottom/right to a
+        multiple of 32, resize (``mode``) so the long side is ts, zero-pad to ts x ts. Records the
+        geometry that `postprocess` inverts."""
+        h, w = x.shape[-2:]
         hp, wp = -(-h // 32) * 32, -(-w // 32) * 32
         x = F.pad(x, (0, wp - w, 0, hp - h))
         scale = self.ts / max(hp, wp)
         hr, wr = round(hp * scale), round(wp * scale)
-        x = F.interpolate(x, size=(hr, wr), mode="bilinear", align_corners=False, antialias=False)
-        x = F.pad(x, (0, self.ts - wr, 0, self.ts - hr))
+        if mode == "bilinear":
+            x = F.interpolate(x, size=(hr, wr), mode=mode, align_corners=False, antialias=False)
+        else:
+            x = F.interpolate(x, size=(hr, wr), mode=mode)
         self.orig_size, self.pad_size, self.resized = (h, w), (hp, wp), (hr, wr)
-        self.embedding = self.model.encode(x)
+        return F.pad(x, (0, self.ts - wr, 0, self.ts - hr))
 
     @torch.no_grad()
     def predict(

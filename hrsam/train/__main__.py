@@ -66,7 +66,7 @@ TINY = {  # measured: benchmarks/results/cpu/train_tiny.md
     "data.root": "data/synthetic_tiny",  # its own folder: 256 training images
     "data.size": 512,
     "data.n_train": 256,
-    "steps": 2700,
+    "steps": 3000,
     "ts": 512,
     "lr": 1e-3,
     "warmup": 50,
