@@ -3,6 +3,8 @@
     python -m benchmarks.backbone                                  # CPU default set, 512..4096
     python -m benchmarks.backbone --ts 1024 2048 --variants all    # every pattern x kernel
     python -m benchmarks.backbone --device cuda --dtype bf16
+    python -m benchmarks.backbone --ts 1024 --variants hrsam_vit_b:shifted_kv:sdpa \
+        hrsam_vit_b:shifted_kv:sdpa+compile                        # torch.compile vs eager
 
 Variants are ``preset:attention:kernel`` rows (``sam_vit_b:global:math`` is SAM as the official
 code computes it, materialized attention scores). FLOPs come from `hrsam.profiling.encoder_flops`
@@ -10,6 +12,9 @@ code computes it, materialized attention scores). FLOPs come from `hrsam.profili
 estimated to exceed the memory budget are ``oom`` rows, cases estimated to take longer than
 ``--max-case-s`` are ``skipped`` rows. The summary fits latency ~ tokens^k from 1024 to the
 largest size measured and checks the performance issue's CPU targets with ratios from this run.
+A ``+compile`` suffix runs the encoder under ``torch.compile`` (inductor, default mode): its first
+call (the compilation) is timed separately, and the summary gives the speed-up over the same
+variant in eager mode when both are in the run.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import datetime as dt
 import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +42,7 @@ from hrsam import _cli
 from hrsam.attention import list_attention, list_kernels, variant_support
 from hrsam.models import build_model, get_preset
 from hrsam.models.sam_encoder import BIAS_CHUNK_BYTES
-from hrsam.profiling import encoder_flops
+from hrsam.profiling import encoder_flops, sync
 
 RESULTS = Path(__file__).parent / "results"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -73,10 +79,15 @@ class Row:
     frac_matmul: float | None = None
     peak_mb: float | None = None
     status: str = "ok"
+    compile_s: float | None = None  # +compile: the first call, compilation included
+
+
+COMPILE = "+compile"
 
 
 def parse_variant(v: str) -> tuple[str, str, str]:
-    parts = v.split(":")
+    """``preset:attention:kernel`` (an optional ``+compile`` suffix is ignored here)."""
+    parts = v.removesuffix(COMPILE).split(":")
     if len(parts) != 3:
         raise ValueError(f"variant {v!r} must be preset:attention:kernel")
     return parts[0], parts[1], parts[2]
@@ -189,9 +200,16 @@ def main(argv: list[str] | None = None) -> int:
             if model is None:
                 torch.manual_seed(0)
                 model = build_model(preset).eval().to(device, dtype)
+                if v.endswith(COMPILE):
+                    model.image_encoder = torch.compile(model.image_encoder)
             x = torch.randn(1, 3, ts, ts, device=device, dtype=dtype)
             try:
                 with torch.no_grad():
+                    if v.endswith(COMPILE):  # compile outside the memory measurement
+                        start = time.perf_counter()
+                        model.encode(x)
+                        sync(device)
+                        row.compile_s = time.perf_counter() - start
                     with PeakMemory(device) as mem:
                         emb = model.encode(x)
                     row.peak_mb = mem.mb
@@ -342,7 +360,26 @@ def summary(rows: list[Row], matmul_rate: float) -> list[str]:
                 f"  {'PASS' if k > 1.0 else 'FAIL'} {v}: latency ~ tokens^{k:.2f} from ts {lo} "
                 f"to {hi} (target > 1, super-linear)"
             )
+    lines += compile_speedups(rows)
     lines += largest_fitting(rows)
+    return lines
+
+
+def compile_speedups(rows: list[Row]) -> list[str]:
+    """For each ``+compile`` row with its eager twin measured at the same ts: the speed-up and
+    the compilation time (the first call)."""
+    by = {(r.variant, r.ts): r for r in rows}
+    lines = []
+    for r in rows:
+        eager = by.get((r.variant.removesuffix(COMPILE), r.ts))
+        if not r.variant.endswith(COMPILE) or eager is None or not (r.enc_ms and eager.enc_ms):
+            continue
+        if not lines:
+            lines.append("torch.compile against eager (same run):")
+        lines.append(
+            f"  {eager.variant} ts={r.ts}: {eager.enc_ms / r.enc_ms:.2f}x "
+            f"({eager.enc_ms:.0f} -> {r.enc_ms:.0f} ms), first call {r.compile_s:.1f} s"
+        )
     return lines
 
 

@@ -111,3 +111,35 @@ def test_backbone_summary_names_the_largest_ts_that_fits():
     assert lines[2].startswith("  hrsam_vit_b:shifted_kv:sdpa: ts 4096 (1801 MB peak)")
     assert "every size in this run fits" in lines[2]
     assert len(lines) == 3  # the unsupported variant says nothing about memory
+
+
+def test_backbone_summary_gives_the_compile_speedup_against_its_eager_twin():
+    from benchmarks.backbone import Row, compile_speedups
+
+    rows = [
+        Row("hrsam_tiny:shifted_kv:sdpa", 512, 1024, enc_ms=300.0),
+        Row("hrsam_tiny:shifted_kv:sdpa+compile", 512, 1024, enc_ms=200.0, compile_s=12.5),
+        Row("hrsam_tiny:shifted_kv:sdpa+compile", 1024, 4096, enc_ms=900.0, compile_s=3.0),
+    ]
+    lines = compile_speedups(rows)
+    assert lines == [
+        "torch.compile against eager (same run):",
+        "  hrsam_tiny:shifted_kv:sdpa ts=512: 1.50x (300 -> 200 ms), first call 12.5 s",
+    ]  # ts 1024 has no eager twin: no line
+    assert compile_speedups(rows[:1]) == []
+
+
+@pytest.mark.slow
+def test_backbone_benchmark_runs_a_compiled_variant(tmp_path, capsys):
+    from benchmarks.backbone import main
+
+    variants = ["hrsam_tiny:shifted_kv:sdpa", "hrsam_tiny:shifted_kv:sdpa+compile"]
+    argv = ["--ts", "64", "--variants", *variants, "--reps", "1", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    rows = {r["variant"]: r for r in csv.DictReader(open(tmp_path / "backbone.csv"))}
+    eager, compiled = rows[variants[0]], rows[variants[1]]
+    assert eager["status"] == compiled["status"] == "ok" and eager["compile_s"] == ""
+    assert float(compiled["compile_s"]) > 0 and float(compiled["enc_ms"]) > 0
+    out = capsys.readouterr().out
+    assert "torch.compile against eager (same run):" in out
+    assert "hrsam_tiny:shifted_kv:sdpa ts=64: " in out
