@@ -383,10 +383,6 @@ def compile_speedups(rows: list[Row]) -> list[str]:
     return lines
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def largest_fitting(rows: list[Row]) -> list[str]:
     """Per variant, the largest ts whose forward ran within the memory budget, and the first
     measured ts that did not (an ``oom`` row) if any."""
@@ -403,3 +399,7 @@ def largest_fitting(rows: list[Row]) -> list[str]:
         more = "" if oom else " (every size in this run fits)"
         lines.append(f"  {v}: {best}{beyond}{more}")
     return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())
