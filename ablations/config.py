@@ -276,7 +276,8 @@ def compose(overrides: dict[str, str]) -> tuple[dict, dict]:
     out = OmegaConf.to_container(cfg, resolve=True)
     preset = out["executor"]["slurm"]["preset"]
     if preset:
-        out["executor"]["slurm"] = _slurm_preset(preset, out["executor"]["slurm"])
+        cli = {k.split(".", 2)[2] for k in overrides if k.startswith("executor.slurm.")}
+        out["executor"]["slurm"] = _slurm_preset(preset, out["executor"]["slurm"], cli)
     grid_spec = _load_yaml(CONF / "grid" / f"{grid}.yaml")
     if profile != "default" and profile in grid_spec:  # the profile's points replace the rest
         grid_spec = {**grid_spec, "params": None, "include": None, **grid_spec[profile]}
@@ -290,16 +291,18 @@ def _include_keys(grid_spec: dict) -> list[str]:
     return [k for point in grid_spec.get("include") or [] for k in point]
 
 
-def _slurm_preset(name: str, section: dict) -> dict:
+def _slurm_preset(name: str, section: dict, cli: set[str] = frozenset()) -> dict:
     folder = Path(__file__).resolve().parent.parent / "slurm" / "presets"
     names = sorted(p.stem for p in folder.glob("*.yaml"))
     if name not in names:
         raise ConfigError(f"unknown SLURM preset {name!r}; presets: {', '.join(names)}")
     merged = OmegaConf.merge(OmegaConf.structured(SlurmCfg), _load_yaml(folder / f"{name}.yaml"))
     base = OmegaConf.to_container(merged)
-    # the command line wins over the preset for keys it set away from the schema default
+    # keys set on the command line (``cli``) win over the preset, even when set to the schema
+    # default (use_srun=true over the local preset's false); other keys keep a value that an
+    # executor file or profile moved away from the schema default, else take the preset's
     default = OmegaConf.to_container(OmegaConf.structured(SlurmCfg))
-    return {k: (v if v != default[k] else base[k]) for k, v in section.items()}
+    return {k: (v if k in cli or v != default[k] else base[k]) for k, v in section.items()}
 
 
 def get(d: dict, key: str):

@@ -64,6 +64,17 @@ def children(df):
 # --- composition and validation (no runs) ---
 
 
+def test_the_command_line_wins_over_a_slurm_preset_even_at_the_schema_default():
+    base = {"grid": "window_size", "executor": "slurm", "executor.slurm.preset": "local"}
+    cfg, _ = C.compose(base)
+    assert cfg["executor"]["slurm"]["use_srun"] is False  # the local preset's value
+    assert cfg["executor"]["slurm"]["partition"] == "debug"
+    cfg, _ = C.compose({**base, "executor.slurm.use_srun": "true"})  # true is the schema default
+    assert cfg["executor"]["slurm"]["use_srun"] is True
+    cfg, _ = C.compose({**base, "executor.slurm.partition": "gpu"})
+    assert cfg["executor"]["slurm"]["partition"] == "gpu"
+
+
 def test_grids_expand_to_distinct_resolved_trials():
     for grid in C.list_grids():
         cfg, spec = C.compose({"grid": grid})
