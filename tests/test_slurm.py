@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,38 @@ def test_two_task_training_job_is_data_parallel(cluster, tmp_path):
     assert job.results() == [0, 0], job.stderr()
     assert _state(tmp_path / "slurm" / "last.pt")[2] == 2
     _assert_same_training(tmp_path / "slurm" / "last.pt", tmp_path / "single" / "last.pt")
+
+
+def test_a_preempted_trial_is_requeued_and_resumes_its_training(cluster, tmp_path):
+    """Preemption as submitit's ``job._interrupt()`` sends it (SIGTERM, then USR2) to a trial
+    that is training: the job checkpoints, requeues itself, starts again and training resumes
+    from the cache's last checkpoint instead of step 0; the sweep still ends with one FINISHED
+    trial."""
+    args = [a for a in MICRO if not a.startswith(("train.steps", "train.ckpt_every"))]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HRSAM_FLEX_COMPILE": "0"}
+    cmd = [sys.executable, "-m", "ablations.sweep", "grid=window_size", "model.window_size=4"]
+    cmd += ["executor=slurm", "executor.slurm.preset=local", "executor.timeout_min=10"]
+    cmd += ["train.steps=400", "train.ckpt_every=10", *args]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+    cache = tmp_path / "outputs/sweeps/window_size/cache/train"
+    deadline = time.monotonic() + 300
+    while not list(cache.glob("*/step_000010.pt")):
+        assert proc.poll() is None and time.monotonic() < deadline, "training never started"
+        time.sleep(0.2)
+    jobs = subprocess.run(
+        ["squeue", "-h", "-o", "%i", "-n", "hrsam-window_size"], capture_output=True, text=True
+    ).stdout.split()
+    assert len(jobs) == 1
+    interrupted = time.time()
+    for sig in ("SIGTERM", "USR2"):  # what submitit's SlurmJob._interrupt() sends
+        subprocess.run(["scancel", jobs[0], "--signal", sig], check=True)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out
+    log = next((tmp_path / "outputs/sweeps/window_size/jobs").rglob("*_0_log.out")).read_text()
+    assert "Requeued job" in log and log.count("Starting with JobEnvironment") == 2
+    written = {p.name: p.stat().st_mtime for p in cache.glob("*/step_*.pt")}
+    assert len(written) == 40  # every periodic checkpoint up to step 400
+    assert written["step_000010.pt"] < interrupted  # not rewritten: the second start resumed
+    assert max(written.values()) > interrupted
+    kids = children(runs(tmp_path, "window_size"))
+    assert len(kids) == 1 and set(kids["status"]) == {"FINISHED"}
