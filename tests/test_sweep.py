@@ -67,10 +67,12 @@ def children(df):
 def test_the_command_line_wins_over_a_slurm_preset_even_at_the_schema_default():
     base = {"grid": "window_size", "executor": "slurm", "executor.slurm.preset": "local"}
     cfg, _ = C.compose(base)
-    assert cfg["executor"]["slurm"]["use_srun"] is False  # the local preset's value
+    assert cfg["executor"]["slurm"]["array_parallelism"] == 2  # the local preset's value
     assert cfg["executor"]["slurm"]["partition"] == "debug"
-    cfg, _ = C.compose({**base, "executor.slurm.use_srun": "true"})  # true is the schema default
-    assert cfg["executor"]["slurm"]["use_srun"] is True
+    default = C.SlurmCfg().array_parallelism
+    assert default != 2
+    cfg, _ = C.compose({**base, "executor.slurm.array_parallelism": str(default)})
+    assert cfg["executor"]["slurm"]["array_parallelism"] == default
     cfg, _ = C.compose({**base, "executor.slurm.partition": "gpu"})
     assert cfg["executor"]["slurm"]["partition"] == "gpu"
 
