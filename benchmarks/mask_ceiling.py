@@ -27,10 +27,7 @@ from hrsam.interactive.metrics import iou
 from hrsam.models import Predictor
 
 KEYS = {
-    "data.name": (str, "dataset"),
-    "data.root": (str, "dataset folder"),
-    "data.size": (int, "synthetic: long side in px"),
-    "data.n_train": (int, "synthetic: training images"),
+    **_cli.DATA_KEYS,
     "ts": (str, "comma-separated target sizes"),
     "out": (str, "markdown file to write (default: print only)"),
 }

@@ -41,6 +41,15 @@ def _convert(typ: type, value: str):
     return typ(value)
 
 
+DATA_KEYS = {  # the dataset keys every key=value CLI shares
+    "data.name": (str, "dataset: davis, hqseg44k, grabcut, berkeley, synthetic"),
+    "data.root": (str, "dataset folder"),
+    "data.size": (int, "synthetic: long side in px (1024)"),
+    "data.n_train": (int, "synthetic: training images (64)"),
+    "data.n_val": (int, "synthetic: validation images (16)"),
+}
+
+
 def dataset_kwargs(cfg: dict, split: str) -> dict:
     """Keyword arguments for ``build_dataset`` from ``data.*`` keys (synthetic: split and size)."""
     if cfg["data.name"] != "synthetic":

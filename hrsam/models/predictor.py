@@ -55,10 +55,8 @@ class Predictor:
         x = F.pad(x, (0, wp - w, 0, hp - h))
         scale = self.ts / max(hp, wp)
         hr, wr = round(hp * scale), round(wp * scale)
-        if mode == "bilinear":
-            x = F.interpolate(x, size=(hr, wr), mode=mode, align_corners=False, antialias=False)
-        else:
-            x = F.interpolate(x, size=(hr, wr), mode=mode)
+        exact = {"align_corners": False, "antialias": False} if mode == "bilinear" else {}
+        x = F.interpolate(x, size=(hr, wr), mode=mode, **exact)
         self.orig_size, self.pad_size, self.resized = (h, w), (hp, wp), (hr, wr)
         return F.pad(x, (0, self.ts - wr, 0, self.ts - hr))
 
