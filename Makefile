@@ -2,29 +2,45 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-TORCH_VERSION ?= 2.13.0
+# The tested environment: every package pinned (make lock). LOCK=0 installs the newest releases
+# that pyproject.toml admits instead (untested combinations; `make test-latest` tries them).
+LOCK ?= 1
+LOCKFILE := requirements-cpu.lock
+PIP_VERSION ?= 26.3
+TORCH_VERSION ?= $(shell sed -n 's/^torch==//p' requirements-cpu.in)
 # Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 # extra key=value overrides for the demo sweep, e.g. DEMO_ARGS="train.steps=3 eval.ts=64"
 DEMO_ARGS ?=
+PIP_COMPILE := $(VENV)/bin/pip-compile -q --allow-unsafe --strip-extras --no-emit-index-url \
+	--no-emit-find-links --extra test --extra dev
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint format bench bench-attention bench-scan bench-backbone \
-	mlflow-ui slurm-up slurm-down
+.PHONY: help setup demo test test-latest lock lock-check lint format bench bench-attention \
+	bench-scan bench-backbone mlflow-ui slurm-up slurm-down
 
 help: ## list the tasks
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed-lock$(LOCK): pyproject.toml $(LOCKFILE)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q pip==$(PIP_VERSION)
+ifeq ($(LOCK),1)
+	# torch first, from the lock (its CPU build; TORCH_PIP_ARGS may name the CPU index)
+	$(PY) -m pip install -q $$(grep -E '^torch==' $(LOCKFILE)) $(TORCH_PIP_ARGS)
+	$(PY) -m pip install -q -r $(LOCKFILE)
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip check
+else
 	# torch first: the project's torch>=2.6 then installs nothing more (no CUDA wheels)
 	$(PY) -m pip install -q torch==$(TORCH_VERSION) $(TORCH_PIP_ARGS)
-	$(PY) -m pip install -q -e '.[test,dev]'
+	$(PY) -m pip install -q --upgrade --upgrade-strategy eager -e '.[test,dev]'
+endif
+	rm -f $(VENV)/.installed-lock*
 	touch $@
 
-setup: $(VENV)/.installed ## create .venv: torch $(TORCH_VERSION) first, then the project with test and dev extras
+setup: $(VENV)/.installed-lock$(LOCK) ## create .venv from requirements-cpu.lock (LOCK=0: newest releases instead)
 
 demo: setup ## the main job: the window_size sweep on the embedded default, then its report
 	$(PY) -m ablations.sweep grid=window_size $(DEMO_ARGS)
@@ -39,7 +55,24 @@ slurm-down: ## stop the local SLURM cluster
 	bash slurm/local/stop.sh
 
 test: setup ## run the test suite (CPU; gpu tests skip with their reason)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	HRSAM_LOCKED=$(LOCK) $(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-latest: ## the tests on the newest release of every dependency (torch stays $(TORCH_VERSION)), in .venv-latest
+	rm -rf .venv-latest
+	$(MAKE) test VENV=.venv-latest LOCK=0
+	.venv-latest/bin/pip freeze --exclude-editable > .venv-latest/versions.txt
+	@echo "newest versions tested: .venv-latest/versions.txt (diff against $(LOCKFILE))"
+
+lock: setup ## recompile requirements-cpu.lock from pyproject.toml + requirements-cpu.in (keeps pins that still fit)
+	$(PIP_COMPILE) -o $(LOCKFILE) pyproject.toml requirements-cpu.in
+
+lock-check: setup ## fail when requirements-cpu.lock is not what `make lock` would write
+	cp $(LOCKFILE) $(VENV)/lock-check.txt
+	$(PIP_COMPILE) -o $(VENV)/lock-check.txt pyproject.toml requirements-cpu.in
+	sed '/^#/d' $(LOCKFILE) > $(VENV)/lock-check.want
+	sed '/^#/d' $(VENV)/lock-check.txt > $(VENV)/lock-check.got
+	@diff -u $(VENV)/lock-check.want $(VENV)/lock-check.got \
+		|| (echo "requirements-cpu.lock is stale for pyproject.toml: run 'make lock'" && exit 1)
 
 lint: setup ## ruff lint and format check
 	$(PY) -m ruff check .

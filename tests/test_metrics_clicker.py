@@ -76,28 +76,60 @@ def _blobs(rng, shape=(48, 64)):
     return noise > np.quantile(noise, rng.uniform(0.3, 0.8))
 
 
-def test_opencv_distance_equals_scipy_and_picks_the_same_clicks(monkeypatch):
-    """The OpenCV transform (the official clicker's) against SciPy's exact EDT: the same
-    distances up to float32 rounding and the same clicks under both protocols."""
+def test_opencv_distance_matches_scipy_and_clicks_differ_only_at_exact_ties(monkeypatch):
+    """The OpenCV transform (the official clicker's, the `ritm` reference as in RITM) against
+    SciPy's exact float64 EDT.
+
+    Distances agree within float32 rounding. The clicks agree, except where the float64 distances
+    themselves tie: OpenCV's float32 values can order two pixels at exactly the same distance
+    either way (OpenCV 5 does, at some ties, where 4.x did not), and then either is a correct
+    click. Every disagreement is checked to be such a tie; a click off the float64 maximum, or
+    with the wrong sign, fails.
+    """
     import cv2  # noqa: F401  (a dependency: the fast path must be the one tested)
     from scipy import ndimage
 
     from hrsam.interactive import clicker
 
     rng = np.random.default_rng(0)
-    fast, slow = [], []
+    clicks, excused = [], 0
     for _ in range(150):
         gt, pred = _blobs(rng), _blobs(rng)
         clicked = rng.random(gt.shape) < 0.02
-        d = distance(gt ^ pred)
-        assert np.abs(d - _scipy_distance(gt ^ pred)).max() <= 2e-6
+        exact = _scipy_distance(gt ^ pred)
+        d32 = distance(gt ^ pred)
+        assert np.all(np.abs(d32 - exact) <= 2 * np.finfo(np.float32).eps * np.maximum(exact, 1))
         for protocol in ("ritm", "hrsam"):
             args = (gt, pred, clicked, protocol)
-            fast.append(next_click(*args, rng=np.random.default_rng(1), inner_k=1.7))
+            fast = next_click(*args, rng=np.random.default_rng(1), inner_k=1.7)
             with monkeypatch.context() as m:
                 m.setattr(clicker, "_edt", ndimage.distance_transform_edt)
-                slow.append(next_click(*args, rng=np.random.default_rng(1), inner_k=1.7))
-    assert fast == slow and len({(c.y, c.x) for c in fast if c}) > 100
+                slow = next_click(*args, rng=np.random.default_rng(1), inner_k=1.7)
+            clicks.append(fast)
+            if fast != slow:
+                _assert_exact_tie(gt, pred, clicked, protocol, fast, slow)
+                excused += 1
+    assert len({(c.y, c.x) for c in clicks if c}) > 100
+    assert excused <= 0.05 * len(clicks), f"{excused} of {len(clicks)} clicks differ"
+
+
+def _assert_exact_tie(gt, pred, clicked, protocol, fast, slow):
+    """``fast`` and ``slow`` differ only because float64 distances tie exactly."""
+    fn, fp = gt & ~pred, ~gt & pred
+    if protocol == "ritm":
+        d_fn, d_fp = _scipy_distance(fn) * ~clicked, _scipy_distance(fp) * ~clicked
+    else:
+        d_fn, d_fp = _scipy_distance(fn & ~clicked), _scipy_distance(fp & ~clicked)
+    assert fast is not None and slow is not None
+    if fast.positive != slow.positive:  # the sign flips only when both maxima tie
+        assert d_fn.max() == d_fp.max(), (fast, slow)
+        return
+    d = d_fn if fast.positive else d_fp
+    if protocol == "ritm":  # both are float64 maxima: a tie at the maximum
+        assert d[fast.y, fast.x] == d[slow.y, slow.x] == d.max(), (fast, slow)
+    else:  # both drawn from the candidates; the two sets differ only at exact ties
+        thr = d.max() / (1.7 + np.finfo(np.float32).eps)
+        assert d[fast.y, fast.x] > thr * (1 - 1e-6) and d[slow.y, slow.x] > thr * (1 - 1e-6)
 
 
 def _scipy_distance(mask):
