@@ -9,31 +9,16 @@ database (reference/ecosystem.md 3.7).
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import random
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ablations import record as R
+from ablations.record import TrialRecord
+
 log = logging.getLogger(__name__)
-
-ROLE, SWEEP_ID, TRIAL_ID, GRID, LABEL, VARYING, ERROR = (
-    "hrsam.role",
-    "hrsam.sweep_id",
-    "hrsam.trial_id",
-    "hrsam.grid",
-    "hrsam.label",
-    "hrsam.varying",
-    "hrsam.error",
-)
-PARENT = "mlflow.parentRunId"
-
-
-def metric_key(name: str) -> str:
-    """Our metric names in MLflow's alphabet: ``miou@5`` -> ``miou_at_5``."""
-    return name.replace("@", "_at_")
 
 
 def _retry(fn: Callable, attempts: int = 8):
@@ -93,12 +78,14 @@ def start_sweep(
     """The sweep's parent run (created once per sweep id, reused by re-runs), set RUNNING."""
     c = client(tracking_uri)
     exp_id = experiment_id(c, experiment, artifact_root)
-    found = _runs(c, exp_id, f"tags.`{SWEEP_ID}` = '{sweep_id}' and tags.`{ROLE}` = 'sweep'")
+    found = _runs(
+        c, exp_id, f"tags.`{R.SWEEP_ID}` = '{sweep_id}' and tags.`{R.ROLE}` = '{R.ROLE_SWEEP}'"
+    )
     if found:
         run_id = found[0].info.run_id
         _retry(lambda: c.update_run(run_id, status="RUNNING"))
         return run_id
-    tags = {ROLE: "sweep", SWEEP_ID: sweep_id, GRID: grid, VARYING: ",".join(varying)}
+    tags = R.parent_tags(sweep_id, grid, varying)
     run = _retry(lambda: c.create_run(exp_id, run_name=grid, tags=tags))
     _log_params(c, run.info.run_id, params)
     return run.info.run_id
@@ -116,84 +103,67 @@ def trial_runs(tracking_uri: str, experiment: str, sweep_id: str) -> dict[str, t
     if exp is None:
         return {}
     runs = _runs(
-        c, exp.experiment_id, f"tags.`{SWEEP_ID}` = '{sweep_id}' and tags.`{ROLE}` = 'trial'"
+        c,
+        exp.experiment_id,
+        f"tags.`{R.SWEEP_ID}` = '{sweep_id}' and tags.`{R.ROLE}` = '{R.ROLE_TRIAL}'",
     )
-    return {r.data.tags[TRIAL_ID]: (r.info.run_id, r.info.status) for r in runs}
+    return {
+        r.data.tags[R.TRIAL_ID]: (r.info.run_id, r.data.tags.get(R.STATUS, r.info.status))
+        for r in runs
+    }
 
 
 def _log_params(c, run_id: str, params: dict) -> None:
     from mlflow.entities import Param
 
-    items = [Param(k, _param_value(v)) for k, v in sorted(params.items())]
+    items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
     for i in range(0, len(items), 100):  # MLflow: at most 100 params per batch
         _retry(lambda chunk=items[i : i + 100]: c.log_batch(run_id, params=chunk))
-
-
-def _param_value(v) -> str:
-    s = json.dumps(v) if isinstance(v, list | dict) else str(v)
-    return s[:6000]
 
 
 def log_trial(
     tracking_uri: str,
     experiment: str,
     parent_run_id: str,
-    record: dict,
+    record: TrialRecord | dict,
     folder: Path | None,
 ) -> str:
-    """Mirrors one trial record (``result.json`` content) into its child run; returns the run id.
-
-    ``record`` holds ``trial_id, sweep_id, grid, label, status`` ("FINISHED" or "FAILED"),
-    ``params`` (flat), ``metrics`` (flat; ``miou@k`` also logged as the step series ``miou``),
-    ``tags`` (provenance) and ``error`` (the traceback, for failures). ``folder``'s files become
-    the run's artifacts.
-    """
+    """Mirrors one trial record into its child run (found by trial id under the parent, else
+    created); returns the run id. Params, tags and metric names come from the record
+    (`ablations.record`); ``miou@k`` is also the step series ``miou``; ``folder``'s files become
+    the run's artifacts and a failure's traceback ``traceback.txt``."""
     from mlflow.entities import Metric, RunTag
 
+    if isinstance(record, dict):
+        record = TrialRecord.from_dict({"experiment": experiment, **record})
     c = client(tracking_uri)
     exp_id = experiment_id(c, experiment)
     found = _runs(
         c,
         exp_id,
-        f"tags.`{TRIAL_ID}` = '{record['trial_id']}' and tags.`{PARENT}` = '{parent_run_id}'",
+        f"tags.`{R.TRIAL_ID}` = '{record.trial_id}' and tags.`{R.PARENT}` = '{parent_run_id}'",
     )
-    tags = {
-        PARENT: parent_run_id,
-        ROLE: "trial",
-        TRIAL_ID: record["trial_id"],
-        SWEEP_ID: record["sweep_id"],
-        GRID: record["grid"],
-        LABEL: record["label"],
-        **{k: str(v)[:5000] for k, v in record.get("tags", {}).items()},
-    }
-    if record["status"] == "FAILED":
-        lines = (record.get("error") or "failed").strip().splitlines()
-        tags[ERROR] = lines[-1][:500]
+    tags = record.mlflow_tags(parent_run_id)
     if found:
         run_id = found[0].info.run_id
         _retry(lambda: c.update_run(run_id, status="RUNNING"))
     else:
-        run = _retry(lambda: c.create_run(exp_id, run_name=record["label"], tags=tags))
+        run = _retry(lambda: c.create_run(exp_id, run_name=record.label, tags=tags))
         run_id = run.info.run_id
     _retry(lambda: c.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()]))
-    _log_params(c, run_id, record["params"])
+    _log_params(c, run_id, record.mlflow_params())
     now = int(time.time() * 1000)
-    metrics = [
-        Metric(metric_key(k), float(v), now, 0)
-        for k, v in record.get("metrics", {}).items()
-        if v is not None and math.isfinite(float(v))
-    ]
+    metrics = [Metric(k, v, now, 0) for k, v in record.mlflow_metrics().items()]
     metrics += [
-        Metric("miou", float(v), now, k)
-        for k, v in enumerate(record.get("miou_curve", []), start=1)
+        Metric(R.MIOU_SERIES, float(v), now, k) for k, v in enumerate(record.miou_curve, start=1)
     ]
     for i in range(0, len(metrics), 1000):
         _retry(lambda chunk=metrics[i : i + 1000]: c.log_batch(run_id, metrics=chunk))
     if folder is not None and folder.is_dir():
         _retry(lambda: c.log_artifacts(run_id, str(folder)))
-    if record["status"] == "FAILED" and record.get("error"):
-        _retry(lambda: c.log_text(run_id, record["error"], "traceback.txt"))
-    _retry(lambda: c.set_terminated(run_id, record["status"]))
+    if record.failed and record.error:
+        _retry(lambda: c.log_text(run_id, record.error, "traceback.txt"))
+    _retry(lambda: c.set_terminated(run_id, R.MLFLOW_STATUS[record.status]))
     return run_id
 
 

@@ -21,10 +21,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from ablations import record as R
+from ablations.record import TrialRecord
 from benchmarks._timing import write_csv
 from hrsam import _cli
 
@@ -67,9 +70,11 @@ KERNEL_SPEED = {"math": 1.0, "sdpa": 0.7}
 PATTERN_COST = {"global": 0.0, "window": 1.0, "shifted_pad": 1.15, "shifted_kv": 1.05, "swin": 1.3}
 
 
-def synthetic_trials(n: int, grid: dict = GRID, fail_rate: float = 0.03, seed: int = 0):
-    """``n`` trial records (params, metrics, status, error, label, trial_id) cycling over
-    ``grid``'s points with seeds 42, 43, ... as repeats; plausible numbers, not measurements."""
+def synthetic_trials(
+    n: int, grid: dict = GRID, fail_rate: float = 0.03, seed: int = 0
+) -> list[TrialRecord]:
+    """``n`` trial records cycling over ``grid``'s points with seeds 42, 43, ... as repeats;
+    plausible numbers, not measurements."""
     rng = np.random.default_rng(seed)
     points = list(itertools.product(*grid.values()))
     records = []
@@ -77,19 +82,14 @@ def synthetic_trials(n: int, grid: dict = GRID, fail_rate: float = 0.03, seed: i
         point = dict(zip(grid, points[i % len(points)], strict=True))
         params = {**FIXED, **point, "seed": 42 + i // len(points)}
         label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in point.items())
-        record = {
-            "trial_id": f"t{i:05d}",
-            "label": f"{label}, seed={params['seed']}",
-            "params": params,
-            "status": "FINISHED",
-            "error": None,
-            "metrics": {},
-        }
+        record = TrialRecord(
+            f"t{i:05d}", "", "", "", f"{label}, seed={params['seed']}", params=params
+        )
         if rng.random() < fail_rate:
-            record["status"] = "FAILED"
-            record["error"] = "RuntimeError: out of memory (synthetic failure)"
+            record.status = R.FAILED
+            record.error = "RuntimeError: out of memory (synthetic failure)"
         else:
-            record["metrics"] = _metrics(params, rng)
+            record.metrics = _metrics(params, rng)
         records.append(record)
     return records
 
@@ -103,9 +103,7 @@ def _metrics(p: dict, rng) -> dict[str, float]:
     enc = (4.0 * s**2 + cost) * KERNEL_SPEED.get(p.get("model.kernel"), 1.0)
     enc *= rng.lognormal(0, 0.05)
     quality = 0.86 + 0.03 * np.log2(s) + 0.004 * np.log2(ws) + rng.normal(0, 0.005)
-    m = {
-        f"miou_at_{k}": min(0.99, quality + 0.1 * (1 - np.exp(-(k - 1) / 3))) for k in range(1, 21)
-    }
+    m = {R.miou_at(k): min(0.99, quality + 0.1 * (1 - np.exp(-(k - 1) / 3))) for k in range(1, 21)}
     m.update(
         noc85=max(1.0, 6.5 - 8 * (quality - 0.8) + rng.normal(0, 0.1)),
         noc90=max(1.0, 8.5 - 9 * (quality - 0.8) + rng.normal(0, 0.1)),
@@ -132,12 +130,12 @@ def log_sweep(
     experiment: str,
     grid: str,
     varying: list[str],
-    records: list[dict],
+    records: list[TrialRecord],
     artifact_root: Path,
 ) -> str:
-    """Logs ``records`` as one sweep (parent + child runs, the ablations schema); returns the
-    parent run id. The experiment is created when missing, its artifacts under
-    ``artifact_root``."""
+    """Logs ``records`` as one sweep (parent + child runs, named by `ablations.record`) in one
+    batch per run; returns the parent run id. The experiment is created when missing, its
+    artifacts under ``artifact_root``."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
 
@@ -149,37 +147,20 @@ def log_sweep(
         else client.create_experiment(experiment, artifact_location=artifact_root.as_uri())
     )
     sweep_id = f"{grid}-{len(records)}"
-    tags = {
-        "hrsam.role": "sweep",
-        "hrsam.sweep_id": sweep_id,
-        "hrsam.grid": grid,
-        "hrsam.varying": ",".join(varying),
-    }
+    tags = R.parent_tags(sweep_id, grid, varying)
     parent = client.create_run(exp_id, run_name=grid, tags=tags).info.run_id
     params = [Param("grid", grid), Param("trials", str(len(records)))]
     client.log_batch(parent, params=params)
     now = int(time.time() * 1000)
     for r in records:
-        tags = {
-            "mlflow.parentRunId": parent,
-            "hrsam.role": "trial",
-            "hrsam.trial_id": r["trial_id"],
-            "hrsam.sweep_id": sweep_id,
-            "hrsam.grid": grid,
-            "hrsam.label": r["label"],
-        }
-        if r["error"]:
-            tags["hrsam.error"] = r["error"]
-        run_id = client.create_run(exp_id, run_name=r["label"], tags=tags).info.run_id
-        metrics = [Metric(k, v, now, 0) for k, v in r["metrics"].items()]
-        params = [Param(k, _param(v)) for k, v in r["params"].items()]
+        r = replace(r, sweep_id=sweep_id, grid=grid, experiment=experiment)
+        tags = r.mlflow_tags(parent)
+        run_id = client.create_run(exp_id, run_name=r.label, tags=tags).info.run_id
+        metrics = [Metric(k, v, now, 0) for k, v in r.mlflow_metrics().items()]
+        params = [Param(k, v) for k, v in r.mlflow_params().items()]
         client.log_batch(run_id, metrics=metrics, params=params)
-        client.set_terminated(run_id, r["status"])
+        client.set_terminated(run_id, R.MLFLOW_STATUS[r.status])
     return parent
-
-
-def _param(v) -> str:
-    return "None" if v is None else str(v)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,12 +206,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  python -m reports.build (imports included) {cli_s:.2f} s", flush=True)
         n_tables = len(list((out / "tables").glob("*.tex")))
         n_figures = len(list((out / "figures").glob("*.png")))
-    n_metrics = max(len(r["metrics"]) for r in records)
+    n_metrics = max(len(r.metrics) for r in records)
     median = statistics.median(times)
     status = "PASS" if median <= args.target_s else "FAIL"
     row = {
         "runs": args.runs,
-        "failed": sum(r["status"] == "FAILED" for r in records),
+        "failed": sum(r.failed for r in records),
         "tables": n_tables,
         "figures": n_figures,
         "build_s_median": f"{median:.2f}",

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+from ablations import record as R
 from reports import frame
 from reports.frame import metric
 
@@ -264,7 +265,7 @@ def miou_vs_clicks(ok: pd.DataFrame, varying: list[str], colors: dict) -> tuple[
         note.append(f"the {MAX_SERIES} of {len(groups)} series with the best {metric(rank).short}")
         groups = groups[:MAX_SERIES]
     styles = _styles(groups, keys)
-    k = np.array([int(frame.MIOU_RE.match(c)[1]) for c in clicks])
+    k = np.array([R.clicks_of(c) for c in clicks])
     fig = Figure(figsize=(6.4, 3.6), layout="constrained")
     ax = fig.subplots()
     for g, d in groups:

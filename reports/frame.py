@@ -16,17 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-TAGS = {
-    "tags.hrsam.role": "role",
-    "tags.hrsam.trial_id": "trial_id",
-    "tags.hrsam.sweep_id": "sweep_id",
-    "tags.hrsam.grid": "grid",
-    "tags.hrsam.varying": "varying",
-    "tags.hrsam.label": "label",
-    "tags.hrsam.error": "error",
-    "tags.mlflow.parentRunId": "parent",
-    "tags.mlflow.runName": "run_name",
-}
+from ablations import record as R
+
+TAGS = {f"tags.{tag}": name for tag, name in R.TAG_COLUMNS.items()}
 # Params a grid may vary, in the order they appear as row keys (``seed`` makes repeats).
 KNOWN_PARAMS = (
     "model.preset",
@@ -56,7 +48,6 @@ PRESET_ORDER = (
     "hrsampp_vit_b",
 )
 DATASET_ORDER = ("hqseg44k", "davis", "grabcut", "berkeley", "synthetic")
-MIOU_RE = re.compile(r"^miou_at_(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -99,8 +90,8 @@ def metric(key: str) -> Metric:
     """Display facts of metric ``key``; ``miou_at_k`` is "k-mIoU" in percent."""
     if key in METRICS:
         return METRICS[key]
-    if m := MIOU_RE.match(key):
-        return Metric(f"{m[1]}-mIoU", f"mIoU after {m[1]} clicks", "%", True, 100.0)
+    if (k := R.clicks_of(key)) is not None:
+        return Metric(f"{k}-mIoU", f"mIoU after {k} clicks", "%", True, 100.0)
     return Metric(key, key)
 
 
@@ -203,14 +194,14 @@ def sort_keys(keys: Iterable[str]) -> list[str]:
 
 def metric_keys(runs: pd.DataFrame) -> list[str]:
     """Metric columns holding at least one value."""
-    keys = [c for c in runs.columns if c in METRICS or MIOU_RE.match(c)]
+    keys = [c for c in runs.columns if c in METRICS or R.clicks_of(c) is not None]
     return [k for k in keys if runs[k].notna().any()]
 
 
 def click_keys(runs: pd.DataFrame) -> list[str]:
     """``miou_at_k`` columns with values, in click order."""
-    keys = [c for c in metric_keys(runs) if MIOU_RE.match(c)]
-    return sorted(keys, key=lambda c: int(MIOU_RE.match(c)[1]))
+    keys = [c for c in metric_keys(runs) if R.clicks_of(c) is not None]
+    return sorted(keys, key=R.clicks_of)
 
 
 def value_order(values: Iterable) -> list:
@@ -236,27 +227,33 @@ def is_missing(v) -> bool:
 
 def run_state(runs: pd.DataFrame) -> pd.Series:
     """What a run says in a table cell when it has no value: ``failed``, ``unsupported`` (the
-    error starts with it), ``killed``, ``running``; ``ok`` for finished runs."""
+    trial's own status, `ablations.record.UNSUPPORTED`), ``killed``, ``running``; ``ok`` for
+    finished runs."""
     status = runs["status"].fillna("UNKNOWN").str.lower().replace({"finished": "ok"})
-    error = runs["error"].fillna("").astype(str).str.strip().str.lower()
-    return status.where(~error.str.startswith("unsupported"), "unsupported")
+    own = runs["trial_status"] if "trial_status" in runs else pd.Series(None, index=runs.index)
+    return status.where(own.fillna("") != R.UNSUPPORTED, "unsupported")
 
 
 def aggregate(runs: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
     """Mean, std and count of each metric over finished runs per ``keys`` group (repeats).
 
     Returns one row per group present in ``runs`` with ``keys``, ``<m>``, ``<m>_std``, ``<m>_n``
-    and ``n_runs``, ``n_ok`` and ``state`` (`run_state` of the first not-ok run when none is ok).
+    and ``n_runs``, ``n_ok``, ``state`` (`run_state` of the first not-ok run when none is ok) and
+    ``detail`` (that run's error tag: the traceback's last line, or ``unsupported: <reason>``).
     """
     group = list(keys) or ["_all"]
     state = run_state(runs)
-    runs = runs.assign(_state=state, _ok=state == "ok", _all=0)
+    detail = runs["error"].where(state != "ok") if "error" in runs else None
+    runs = runs.assign(_state=state, _ok=state == "ok", _all=0, _detail=detail)
     ok = runs[runs["_ok"]]
     stats = ok.groupby(group, dropna=False, sort=False)[metrics].agg(["mean", "std", "count"])
     suffix = {"mean": "", "std": "_std", "count": "_n"}
     stats.columns = [f"{m}{suffix[s]}" for m, s in stats.columns]
     counts = runs.groupby(group, dropna=False, sort=False).agg(
-        n_runs=("_ok", "size"), n_ok=("_ok", "sum"), state=("_state", "first")
+        n_runs=("_ok", "size"),
+        n_ok=("_ok", "sum"),
+        state=("_state", "first"),
+        detail=("_detail", "first"),
     )
     counts["state"] = counts["state"].where(counts["n_ok"] == 0, "ok")
     out = counts.join(stats, how="left").reset_index()

@@ -63,6 +63,7 @@ class Cell:
     n: int = 0
     n_failed: int = 0  # repeats that did not finish while others did
     best: bool = False
+    detail: str | None = None  # a not-ok cell's run error: ``unsupported: <reason>``
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,8 @@ def _cell(stats: pd.Series | None, m: str) -> Cell:
     if stats is None:
         return Cell("missing")
     if stats["state"] != "ok":
-        return Cell(stats["state"])
+        detail = stats.get("detail")
+        return Cell(stats["state"], detail=None if frame.is_missing(detail) else str(detail))
     n = int(stats.get(f"{m}_n", 0) or 0)
     if n == 0:
         return Cell("none")
@@ -281,10 +283,18 @@ def _number(cell: Cell, m: frame.Metric, pm: str = "±") -> str:
     return text
 
 
+def state_text(cell: Cell) -> str:
+    """A cell without a value: ``failed``, ``missing``, ``—`` or ``unsupported: <reason>``."""
+    if cell.state == "unsupported" and cell.detail:
+        return cell.detail
+    return MISSING_TEXT.get(cell.state, cell.state)
+
+
 def cell_text(cell: Cell, col: Column) -> str:
-    """Plain text of a cell: ``12.34 ± 0.50``, ``failed``, ``missing`` or ``—``."""
+    """Plain text of a cell: ``12.34 ± 0.50``, ``failed``, ``missing``, ``—`` or
+    ``unsupported: <reason>``."""
     if cell.state != "ok":
-        return MISSING_TEXT.get(cell.state, cell.state)
+        return state_text(cell)
     return _number(cell, metric(col.metric)) + (DAGGER if cell.n_failed else "")
 
 
@@ -340,7 +350,7 @@ def _latex_cell(cell: Cell, col: Column) -> str:
     if cell.state == "none":
         return "--"
     if cell.state != "ok":
-        return rf"\textit{{{latex_escape(cell.state)}}}"
+        return rf"\textit{{{latex_escape(state_text(cell))}}}"
     text = _number(cell, metric(col.metric), r"$\pm$")
     if cell.best:
         text = rf"\textbf{{{text}}}"
@@ -414,7 +424,7 @@ def csv_rows(table: Table) -> tuple[list[str], list[dict]]:
         for col, cell in zip(table.columns, cells, strict=True):
             name = f"{col.group} {col.metric}".strip()
             ok = cell.state == "ok"
-            row[name] = repr(cell.mean) if ok else MISSING_TEXT.get(cell.state, cell.state)
+            row[name] = repr(cell.mean) if ok else state_text(cell)
             row[f"{name} std"] = "" if cell.std is None or not ok else repr(cell.std)
             row[f"{name} n"] = cell.n
         rows.append(row)

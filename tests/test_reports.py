@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ import pytest
 from matplotlib.container import BarContainer
 from PIL import Image
 
+from ablations import record as R
+from ablations.record import TrialRecord
 from benchmarks.report_build import log_sweep, synthetic_trials
 from reports import build as report_build
 from reports import figures, frame, tables
@@ -30,6 +33,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:D
 
 def run(params: dict, metrics: dict | None = None, status="FINISHED", error=None, **tags) -> dict:
     return {"params": params, "metrics": metrics or {}, "status": status, "error": error, **tags}
+
+
+def unsupported_run(params: dict, reason: str) -> dict:
+    """A run as `ablations.tracking` logs an UNSUPPORTED record: its tags from the record."""
+    record = TrialRecord("t", "s", "g", "e", "l", R.UNSUPPORTED, reason=reason)
+    tags = {f"tags.{k}": v for k, v in record.mlflow_tags("P").items()}
+    return run(params, status=R.MLFLOW_STATUS[R.UNSUPPORTED], error=None, extra_tags=tags)
 
 
 def runs_frame(*runs: dict, grid: str = "g", parent: str = "P") -> pd.DataFrame:
@@ -48,6 +58,7 @@ def runs_frame(*runs: dict, grid: str = "g", parent: str = "P") -> pd.DataFrame:
         }
         if r["error"]:
             row["tags.hrsam.error"] = r["error"]
+        row |= {k: v for k, v in r.get("extra_tags", {}).items() if k not in row}
         row |= {f"params.{k}": "None" if v is None else str(v) for k, v in r["params"].items()}
         row |= {f"metrics.{k}": float(v) for k, v in r["metrics"].items()}
         rows.append(row)
@@ -182,7 +193,9 @@ def grid_runs(points: dict, repeats: int = 1) -> list[dict]:
         for seed in range(repeats):
             p = {"model.window_size": ws, "eval.ts": ts, "seed": seed, "model.preset": "hrsam_tiny",
                  "model.attention": "window", "model.kernel": "sdpa"}  # fmt: skip
-            if isinstance(what, str):
+            if isinstance(what, str) and what.startswith("unsupported: "):
+                out.append(unsupported_run(p, what.removeprefix("unsupported: ")))
+            elif isinstance(what, str):
                 out.append(run(p, status="FAILED", error=what))
             else:
                 out.append(run(p, {k: v * (1 + 0.1 * seed) for k, v in what.items()}))
@@ -209,7 +222,7 @@ def test_ablation_table_rows_are_every_grid_point():
         ["16", "512", "*94.50 ± 6.36*", "*5.25 ± 0.35*", "12.6 ± 0.8"],
         ["16", "1024", "missing", "missing", "missing"],
         ["32", "512", "missing", "missing", "missing"],
-        ["32", "1024", "unsupported", "unsupported", "unsupported"],
+        ["32", "1024", *["unsupported: flash needs CUDA"] * 3],
     ]
     md = tables.to_markdown(t)
     assert sum(line.startswith("| ") for line in md.splitlines()) == 1 + 6  # header + rows
@@ -303,7 +316,9 @@ def test_pareto_front():
 def figure_trials(ts_values) -> pd.DataFrame:
     grid = {"model.attention": ["window", "shifted_kv"], "eval.ts": list(ts_values)}
     records = synthetic_trials(2 * len(grid["model.attention"]) * len(ts_values), grid, 0.0)
-    return frame.trials(frame.tidy(runs_frame(*records)))
+    return frame.trials(
+        frame.tidy(runs_frame(*(run(r.params, r.mlflow_metrics()) for r in records)))
+    )
 
 
 def test_figures_have_labelled_axes_with_units():
@@ -364,7 +379,9 @@ def store(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root}/mlflow.db"
     records = synthetic_trials(8, WINDOW_GRID, fail_rate=0.0)
-    records[-1] |= {"status": "FAILED", "error": "RuntimeError: out of memory", "metrics": {}}
+    records[-1] = replace(
+        records[-1], status="FAILED", error="RuntimeError: out of memory", metrics={}
+    )
     parent = log_sweep(uri, "window_size", "window_size", list(WINDOW_GRID), records, root / "a")
     log_sweep(uri, "broken", "broken", [], [records[-1]], root / "b")
     MlflowClient(uri).create_experiment("empty", artifact_location=(root / "c").as_uri())
