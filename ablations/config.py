@@ -16,10 +16,12 @@ resolved (preset values filled in) and hashed: ``trial_id`` names its folder and
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import hashlib
 import itertools
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,10 @@ from typing import Any
 import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from hrsam.data import DataConfig
+from hrsam.interactive.evaluate import EvalConfig
+from hrsam.train.loop import TrainConfig
 
 CONF = Path(__file__).parent / "conf"
 # keys that do not change a trial's result: left out of its hash
@@ -51,34 +57,27 @@ class ModelCfg:
     checkpoint: str | None = None
 
 
-@dataclass
-class TrainCfg:
-    enabled: bool = True
-    recipe: str = "interactive"
-    steps: int = 800
-    ts: int = 512
-    lr: float = 1e-3
-    warmup: int = 50
-    batch: int = 1
-    ckpt_every: int = 200
+def _schema_of(cls: type, name: str, extra: list[tuple] = (), exclude: tuple = ()) -> type:
+    """A structured-config dataclass with ``cls``'s fields and defaults (the library's dataclass
+    is the schema; its defaults are defined there only), plus ``extra`` sweep-only fields."""
+    hints = typing.get_type_hints(cls)
+    own = [
+        (f.name, hints[f.name], field(default=f.default))
+        for f in dataclasses.fields(cls)
+        if f.name not in exclude
+    ]
+    return dataclasses.make_dataclass(name, [*extra, *own])
 
 
-@dataclass
-class DataCfg:
-    name: str = "synthetic"
-    root: str = "data/synthetic"
-    roots: dict[str, str] = field(default_factory=dict)  # per dataset, when data.name is an axis
-    size: int = 512
-    n_train: int = 64
-    n_val: int = 16
-    limit: int = 0
-
-
-@dataclass
-class EvalCfg:
-    protocol: str = "hrsam"
-    ts: int = 512
-    max_clicks: int = 20
+# train.*: every TrainConfig field (its seed is the trial's ``seed``), plus whether the grid trains
+TrainCfg = _schema_of(
+    TrainConfig, "TrainCfg", [("enabled", bool, field(default=True))], exclude=("seed",)
+)
+# data.*: DataConfig, plus a root per dataset name for grids over data.name
+DataCfg = _schema_of(
+    DataConfig, "DataCfg", [("roots", dict[str, str], field(default_factory=dict))]
+)
+EvalCfg = _schema_of(EvalConfig, "EvalCfg")
 
 
 @dataclass
@@ -340,33 +339,27 @@ def _check(cfg: dict) -> None:
 
 
 def check_trial(cfg: dict, train: bool) -> None:
-    """Everything about one trial that can be known without running it."""
+    """Everything about one trial that can be known without running it, on any machine (nothing
+    here depends on the host: no device, no compiled extension)."""
     from hrsam.attention import list_attention
     from hrsam.data import list_datasets
-    from hrsam.interactive.clicker import PROTOCOLS
     from hrsam.models import get_preset
 
     m = cfg["model"]
-    overrides = model_overrides(m)
     try:
-        get_preset(m["preset"], **overrides)
+        get_preset(m["preset"], **model_overrides(m))
     except ValueError as e:
         msg = _one_line(e)
         if "unknown attention" in msg and m["attention"] not in list_attention():
             msg = f"unknown attention {m['attention']!r}; valid: {', '.join(list_attention())}"
         raise ConfigError(f"model: {msg}") from None
-    for key in ("eval.ts", "train.ts", "bench.ts"):
-        ts = get(cfg, key)
-        if key == "bench.ts" and ts == 0:
-            continue
-        if ts < 16 or ts % 16:
-            raise ConfigError(f"{key}={ts} must be a positive multiple of 16")
-    if cfg["eval"]["protocol"] not in PROTOCOLS:
-        raise ConfigError(
-            f"eval.protocol={cfg['eval']['protocol']!r}; valid: {', '.join(PROTOCOLS)}"
-        )
-    if cfg["eval"]["max_clicks"] < 1:
-        raise ConfigError(f"eval.max_clicks={cfg['eval']['max_clicks']} must be >= 1")
+    try:
+        eval_config(cfg)
+    except ValueError as e:
+        raise ConfigError(_in_section("eval", e)) from None
+    ts = cfg["bench"]["ts"]
+    if ts != 0 and (ts < 16 or ts % 16):
+        raise ConfigError(f"bench.ts={ts} must be a positive multiple of 16")
     data = cfg["data"]
     if data["name"] not in list_datasets():
         raise ConfigError(f"data.name={data['name']!r}; valid: {', '.join(list_datasets())}")
@@ -376,66 +369,61 @@ def check_trial(cfg: dict, train: bool) -> None:
             f"(or data.roots.{data['name']}) at the dataset"
         )
     if train:
-        t = cfg["train"]
-        if t["steps"] < 1:
-            raise ConfigError(f"train.steps={t['steps']} must be >= 1")
-        if t["recipe"] != "interactive":
-            raise ConfigError(f"train.recipe={t['recipe']!r}; sweeps train with: interactive")
+        try:
+            train_config(cfg)
+        except ValueError as e:
+            raise ConfigError(_in_section("train", e)) from None
+        if cfg["train"]["recipe"] != "interactive":
+            raise ConfigError(
+                f"train.recipe={cfg['train']['recipe']!r}; sweeps train with: interactive"
+            )
     ckpt = m["checkpoint"]
     if ckpt and not Path(ckpt).is_file():
         raise ConfigError(f"model.checkpoint={ckpt!r} does not exist")
 
 
-def model_overrides(model_cfg: dict) -> dict:
-    return {
-        k: model_cfg[k]
-        for k in ("attention", "kernel", "window_size", "scan", "cycle_repeats", "anchor_sizes")
-        if model_cfg[k] is not None
-    }
+def _in_section(section: str, e: Exception) -> str:
+    """``ts=500 must be ...`` -> ``eval.ts=500 must be ...``; other messages get ``eval: ``."""
+    msg = _one_line(e)
+    head = msg.split("=", 1)[0]
+    return f"{section}.{msg}" if head.isidentifier() else f"{section}: {msg}"
 
 
-def resolve_model(model_cfg: dict, device: str) -> dict:
-    """Fills the preset's values into every ``None`` model key (so params and tables are exact);
-    the preset's ``scan="auto"`` becomes the default backend of ``device``."""
-    from hrsam.models import get_preset
-
-    p = get_preset(model_cfg["preset"], **model_overrides(model_cfg))
-    out = dict(model_cfg)
-    out.update(
-        attention=p.attention,
-        kernel=p.kernel,
-        window_size=p.window_size,
-        scan=None if p.family == "sam" else p.scan,
-        cycle_repeats=None if p.family == "sam" else p.cycle_repeats,
-        anchor_sizes=list(p.anchor_sizes) if p.anchor_sizes else None,
-    )
-    if p.family != "sam" and p.scan == "auto":
-        from hrsam.ssm.scan import default_scan
-
-        out["scan"] = default_scan(device)
-    return out
+def train_config(cfg: dict) -> TrainConfig:
+    """The trial's `TrainConfig`: every ``train.*`` key, seeded with the trial's seed."""
+    fields = {k: v for k, v in cfg["train"].items() if k != "enabled"}
+    return TrainConfig(**fields, seed=cfg["seed"])
 
 
-def run_device(cfg: dict) -> str:
-    """``device=auto`` -> cuda when this machine has it, else cpu."""
-    if cfg["device"] != "auto":
-        return cfg["device"]
-    import torch
+def data_config(cfg: dict) -> DataConfig:
+    return DataConfig(**{k: v for k, v in cfg["data"].items() if k != "roots"})
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+
+def eval_config(cfg: dict) -> EvalConfig:
+    return EvalConfig(**cfg["eval"])
+
+
+ARCH_KEYS = ("attention", "window_size", "cycle_repeats", "anchor_sizes")  # change the weights
+COMPUTE_KEYS = ("kernel", "scan")  # compute the same function: not in the training key
+
+
+def model_overrides(model_cfg: dict, keys: tuple[str, ...] = ARCH_KEYS + COMPUTE_KEYS) -> dict:
+    """The model keys set in the config (None: the preset's), as `build_model` overrides."""
+    return {k: model_cfg[k] for k in keys if model_cfg[k] is not None}
 
 
 def training_key(cfg: dict) -> str:
     """Hash of what changes the trained weights: the kernel and scan backend do not (they compute
     the same function), so e.g. every kernel of one attention pattern shares one training."""
-    m = {k: v for k, v in cfg["model"].items() if k not in ("kernel", "scan", "checkpoint")}
+    m = {k: v for k, v in cfg["model"].items() if k not in (*COMPUTE_KEYS, "checkpoint")}
     m["scan_on"] = cfg["model"]["scan"] != "none"
     data = {k: v for k, v in cfg["data"].items() if k not in ("limit", "roots")}
     return short_hash({"model": m, "train": cfg["train"], "data": data, "seed": cfg["seed"]})
 
 
 def expand(sweep_cfg: dict, grid_spec: dict) -> Sweep:
-    """The grid's trials, each checked and resolved. Raises `ConfigError` on the first bad one."""
+    """The grid's trials AS REQUESTED (``auto`` and preset defaults stay unresolved: the job
+    resolves them on its own device), each checked. Raises `ConfigError` on the first bad one."""
     params = dict(grid_spec.get("params") or {})
     include = list(grid_spec.get("include") or [])
     fixed = set(grid_spec.get("fixed", []))
@@ -446,7 +434,10 @@ def expand(sweep_cfg: dict, grid_spec: dict) -> Sweep:
     for key, values in params.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"grid {sweep_cfg['grid']}: params.{key} must be a non-empty list")
-    train = bool(grid_spec.get("train", sweep_cfg["train"]["enabled"]))
+    # the grid says whether its trials train; train.enabled on the command line wins
+    train = sweep_cfg["train"]["enabled"]
+    if "train.enabled" not in fixed:
+        train = bool(grid_spec.get("train", train))
     combos = itertools.product(*params.values())
     points = [dict(zip(params, combo, strict=True)) for combo in combos]
     points += [p for p in include if p not in points]
@@ -472,11 +463,9 @@ def expand(sweep_cfg: dict, grid_spec: dict) -> Sweep:
             typed = _merge(OmegaConf.structured(SweepCfg), cfg, f"grid point {label or '-'}")
             cfg = {k: v for k, v in OmegaConf.to_container(typed).items() if k in cfg}
             check_trial(cfg, train)
-            cfg["device"] = run_device(cfg)
-            cfg["model"] = resolve_model(cfg["model"], cfg["device"])
             if not train:
                 cfg["train"] = {"enabled": False}
-            trial_id = short_hash(cfg)
+            trial_id = short_hash(cfg)  # the config as requested: the same on every host
             if trial_id in seen:
                 continue
             seen.add(trial_id)

@@ -58,7 +58,7 @@ class Monitor:
             return
         self.last_print = now
         done = [t for t in tracked if t.finished]
-        failed = [t for t in done if t.error or (t.result or {}).get("status") != "FINISHED"]
+        failed = [t for t in done if t.error or (t.result or {}).get("status") == "FAILED"]
         running = [t for t in tracked if t.started is not None and not t.finished]
         elapsed = now - self.start
         eta = ""

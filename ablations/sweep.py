@@ -24,9 +24,11 @@ import sys
 from pathlib import Path
 
 from ablations import config as C
+from ablations import record as R
 from ablations import tracking
 from ablations.launch import Tracked, run
-from ablations.trial import TrialJob, read_record
+from ablations.record import TrialRecord
+from ablations.trial import TrialJob
 
 FLAGS = ("--dry-run", "--help", "-h")
 TABLE_METRICS = ("noc85", "noc90", "noc95", "miou@1", "miou@5", "encoder_ms", "peak_mem_mb")
@@ -42,14 +44,15 @@ def plan_table(sweep: C.Sweep, status: dict[str, str]) -> str:
     return _markdown(rows)
 
 
-def results_table(sweep: C.Sweep, records: dict[str, dict]) -> str:
+def results_table(sweep: C.Sweep, records: dict[str, TrialRecord | None]) -> str:
     rows = [[*(sweep.varying or ["trial"]), *TABLE_METRICS, "status"]]
     for t in sweep.trials:
-        r = records.get(t.trial_id) or {}
-        m = r.get("metrics") or {}
+        r = records.get(t.trial_id)
+        m = r.metrics if r else {}
         values = [C.fmt(C.get(t.config, k)) for k in sweep.varying] or [t.label]
         cells = [_num(m.get(k)) for k in TABLE_METRICS]
-        rows.append([*values, *cells, r.get("status", "missing")])
+        status = "missing" if r is None else r.headline() if not r.ok else r.status
+        rows.append([*values, *cells, status])
     return _markdown(rows)
 
 
@@ -68,7 +71,7 @@ def _markdown(rows: list[list[str]]) -> str:
 
 def prepare_data(sweep: C.Sweep) -> None:
     """Generates each synthetic dataset the trials use, once, here (jobs would race)."""
-    from hrsam._cli import Progress
+    from hrsam.cli import Progress
     from hrsam.data.synthetic import generate
 
     seen = set()
@@ -89,9 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         print(f"grids: {', '.join(C.list_grids())}")
         print(f"profiles: {', '.join(C.list_profiles())}; executors: {', '.join(C.EXECUTORS)}")
-        print("keys (defaults in ablations/conf/defaults.yaml):")
-        for key in C.schema_keys(C.OmegaConf.to_container(C.OmegaConf.structured(C.SweepCfg))):
-            print(f"  {key}")
+        print("keys and their defaults (the schema's, then ablations/conf/defaults.yaml's):")
+        cfg, _ = C.compose({"grid": C.list_grids()[0]})
+        for key, value in C.flatten(cfg).items():
+            if key != "grid":
+                print(f"  {key}={C.fmt(value) if value is not None else 'null'}")
         return 0
     try:
         overrides, flags = C.parse_args(argv)
@@ -106,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     folder = sweep.folder
-    records = {t.trial_id: read_record(folder / "trials" / t.trial_id) for t in sweep.trials}
-    status = {k: r["status"].lower() for k, r in records.items() if r}
+    records = {t.trial_id: TrialRecord.load(folder / "trials" / t.trial_id) for t in sweep.trials}
+    status = {k: r.status.lower() for k, r in records.items() if r}
     print(f"sweep {sweep.grid}: {sweep.description}")
     print(f"experiment {sweep.experiment!r}, {len(sweep.trials)} trials, folder {folder}")
     print(plan_table(sweep, status))
@@ -117,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     return execute(sweep, records)
 
 
-def execute(sweep: C.Sweep, records: dict[str, dict | None]) -> int:
+def execute(sweep: C.Sweep, records: dict[str, TrialRecord | None]) -> int:
     cfg = sweep.config
     folder = sweep.folder
     uri = tracking.absolute_uri(cfg["mlflow"]["tracking_uri"])
@@ -156,7 +161,7 @@ def execute(sweep: C.Sweep, records: dict[str, dict | None]) -> int:
             os.getcwd(),
         )
         record = records.get(t.trial_id)
-        if record and record["status"] == "FINISHED":
+        if record and record.ok:
             if logged.get(t.trial_id, ("", ""))[1] != "FINISHED":  # folder ahead of MLflow
                 tracking.log_trial(
                     uri, sweep.experiment, parent, record, folder / "trials" / t.trial_id
@@ -176,8 +181,14 @@ def execute(sweep: C.Sweep, records: dict[str, dict | None]) -> int:
 
     tracked = run(cfg, todo, folder, on_done)
     _write_sweep_json(sweep, parent, uri, tracked)
-    records = {t.trial_id: read_record(folder / "trials" / t.trial_id) for t in sweep.trials}
-    failed = [t for t in sweep.trials if (records[t.trial_id] or {}).get("status") != "FINISHED"]
+    records = {t.trial_id: TrialRecord.load(folder / "trials" / t.trial_id) for t in sweep.trials}
+    # unsupported is an answer about this device, not a crash: it does not fail the sweep
+    failed = [t for t in sweep.trials if records[t.trial_id] is None or records[t.trial_id].failed]
+    unsupported = [
+        t
+        for t in sweep.trials
+        if records[t.trial_id] and records[t.trial_id].status == R.UNSUPPORTED
+    ]
     tracking.end_sweep(uri, parent, ok=not failed)
     table = results_table(sweep, records)
     (folder / "results.md").write_text(table + "\n")
@@ -190,13 +201,22 @@ def execute(sweep: C.Sweep, records: dict[str, dict | None]) -> int:
         print(f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{db} --host 127.0.0.1")
     else:
         print(f"MLflow: {uri}")
+    for t in unsupported:
+        print(f"UNSUPPORTED {t.trial_id} ({t.label}): {records[t.trial_id].reason}")
+    for t in failed:
+        r = records[t.trial_id]
+        print(
+            f"FAILED {t.trial_id} ({t.label}): {r.headline() if r else 'no result'}",
+            file=sys.stderr,
+        )
+    n = len(sweep.trials)
+    summary = f"{n - len(failed) - len(unsupported)} of {n} trials finished"
+    if unsupported:
+        summary += f", {len(unsupported)} unsupported on this device (not a failure)"
     if failed:
-        for t in failed:
-            r = records[t.trial_id] or {}
-            last = (r.get("error") or "no result").strip().splitlines()[-1]
-            print(f"FAILED {t.trial_id} ({t.label}): {last}", file=sys.stderr)
-        print(f"{len(failed)} of {len(sweep.trials)} trials failed", file=sys.stderr)
+        print(f"{summary}, {len(failed)} failed", file=sys.stderr)
         return 1
+    print(summary)
     return 0
 
 
@@ -213,28 +233,20 @@ def _report(sweep: C.Sweep, parent: str, uri: str) -> None:
         print(f"report: could not be built ({type(e).__name__}: {e})", file=sys.stderr)
 
 
-def _lost_trial_record(t: Tracked) -> dict:
+def _lost_trial_record(t: Tracked) -> TrialRecord:
     j = t.trial
-    return {
-        "trial_id": j.trial_id,
-        "sweep_id": j.sweep_id,
-        "grid": j.grid,
-        "experiment": j.experiment,
-        "label": j.label,
-        "params": C.flatten(j.config),
-        "tags": {},
-        "status": "FAILED",
-        "error": t.error,
-    }
+    record = TrialRecord(j.trial_id, j.sweep_id, j.grid, j.experiment, j.label, R.FAILED)
+    record.params, record.error = C.flatten(j.config), t.error
+    return record
 
 
-def _write_failed_folder(folder: Path, record: dict) -> None:
-    final = folder / "trials" / record["trial_id"]
-    if read_record(final):
+def _write_failed_folder(folder: Path, record: TrialRecord) -> None:
+    final = folder / "trials" / record.trial_id
+    if TrialRecord.load(final):
         return
-    stage = folder / "trials" / f".{record['trial_id']}.tmp-lost"
+    stage = folder / "trials" / f".{record.trial_id}.tmp-lost"
     stage.mkdir(parents=True, exist_ok=True)
-    (stage / "result.json").write_text(json.dumps(record, indent=1, default=str))
+    record.save(stage)
     stage.rename(final)
 
 

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 from ablations import tracking
-from ablations.trial import read_record
-from hrsam import _cli
-from hrsam._cli import UsageError
+from ablations.record import TrialRecord
+from hrsam import cli
+from hrsam.cli import UsageError
 
 KEYS = {
     "experiment": (str, "the sweep's experiment (its folder under out)"),
@@ -45,15 +45,15 @@ def sync(folder: Path, uri: str) -> tuple[int, int]:
     added = present = 0
     ok = True
     for trial in info["trials"]:
-        record = read_record(folder / "trials" / trial["trial_id"])
+        record = TrialRecord.load(folder / "trials" / trial["trial_id"])
         if record is None:
             ok = False
             continue
-        ok = ok and record["status"] == "FINISHED"
-        if logged.get(record["trial_id"], ("", ""))[1] == record["status"]:
+        ok = ok and not record.failed
+        if logged.get(record.trial_id, ("", ""))[1] == record.status:
             present += 1
             continue
-        tracking.log_trial(uri, experiment, parent, record, folder / "trials" / trial["trial_id"])
+        tracking.log_trial(uri, experiment, parent, record, folder / "trials" / record.trial_id)
         added += 1
     tracking.end_sweep(uri, parent, ok)
     if info.get("parent_run_id") != parent:
@@ -80,7 +80,7 @@ def _main(cfg: dict) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return _cli.main(argv, __doc__, KEYS, DEFAULTS, _main)
+    return cli.main(argv, __doc__, KEYS, DEFAULTS, _main)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,16 @@
 """One trial, run inside a submitit job: build, train (cached) or load, measure, evaluate, write
 the trial folder atomically, mirror it to an MLflow child run (DESIGN.md section 2).
 
-A failure is a record too: the folder gets ``result.json`` with ``status: FAILED`` and the
-traceback, and the MLflow run is FAILED; the function returns instead of raising so that an
+The trial arrives as requested (``auto`` and preset defaults unresolved) and is resolved here, on
+the job's own device: device, scan backend, kernel, every preset value; both are recorded
+(``config_requested.yaml``, ``config_resolved.yaml``, the record's ``params`` and ``resolved``).
+Weights travel as checkpoint paths: a training trial trains (cached) to ``model.pt`` and loads
+it like an evaluate-only trial loads ``model.checkpoint``, with only the computation-side
+settings (kernel, scan backend) chosen here.
+
+An outcome is a `TrialRecord` (`ablations.record`): FINISHED; UNSUPPORTED with the reason when
+the kernel's or scan backend's own ``support()`` says this device cannot run it (decided before
+any training); FAILED with the traceback. The function returns instead of raising so that an
 in-process (debug) sweep goes on with the next trial. Trials lock their id, so a trial started
 twice (a sweep killed and re-run while a job survived) runs once. Training is cached under
 ``<out>/<experiment>/cache/train/<training key>/`` and resumes from its last checkpoint, which
@@ -12,11 +20,13 @@ also makes the job checkpointable on SLURM: a requeued job calls the same functi
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
 import logging
 import os
 import platform
+import random
 import shutil
 import socket
 import subprocess
@@ -27,8 +37,11 @@ from pathlib import Path
 
 import submitit
 
-from ablations.config import flatten, model_overrides
-from hrsam._cli import dataset_kwargs
+from ablations import config as C
+from ablations import record as R
+from ablations.config import flatten
+from ablations.record import TrialRecord
+from hrsam.ssm import scan as scan_backends
 
 log = logging.getLogger("ablations.trial")
 
@@ -70,13 +83,6 @@ def file_lock(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def read_record(folder: Path) -> dict | None:
-    try:
-        return json.loads((folder / "result.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 class _Progress:
     """Writes the trial's phase to ``trials/.<id>.progress`` for the sweep's status line."""
 
@@ -100,8 +106,8 @@ def run_trial(job: TrialJob) -> dict:
     trials = Path(job.folder) / "trials"
     final = trials / job.trial_id
     with file_lock(trials / f".{job.trial_id}.lock"):
-        done = read_record(final)
-        if done is not None and done["status"] == "FINISHED":
+        done = TrialRecord.load(final)
+        if done is not None and done.ok:
             _mirror(job, done, final)
             return _brief(done)
         for stale in trials.glob(f".{job.trial_id}.tmp-*"):  # left by a killed attempt
@@ -114,29 +120,32 @@ def run_trial(job: TrialJob) -> dict:
         root.addHandler(handler)
         root.setLevel(logging.INFO)
         progress = _Progress(trials / f".{job.trial_id}.progress")
-        record = {
-            "trial_id": job.trial_id,
-            "sweep_id": job.sweep_id,
-            "grid": job.grid,
-            "experiment": job.experiment,
-            "label": job.label,
-            "params": flatten(job.config),
-            "tags": provenance(job.config),
-        }
+        record = TrialRecord(
+            job.trial_id,
+            job.sweep_id,
+            job.grid,
+            job.experiment,
+            job.label,
+            params=flatten(job.config),
+        )
+        resolved = job.config
         start = time.perf_counter()
         try:
-            out = _execute(job, stage, progress)
-            record["tags"]["weights"] = out.pop("weights")
-            record.update(out, status="FINISHED")
+            resolved = _execute(job, record, stage, progress)
+        except UnsupportedError as e:
+            record.status, record.reason = R.UNSUPPORTED, str(e)
+            resolved = e.resolved
+            log.warning("trial %s: unsupported here: %s", job.trial_id, e)
         except Exception:
-            record["status"] = "FAILED"
-            record["error"] = traceback.format_exc()
-            log.error("trial %s failed:\n%s", job.trial_id, record["error"])
+            record.status, record.error = R.FAILED, traceback.format_exc()
+            log.error("trial %s failed:\n%s", job.trial_id, record.error)
         finally:
             root.removeHandler(handler)
             handler.close()
-        record["wall_s"] = time.perf_counter() - start
-        _write_folder(stage, job.config, record)
+        record.resolved = flatten(resolved)
+        record.provenance = {**provenance(resolved), **record.provenance}
+        record.wall_s = time.perf_counter() - start
+        _write_folder(stage, job.config, resolved, record)
         if final.exists():
             shutil.rmtree(final)  # a failed earlier attempt
         stage.rename(final)
@@ -145,31 +154,41 @@ def run_trial(job: TrialJob) -> dict:
         return _brief(record)
 
 
-def _brief(record: dict) -> dict:
-    keep = ("trial_id", "label", "status", "metrics", "error", "mlflow_run_id")
-    return {k: record[k] for k in keep if k in record}
+class UnsupportedError(RuntimeError):
+    """This device cannot run the trial: the kernel's / scan backend's own support() reasons."""
+
+    def __init__(self, reason: str, resolved: dict) -> None:
+        super().__init__(reason)
+        self.resolved = resolved
 
 
-def _write_folder(stage: Path, config: dict, record: dict) -> None:
+def _brief(record: TrialRecord) -> dict:
+    out = {"trial_id": record.trial_id, "label": record.label, "status": record.status}
+    out.update(metrics=record.metrics, error=record.headline(), mlflow_run_id=record.mlflow_run_id)
+    return out
+
+
+def _write_folder(stage: Path, requested: dict, resolved: dict, record: TrialRecord) -> None:
     from omegaconf import OmegaConf
 
-    (stage / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
-    (stage / "result.json").write_text(json.dumps(record, indent=1, default=str))
+    (stage / "config_requested.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(requested)))
+    (stage / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    record.save(stage)
 
 
-def _mirror(job: TrialJob, record: dict, folder: Path) -> None:
+def _mirror(job: TrialJob, record: TrialRecord, folder: Path) -> None:
     """Logs the record to MLflow; a failure here leaves the folder for ``ablations.sync``."""
     from ablations import tracking
 
     try:
-        record["mlflow_run_id"] = tracking.log_trial(
+        record.mlflow_run_id = tracking.log_trial(
             job.tracking_uri, job.experiment, job.parent_run_id, record, folder
         )
     except Exception as e:
         log.error("MLflow logging failed (python -m ablations.sync re-imports it): %s", e)
 
 
-def provenance(config: dict) -> dict:
+def provenance(resolved: dict) -> dict:
     """Where and with what a trial ran: git sha and dirty flag, versions, device, kernels, host."""
     import torch
 
@@ -185,7 +204,7 @@ def provenance(config: dict) -> dict:
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    device = torch.device(config.get("device", "cpu"))
+    device = torch.device(resolved["device"] if resolved["device"] != "auto" else "cpu")
     if device.type == "cuda" and torch.cuda.is_available():
         device_name = torch.cuda.get_device_name(device)
     else:
@@ -198,122 +217,169 @@ def provenance(config: dict) -> dict:
         "python": platform.python_version(),
         "device": device.type,
         "device_name": device_name,
+        "precision": "fp32",
+        "threads": str(torch.get_num_threads()),
         "kernels_available": ",".join(kernels),
         "host": socket.gethostname(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
     }
 
 
-def _execute(job: TrialJob, stage: Path, progress: _Progress) -> dict:
+# -- resolution: once, here, on the job's own device --------------------------------------------
+
+
+def resolve_device(requested: str) -> str:
+    """``auto`` -> ``cuda`` when this job's machine has it, else ``cpu``; ``cuda`` without one
+    is an error (not an unsupported variant: the request names a device that is not here)."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but this machine has no CUDA device")
+    return requested
+
+
+def resolve_scan(requested: str | None, device) -> str:
+    """The scan backend this trial runs with: a named one as asked, ``none`` as asked, else
+    (``None`` / ``auto``) this device's default (`hrsam.ssm.scan.default_scan`)."""
+    if requested not in (None, "auto"):
+        return requested
+    return scan_backends.default_scan(device)
+
+
+def seed_everything(seed: int) -> None:
+    """Python's, NumPy's and torch's global generators (model init, anything unseeded below);
+    the data order, flips and clicks have their own generators seeded from the same seed."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _resolved(cfg: dict, device, preset) -> dict:
+    """The requested config with every value the job decided filled in: device and the model's
+    preset values (attention, kernel, window size, scan backend, ...)."""
+    out = copy.deepcopy(cfg)
+    out["device"] = device.type
+    hrsam = preset.family == "hrsam"
+    out["model"].update(
+        attention=preset.attention,
+        kernel=preset.kernel,
+        window_size=preset.window_size,
+        scan=preset.scan if hrsam else None,
+        cycle_repeats=preset.cycle_repeats if hrsam else None,
+        anchor_sizes=list(preset.anchor_sizes) if preset.anchor_sizes else None,
+    )
+    if out["bench"]["ts"] == 0:
+        out["bench"]["ts"] = out["eval"]["ts"]
+    return out
+
+
+def _check_support(preset, device, resolved: dict) -> None:
     import torch
 
     from hrsam.attention import variant_support
-    from hrsam.data import build_dataset
+
+    reasons = variant_support(preset.attention, preset.kernel, device, torch.float32)
+    what = f"attention {preset.attention} with kernel {preset.kernel}"
+    if not reasons and preset.family == "hrsam" and preset.scan != "none":
+        reasons = scan_backends.get_scan(preset.scan).support(device)
+        what = f"scan backend {preset.scan}"
+    if reasons:
+        reason = f"{what} cannot run on {device.type}: {'; '.join(reasons)}"
+        raise UnsupportedError(reason, resolved)
+
+
+def _execute(job: TrialJob, record: TrialRecord, stage: Path, progress: _Progress) -> dict:
+    """Resolves, trains (cached) or loads, benchmarks, evaluates; fills ``record``'s metrics
+    and returns the resolved config."""
+    import torch
+
     from hrsam.interactive import evaluate
-    from hrsam.models import build_model, load_model
+    from hrsam.models import get_preset, load_checkpoint, load_model
     from hrsam.profiling import measure
 
     cfg = job.config
     if job.threads:
         torch.set_num_threads(job.threads)
-    device = torch.device(cfg["device"])
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but this machine has no CUDA device")
+    device = torch.device(resolve_device(cfg["device"]))
+    seed_everything(cfg["seed"])
     m = cfg["model"]
-    reasons = variant_support(m["attention"], m["kernel"], device, torch.float32)
-    if reasons:
-        raise RuntimeError(
-            f"attention {m['attention']} with kernel {m['kernel']} cannot run on "
-            f"{device.type}: {'; '.join(reasons)}"
-        )
-    overrides = model_overrides(m)
-    out: dict = {"metrics": {}}
+    family = get_preset(m["preset"]).family
+    compute = {"kernel": m["kernel"]} if m["kernel"] else {}
+    if family == "hrsam":
+        compute["scan"] = resolve_scan(m["scan"], device)
     if cfg["train"]["enabled"]:
-        state, info = train_cached(job, device, progress)
-        model = build_model(m["preset"], **overrides)
-        model.load_state_dict(state)
-        out["metrics"].update(info)
-        out["weights"] = f"trained:{job.train_key}"
+        preset = get_preset(m["preset"], **C.model_overrides(m, C.ARCH_KEYS), **compute)
+        _check_support(preset, device, _resolved(cfg, device, preset))  # before any training
+        ckpt, info = train_cached(job, device, progress)
+        record.metrics.update(info)
+        model = load_checkpoint(ckpt, **compute)
     else:
-        model = load_model(m["preset"], m["checkpoint"], **overrides)
-        out["weights"] = m["checkpoint"] or "random"
-        if not m["checkpoint"]:
+        ckpt = m["checkpoint"]
+        model = load_model(m["preset"], ckpt, **C.model_overrides(m, C.ARCH_KEYS), **compute)
+        if not ckpt:
             log.warning("no checkpoint for %s: evaluating random weights", m["preset"])
+    record.provenance["weights"] = str(ckpt or "random")
+    preset = model.preset
+    resolved = _resolved(cfg, device, preset)
+    _check_support(preset, device, resolved)
     model.to(device).eval()
-    data = cfg["data"]
-    kwargs = _dataset_kwargs(data, "val")
-    dataset = build_dataset(data["name"], data["root"], **kwargs)
-    if data["limit"]:
-        dataset = [dataset[i] for i in range(min(data["limit"], len(dataset)))]
+    dataset = C.data_config(cfg).build("val")
     if cfg["bench"]["enabled"]:
-        progress(f"benchmark at ts {cfg['bench']['ts']}", force=True)
-        b = cfg["bench"]
-        out["metrics"].update(
-            measure(model, dataset[0].image, b["ts"], reps=b["reps"], sat_points=b["sat_points"])
-        )
-    ev = cfg["eval"]
+        b = resolved["bench"]
+        progress(f"benchmark at ts {b['ts']}", force=True)
+        warm = measure(model, dataset[0].image, b["ts"], reps=b["reps"], sat_points=b["sat_points"])
+        record.metrics.update(warm)
+    ev = C.eval_config(cfg)
     with torch.no_grad():
         result = evaluate(
             model,
             dataset,
-            ev["protocol"],
-            ev["ts"],
-            ev["max_clicks"],
+            ev.protocol,
+            ev.ts,
+            ev.max_clicks,
             cfg["seed"],
             progress=lambda i, n, name: progress(f"evaluate {i}/{n}"),
         )
-    summary = result.summary()
-    # the benchmark's encoder/decoder timings (fixed input, warm) win over the evaluation's
-    for key, value in summary.items():
-        out["metrics"].setdefault(key, value)
+    # the evaluation's own per-object timings keep their own names (record.EVAL_TIMINGS)
+    record.metrics.update({R.eval_timing(k): v for k, v in result.summary().items()})
     curve = result.ious.mean(axis=0)
-    for k, v in enumerate(curve, start=1):
-        out["metrics"][f"miou@{k}"] = float(v)
-    out["miou_curve"] = [float(v) for v in curve]
+    record.metrics.update({R.miou_at(k): float(v) for k, v in enumerate(curve, start=1)})
+    record.miou_curve = [float(v) for v in curve]
     result.write_csv(stage)
-    return out
+    return resolved
 
 
-def _dataset_kwargs(data: dict, split: str) -> dict:
-    return dataset_kwargs(flatten({"data": data}), split)
+def train_cached(job: TrialJob, device, progress: _Progress) -> tuple[Path, dict]:
+    """The checkpoint of this trial's training, trained once per training key (trials that need
+    the same model wait on a lock and reuse it). Returns (its path, {train_s, train_loss}).
 
+    Trained with this device's default scan backend (every backend computes the same function)
+    and the preset's kernel; the trial loads the file with its own kernel and backend."""
+    import torch
 
-def train_cached(job: TrialJob, device, progress: _Progress) -> tuple[dict, dict]:
-    """The weights of this trial's training, trained once per training key (trials that need the
-    same model wait on a lock and reuse it). Returns (state dict, {train_s, train_loss})."""
-    from hrsam.data import build_dataset
-    from hrsam.models import build_model, save_checkpoint
-    from hrsam.models.checkpoint import read_state
-    from hrsam.ssm.scan import default_scan
-    from hrsam.train.loop import TrainConfig, train
+    from hrsam.models import build_model, get_preset, save_checkpoint
+    from hrsam.train.loop import train
 
     cfg = job.config
     folder = Path(job.folder) / "cache" / "train" / job.train_key
+    ckpt, info_path = folder / "model.pt", folder / "train.json"
     with file_lock(folder / ".lock"):
-        info_path = folder / "train.json"
-        if (folder / "model.pt").exists() and info_path.exists():
+        if ckpt.exists() and info_path.exists():
             progress(f"reusing training {job.train_key}", force=True)
-            return read_state(folder / "model.pt")["state_dict"], json.loads(info_path.read_text())
+            return ckpt, json.loads(info_path.read_text())
         m = cfg["model"]
-        overrides = {
-            k: m[k] for k in ("attention", "window_size", "cycle_repeats", "anchor_sizes") if m[k]
-        }
-        if m["scan"] is not None:  # train with this device's fastest scan (same function)
-            overrides["scan"] = "none" if m["scan"] == "none" else default_scan(device)
+        overrides = C.model_overrides(m, C.ARCH_KEYS)
+        if get_preset(m["preset"]).family == "hrsam":
+            overrides["scan"] = "none" if m["scan"] == "none" else resolve_scan(None, device)
+        tc = C.train_config(cfg)
+        dataset = C.data_config(cfg).build("train")
+        torch.manual_seed(tc.seed)  # the initial weights: the trial's seed, nothing before it
         model = build_model(m["preset"], **overrides).to(device)
-        t = cfg["train"]
-        tc = TrainConfig(
-            steps=t["steps"],
-            ts=t["ts"],
-            batch_size=t["batch"],
-            lr=t["lr"],
-            warmup=t["warmup"],
-            seed=cfg["seed"],
-            ckpt_every=t["ckpt_every"],
-        )
-        dataset = build_dataset(
-            cfg["data"]["name"], cfg["data"]["root"], **_dataset_kwargs(cfg["data"], "train")
-        )
         start = time.perf_counter()
         state = train(
             model,
@@ -323,8 +389,8 @@ def train_cached(job: TrialJob, device, progress: _Progress) -> tuple[dict, dict
             progress=lambda s, n, loss: progress(f"train {s}/{n} loss {loss:.3f}"),
         )
         info = {"train_s": time.perf_counter() - start, "train_loss": state.losses[-1]}
-        save_checkpoint(model.cpu(), folder / "model.pt", training=asdict(tc))
+        save_checkpoint(model.cpu(), ckpt, training=asdict(tc))
         tmp = info_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(info))
         tmp.replace(info_path)
-        return model.state_dict(), info
+        return ckpt, info

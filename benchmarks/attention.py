@@ -39,7 +39,7 @@ from benchmarks._timing import (
     time_fn,
     write_csv,
 )
-from hrsam import _cli
+from hrsam import cli
 from hrsam.attention import Rope2d, get_attention, get_kernel, list_attention, list_kernels
 from hrsam.attention import variant_support as _support
 from hrsam.attention.windows import window_plan
@@ -327,7 +327,7 @@ def summary(results: list[BenchResult], bmm: dict[int, float], grid: int) -> lis
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = _cli.ArgumentParser(
+    p = cli.ArgumentParser(
         prog="python -m benchmarks.attention",
         description="Attention pattern x kernel x token grid benchmark (forward, backward, "
         "useful GFLOP/s, peak memory), checked against the math kernel first.",

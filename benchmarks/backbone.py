@@ -38,7 +38,7 @@ from benchmarks._timing import (
     write_csv,
 )
 from benchmarks.attention import render
-from hrsam import _cli
+from hrsam import cli
 from hrsam.attention import list_attention, list_kernels, variant_support
 from hrsam.models import build_model, get_preset
 from hrsam.models.sam_encoder import BIAS_CHUNK_BYTES
@@ -124,7 +124,7 @@ def estimate_bytes(preset, attention: str, kernel: str, ts: int, itemsize: int) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = _cli.ArgumentParser(
+    p = cli.ArgumentParser(
         prog="python -m benchmarks.backbone",
         description="Encoder latency, memory and FLOP efficiency vs ts: SAM vs HRSAM.",
         epilog="examples:\n  python -m benchmarks.backbone --ts 1024 2048\n"

@@ -22,16 +22,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hrsam import _cli
+from hrsam import cli
 from hrsam.interactive.metrics import iou
 from hrsam.models import Predictor
 
 KEYS = {
-    **_cli.DATA_KEYS,
+    **cli.DATA_KEYS,
     "ts": (str, "comma-separated target sizes"),
     "out": (str, "markdown file to write (default: print only)"),
 }
-DEFAULTS = {"data.name": "synthetic", "data.root": "data/synthetic", "ts": "512,1024,2048"}
+DEFAULTS = {**cli.data_defaults(), "ts": "512,1024,2048"}
 
 
 def ceiling(gt: np.ndarray, ts: int) -> float:
@@ -43,20 +43,20 @@ def ceiling(gt: np.ndarray, ts: int) -> float:
 
 
 def run(cfg: dict) -> int:
-    from hrsam.data import DatasetError, build_dataset
+    from hrsam.data import DatasetError
 
     try:
         sizes = [int(s) for s in str(cfg["ts"]).split(",")]
     except ValueError:
-        raise _cli.UsageError(f"ts={cfg['ts']!r} must be comma-separated integers") from None
+        raise cli.UsageError(f"ts={cfg['ts']!r} must be comma-separated integers") from None
     for s in sizes:
         if s < 16 or s % 16:
-            raise _cli.UsageError(f"ts={s} must be a positive multiple of 16")
+            raise cli.UsageError(f"ts={s} must be a positive multiple of 16")
     try:
-        data = build_dataset(cfg["data.name"], cfg["data.root"], **_cli.dataset_kwargs(cfg, "val"))
+        data = cli.data_config(cfg).build("val")
     except (DatasetError, ValueError) as e:
-        raise _cli.UsageError(str(e).splitlines()[0]) from None
-    bar = _cli.Progress(len(data), "obj")
+        raise cli.UsageError(str(e).splitlines()[0]) from None
+    bar = cli.Progress(len(data), "obj")
     rows = []
     for i, sample in enumerate(data, 1):
         rows.append([sample.name, *(ceiling(sample.gt, s) for s in sizes)])
@@ -77,7 +77,7 @@ def run(cfg: dict) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return _cli.main(argv, __doc__, KEYS, DEFAULTS, run)
+    return cli.main(argv, __doc__, KEYS, DEFAULTS, run)
 
 
 if __name__ == "__main__":

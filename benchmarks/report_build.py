@@ -29,7 +29,7 @@ import numpy as np
 from ablations import record as R
 from ablations.record import TrialRecord
 from benchmarks._timing import write_csv
-from hrsam import _cli
+from hrsam import cli
 
 RESULTS = Path(__file__).parent / "results"
 GRID = {
@@ -164,7 +164,7 @@ def log_sweep(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = _cli.ArgumentParser(
+    p = cli.ArgumentParser(
         prog="python -m benchmarks.report_build",
         description="Time reports.build on a synthetic experiment of many MLflow runs.",
         epilog="example:\n  python -m benchmarks.report_build --runs 1000 --reps 3",
@@ -198,10 +198,10 @@ def main(argv: list[str] | None = None) -> int:
             out = build("bench", sweep=parent, out=tmp / "report", tracking_uri=uri)
             times.append(time.perf_counter() - start)
             print(f"  build {times[-1]:.2f} s", flush=True)
-        cli = [sys.executable, "-m", "reports.build", "experiment=bench", f"sweep={parent}",
+        command = [sys.executable, "-m", "reports.build", "experiment=bench", f"sweep={parent}",
                f"out={tmp / 'report_cli'}", f"tracking_uri={uri}", "log=false"]  # fmt: skip
         start = time.perf_counter()
-        subprocess.run(cli, check=True, capture_output=True)
+        subprocess.run(command, check=True, capture_output=True)
         cli_s = time.perf_counter() - start
         print(f"  python -m reports.build (imports included) {cli_s:.2f} s", flush=True)
         n_tables = len(list((out / "tables").glob("*.tex")))

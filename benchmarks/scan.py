@@ -28,7 +28,7 @@ from benchmarks._timing import (
     write_csv,
 )
 from benchmarks.attention import render
-from hrsam import _cli
+from hrsam import cli
 from hrsam.ssm import get_scan, list_scans, selective_scan
 
 RESULTS = Path(__file__).parent / "results"
@@ -78,7 +78,7 @@ def ref_backward_bytes(length: int, channels: int, state: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = _cli.ArgumentParser(
+    p = cli.ArgumentParser(
         prog="python -m benchmarks.scan",
         description="Selective-scan backends: time, tokens/s and peak memory vs sequence length.",
         epilog="example:\n  python -m benchmarks.scan --lengths 12288 --backends ref cpu",

@@ -12,64 +12,56 @@ naming the value and the valid choices, exit code 2.
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from hrsam import _cli
-from hrsam._cli import UsageError
+from hrsam import cli
+from hrsam.cli import UsageError
+from hrsam.interactive.evaluate import EvalConfig
 
 KEYS = {
     "model": (str, "preset name (hrsam_tiny, hrsam_vit_b, sam_vit_b, ...)"),
     "checkpoint": (str, "weights: our checkpoint, an official SAM or HRSAM .pth"),
-    **_cli.DATA_KEYS,
-    "data.split": (str, "synthetic split (val)"),
-    "data.limit": (int, "evaluate only the first N objects"),
+    **cli.DATA_KEYS,
+    "data.split": (str, "synthetic split"),
     "ts": (int, "target size, a multiple of 16"),
     "protocol": (str, "click protocol: hrsam or ritm"),
-    "max_clicks": (int, "clicks per object (20)"),
+    "max_clicks": (int, "clicks per object"),
     "seed": (int, "seed of hrsam's random tie-break (42)"),
     "kernel": (str, "attention kernel override"),
     "out": (str, "results folder (outputs/evaluate/<model>_<data>_<ts>)"),
 }
-DEFAULTS = {
+DEFAULTS = {  # data.* and the evaluation settings: their dataclasses' defaults
     "model": "hrsam_tiny",
-    "data.name": "synthetic",
-    "data.root": "data/synthetic",
+    **cli.data_defaults(),
     "data.split": "val",
-    "ts": 1024,
-    "protocol": "hrsam",
-    "max_clicks": 20,
+    **asdict(EvalConfig()),
     "seed": 42,
 }
 
 
 def parse(argv: list[str]) -> dict:
-    return _cli.parse(argv, KEYS, DEFAULTS)
+    return cli.parse(argv, KEYS, DEFAULTS)
 
 
 def run(cfg: dict) -> dict:
-    from hrsam.data import DatasetError, build_dataset
+    from hrsam.data import DatasetError
     from hrsam.interactive import evaluate
-    from hrsam.interactive.clicker import check_protocol
     from hrsam.models import CheckpointError, load_model
 
     try:
-        check_protocol(cfg["protocol"])
-        if cfg["ts"] < 16 or cfg["ts"] % 16:
-            raise UsageError(f"ts={cfg['ts']} must be a positive multiple of 16")
+        EvalConfig(cfg["protocol"], cfg["ts"], cfg["max_clicks"])  # checks all three
         overrides = {"kernel": cfg["kernel"]} if cfg.get("kernel") else {}
         model = load_model(cfg["model"], cfg.get("checkpoint"), **overrides)
-        kwargs = _cli.dataset_kwargs(cfg, cfg["data.split"])
-        dataset = build_dataset(cfg["data.name"], cfg["data.root"], **kwargs)
+        dataset = cli.data_config(cfg).build(cfg["data.split"])
     except (CheckpointError, DatasetError) as e:
         raise UsageError(str(e)) from None
     except ValueError as e:  # unknown preset / kernel / protocol / dataset name
         raise UsageError(str(e).splitlines()[0]) from None
-    if cfg.get("data.limit"):
-        dataset = [dataset[i] for i in range(min(cfg["data.limit"], len(dataset)))]
     model.eval()
-    bar = _cli.Progress(len(dataset), "obj")
+    bar = cli.Progress(len(dataset), "obj")
     with torch.no_grad():
         result = evaluate(
             model,
@@ -117,7 +109,7 @@ def _main(cfg: dict) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return _cli.main(argv, __doc__, KEYS, DEFAULTS, _main)
+    return cli.main(argv, __doc__, KEYS, DEFAULTS, _main)
 
 
 if __name__ == "__main__":

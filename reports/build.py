@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from hrsam import _cli
-from hrsam._cli import UsageError
+from hrsam import cli
+from hrsam.cli import UsageError
 from reports import document, figures, frame, tables, tracking
 from reports.tracking import ReportError
 
@@ -167,7 +167,7 @@ def _main(cfg: dict) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return _cli.main(argv, __doc__, KEYS, DEFAULTS, _main)
+    return cli.main(argv, __doc__, KEYS, DEFAULTS, _main)
 
 
 if __name__ == "__main__":

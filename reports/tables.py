@@ -261,6 +261,8 @@ def _finish(table: Table) -> Table:
         notes.append("missing: no run at this point.")
     if any(c.state == "none" for c in cells):
         notes.append("—: the runs logged no value.")
+    details = {c.detail for c in cells if c.state == "unsupported" and c.detail}
+    notes += sorted(f"{d}." for d in details if d != state_text(Cell("unsupported", detail=d)))
     return replace(table, rows=rows, notes=(*table.notes, *notes))
 
 
@@ -284,9 +286,10 @@ def _number(cell: Cell, m: frame.Metric, pm: str = "±") -> str:
 
 
 def state_text(cell: Cell) -> str:
-    """A cell without a value: ``failed``, ``missing``, ``—`` or ``unsupported: <reason>``."""
+    """A cell without a value: ``failed``, ``missing``, ``—`` or ``unsupported: <what>`` (the
+    reason's first clause; the table's notes give it whole)."""
     if cell.state == "unsupported" and cell.detail:
-        return cell.detail
+        return ": ".join(cell.detail.split(": ")[:2])
     return MISSING_TEXT.get(cell.state, cell.state)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hrsam.data import DatasetError, build_dataset
+from hrsam.data import DataConfig, DatasetError, build_dataset
 from hrsam.data.synthetic import generate, make_sample
 from hrsam.interactive.metrics import iou
 from hrsam.registry import UnknownNameError
@@ -149,3 +149,16 @@ def test_synthetic_reuses_a_complete_folder_and_reports_progress(tmp_path):
         progress=lambda i, n: calls.append((i, n)),
     )
     assert calls == []  # the manifest says it is complete: nothing regenerated
+
+
+def test_two_specs_under_one_root_keep_their_own_folders(tmp_path):
+    """hrsam.evaluate (1024 px) and a sweep (512 px) pointed at one data.root used to regenerate
+    each other's data; each generator spec now owns a folder."""
+    small = generate(tmp_path, n_train=1, n_val=1, size=64)
+    large = generate(tmp_path, n_train=1, n_val=1, size=128)
+    assert small != large and small.parent == large.parent == tmp_path
+    stamp = (small / "manifest.json").stat().st_mtime_ns
+    assert generate(tmp_path, n_train=1, n_val=1, size=64) == small
+    assert (small / "manifest.json").stat().st_mtime_ns == stamp  # reused, not rewritten
+    val = DataConfig(root=str(tmp_path), size=128, n_train=1, n_val=1).build("val")
+    assert len(val) == 1 and max(val[0].image.shape[:2]) == 128

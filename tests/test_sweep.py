@@ -37,8 +37,10 @@ MICRO = [
 ]
 
 
-def sweep(tmp: Path, *args: str, timeout: float = 600, **popen) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HRSAM_FLEX_COMPILE": "0"}
+def sweep(
+    tmp: Path, *args: str, timeout: float = 600, env_extra: dict | None = None, **popen
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HRSAM_FLEX_COMPILE": "0", **(env_extra or {})}
     return subprocess.run(
         [sys.executable, "-m", "ablations.sweep", *args],
         cwd=tmp,
@@ -77,16 +79,39 @@ def test_the_command_line_wins_over_a_slurm_preset_even_at_the_schema_default():
     assert cfg["executor"]["slurm"]["partition"] == "gpu"
 
 
-def test_grids_expand_to_distinct_resolved_trials():
+def test_grids_expand_to_distinct_trials_as_requested():
     for grid in C.list_grids():
         cfg, spec = C.compose({"grid": grid})
         sweep_ = C.expand(cfg, spec)
         ids = [t.trial_id for t in sweep_.trials]
         assert len(ids) == len(set(ids)) >= 2, grid
         for t in sweep_.trials:
-            m = t.config["model"]
-            assert m["attention"] is not None and m["kernel"] is not None  # preset filled in
-            assert m["window_size"] >= 1
+            assert t.config["device"] == "auto", grid  # resolved in the job, not here
+            assert t.config["model"]["kernel"] in (None, "math", "sdpa", "flex"), grid
+
+
+def _plan_ids(**overrides) -> list[str]:
+    return [t.trial_id for g in C.list_grids() for t in C.expand(*C.compose({"grid": g})).trials]
+
+
+def test_planning_is_host_independent_and_builds_nothing(monkeypatch):
+    """The same sweep planned on a CPU box and on a GPU node with mamba_ssm gets the same trial
+    ids; planning neither asks for the device nor builds the C scan."""
+    import torch
+
+    from hrsam.ssm import cpu_scan
+    from hrsam.ssm import scan as scan_backends
+
+    cpu_ids = _plan_ids()
+
+    def forbidden(*_, **__):
+        raise AssertionError("planning asked a host-dependent question")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(scan_backends, "default_scan", lambda device: "mamba_ssm")
+    monkeypatch.setattr(cpu_scan, "build_reason", forbidden)
+    monkeypatch.setattr(cpu_scan, "cache_dir", forbidden)
+    assert _plan_ids() == cpu_ids
 
 
 def test_window_size_grid_and_command_line_precedence():
@@ -178,8 +203,10 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
-    r = sweep(tmp_path, "grid=window_size", "--dry-run")
+    cache = tmp_path.parent / f"{tmp_path.name}-hrsam-cache"  # where the C scan would be built
+    r = sweep(tmp_path, "grid=window_size", "--dry-run", env_extra={"HRSAM_CACHE": str(cache)})
     assert r.returncode == 0, r.stderr
+    assert not cache.exists(), "the dry run built the C scan"
     s = C.expand(*C.compose({"grid": "window_size"}))
     for t in s.trials:
         assert t.trial_id in r.stdout
@@ -249,27 +276,60 @@ def test_debug_sweep_end_to_end_then_rerun_starts_nothing(tmp_path):
 
 
 @pytest.mark.slow
-def test_failing_trial_is_a_failed_run_and_the_others_complete(tmp_path):
+def test_unsupported_and_failed_trials_reach_mlflow_and_the_report_as_themselves(tmp_path):
+    """Through the real jobs, MLflow and reports.build: a kernel this CPU cannot run is
+    ``unsupported: <reason>`` (decided in the job from the kernel's own support(); the sweep
+    still exits 0 for it), a trial that raises is failed (exit 1), the rest complete."""
     r = sweep(
         tmp_path,
         "grid=attention",
         "executor=debug",
         "model.attention=window",
         "model.kernel=sdpa,xformers",
+        "device=cpu,cuda",  # no CUDA here: those two trials raise in the job
         *MICRO,
+        "report=true",
     )
-    assert r.returncode == 1
-    assert "FAILED" in r.stderr and "kernel=xformers" in r.stderr
-    assert "1 of 2 trials failed" in r.stderr
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "1 of 4 trials finished, 1 unsupported on this device (not a failure), 2 failed" in (
+        r.stderr
+    )
+    assert "UNSUPPORTED" in r.stdout and "xformers runs on CUDA only" in r.stdout
     kids = children(runs(tmp_path, "attention"))
-    by_kernel = dict(zip(kids["params.model.kernel"], kids["status"], strict=True))
-    assert by_kernel == {"sdpa": "FINISHED", "xformers": "FAILED"}
-    failed = kids[kids["params.model.kernel"] == "xformers"].iloc[0]
-    assert "cannot run on cpu" in failed["tags.hrsam.error"]
+    state = {
+        (k, d): (s, t)
+        for k, d, s, t in zip(
+            kids["params.model.kernel"],
+            kids["params.device"],
+            kids["status"],
+            kids["tags.hrsam.status"],
+            strict=True,
+        )
+    }
+    assert state == {
+        ("sdpa", "cpu"): ("FINISHED", "FINISHED"),
+        ("xformers", "cpu"): ("FINISHED", "UNSUPPORTED"),
+        ("sdpa", "cuda"): ("FAILED", "FAILED"),
+        ("xformers", "cuda"): ("FAILED", "FAILED"),
+    }
+    failed = kids[kids["tags.hrsam.status"] == "FAILED"].iloc[0]
+    assert "no CUDA device" in failed["tags.hrsam.error"]
     from mlflow.tracking import MlflowClient
 
     path = MlflowClient().download_artifacts(failed["run_id"], "traceback.txt", str(tmp_path))
     assert "Traceback" in Path(path).read_text()
+    record = json.loads(
+        next((tmp_path / "outputs/sweeps/attention/trials").glob("*/result.json")).read_text()
+    )
+    assert set(record) >= {"status", "params", "resolved", "metrics", "provenance", "reason"}
+    table = (tmp_path / "reports/out/attention/tables/ablation_attention.md").read_text()
+    assert table.splitlines()[2].startswith("| kernel | device | NoC85")
+    by = {tuple(c.strip() for c in row.split("|")[1:3]): row for row in table.splitlines()[4:8]}
+    reason = "unsupported: attention window with kernel xformers cannot run on cpu"
+    assert f"| {reason} |" in by[("xformers", "cpu")]
+    assert f"*{reason}: xformers runs on CUDA only" in table  # the whole reason, as a note
+    assert "| failed |" in by[("sdpa", "cuda")] and "| failed |" in by[("xformers", "cuda")]
+    assert "unsupported" not in by[("sdpa", "cpu")] and "failed" not in by[("sdpa", "cpu")]
 
 
 def _trial_dirs(folder: Path) -> list[Path]:

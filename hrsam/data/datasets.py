@@ -14,6 +14,7 @@ named; a root without the expected layout names the layout it looked for.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,32 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 class DatasetError(ValueError):
     """A dataset folder or file that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """A dataset as configured: the defaults of ``hrsam.evaluate`` / ``hrsam.train`` and of a
+    sweep's ``data.*`` keys. ``size``, ``n_train`` and ``n_val`` shape the synthetic generator
+    (each spec gets its own folder under ``root``); ``limit`` keeps the first N objects."""
+
+    name: str = "synthetic"
+    root: str = "data/synthetic"
+    size: int = 1024
+    n_train: int = 64
+    n_val: int = 16
+    limit: int = 0
+
+    def build(self, split: str = "val", progress=None):
+        """The dataset's ``split`` (synthetic: train or val; real datasets are val sets)."""
+        if self.name == "synthetic":
+            kwargs = {"split": split, "size": self.size, "n_train": self.n_train}
+            kwargs.update(n_val=self.n_val, progress=progress)
+            dataset = build_dataset(self.name, self.root, **kwargs)
+        else:
+            dataset = build_dataset(self.name, self.root)
+        if self.limit:
+            dataset = [dataset[i] for i in range(min(self.limit, len(dataset)))]
+        return dataset
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -76,6 +76,11 @@ def make_sample(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
+def spec_folder(root: str | Path, n_train: int, n_val: int, size: int, seed: int = 0) -> Path:
+    """``root/v<VERSION>_<size>px_<n_train>+<n_val>_s<seed>``: the folder of one generator spec."""
+    return Path(root) / f"v{VERSION}_{size}px_{n_train}+{n_val}_s{seed}"
+
+
 def generate(
     root: str | Path,
     n_train: int = 64,
@@ -84,11 +89,13 @@ def generate(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Writes the dataset under ``root`` unless a complete one with these settings exists."""
-    root = Path(root)
+    """Writes the dataset into ``spec_folder(root, ...)`` unless a complete one is there; returns
+    that folder. Each generator spec has its own folder, so entry points asking for different
+    specs under one ``root`` never regenerate each other's data."""
     if size < 64:
         raise ValueError(f"size={size} must be >= 64 px")
     spec = {"version": VERSION, "n_train": n_train, "n_val": n_val, "size": size, "seed": seed}
+    root = spec_folder(root, n_train, n_val, size, seed)
     manifest = root / MANIFEST
     if manifest.exists() and json.loads(manifest.read_text()).get("spec") == spec:
         return root

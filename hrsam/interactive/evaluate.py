@@ -32,6 +32,23 @@ _RITM_LOGIT = math.log(0.49 / 0.51)
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """The evaluation settings: the defaults of ``python -m hrsam.evaluate`` and of a sweep's
+    ``eval.*`` keys (eval-protocol A, B)."""
+
+    protocol: str = "hrsam"
+    ts: int = 1024
+    max_clicks: int = 20
+
+    def __post_init__(self) -> None:
+        check_protocol(self.protocol)
+        if self.ts < 16 or self.ts % 16:
+            raise ValueError(f"ts={self.ts} must be a positive multiple of 16")
+        if self.max_clicks < 1:
+            raise ValueError(f"max_clicks={self.max_clicks} must be >= 1")
+
+
+@dataclass(frozen=True)
 class Sample:
     """One object: an (H, W, 3) uint8 RGB image, its (H, W) bool mask and optional ignore map."""
 

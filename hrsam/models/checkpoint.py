@@ -194,6 +194,17 @@ def _from_record(state: dict, source: str, overrides: dict) -> nn.Module:
             f"override {bad[0]!r} would change the weights' meaning; only "
             "kernel and scan can be overridden when loading"
         )
+    overrides = dict(overrides)
+    if overrides.get("scan") is not None and (overrides["scan"] == "none") != (
+        config["scan"] == "none"
+    ):
+        if config["scan"] == "none":  # no cycle-scan modules: no backend to choose
+            overrides.pop("scan")
+        else:
+            raise CheckpointError(
+                f"override scan='none' would drop the cycle-scan modules of {source}; "
+                "only the scan backend can be chosen when loading"
+            )
     config.update(overrides)
     model = build_model(ModelPreset(**config))
     return load_strict(model, state["state_dict"], source)

@@ -27,14 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hrsam import _cli
-from hrsam._cli import UsageError
+from hrsam import cli
+from hrsam.cli import UsageError
+from hrsam.train.loop import TrainConfig
 
 KEYS = {
     "preset": (str, "model preset"),
     "recipe": (str, "interactive, distill or tiny-synthetic"),
     "checkpoint": (str, "initial weights (ours, or official SAM / HRSAM)"),
-    **_cli.DATA_KEYS,
+    **cli.DATA_KEYS,
     "steps": (int, "optimizer steps"),
     "ts": (int, "training canvas, a multiple of 16"),
     "batch": (int, "images per step"),
@@ -70,20 +71,23 @@ TINY = {  # measured: benchmarks/results/cpu/train_tiny.md
     "batch": 1,
     "gamma": 0.8,  # more corrective rounds than the interactive default (0.6)
 }
+# command-line key -> TrainConfig field (the keys' defaults are the fields')
+TRAIN_FIELDS = {
+    "steps": "steps",
+    "ts": "ts",
+    "batch": "batch_size",
+    "lr": "lr",
+    "warmup": "warmup",
+    "seed": "seed",
+    "gamma": "gamma",
+    "loss": "loss",
+    "loss_rounds": "loss_rounds",
+    "ckpt_every": "ckpt_every",
+}
 DEFAULTS = {
     "recipe": "interactive",
-    "data.name": "synthetic",
-    "data.root": "data/synthetic",
-    "steps": 1000,
-    "ts": 1024,
-    "batch": 1,
-    "lr": 1e-4,
-    "warmup": 0,
-    "seed": 42,
-    "gamma": 0.6,
-    "loss": "nfl",
-    "loss_rounds": "last",
-    "ckpt_every": 0,
+    **cli.data_defaults(),
+    **{key: getattr(TrainConfig, f) for key, f in TRAIN_FIELDS.items()},
     "device": "cuda" if torch.cuda.is_available() else "cpu",
 }
 
@@ -100,7 +104,7 @@ class TeacherCache:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         todo = [i for i in range(len(self.dataset)) if not (self.folder / f"{i}.npy").exists()]
-        bar = _cli.Progress(len(todo), "img")
+        bar = cli.Progress(len(todo), "img")
         device = next(self.teacher.parameters()).device
         for n, i in enumerate(todo, 1):
             s = self.dataset[i]
@@ -120,9 +124,8 @@ class TeacherCache:
 
 def build(cfg: dict):
     """Validates everything and builds model, dataset, teacher and TrainConfig (no training)."""
-    from hrsam.data import DatasetError, build_dataset
+    from hrsam.data import DatasetError
     from hrsam.models import CheckpointError, load_model
-    from hrsam.train.loop import TrainConfig
 
     if cfg["recipe"] not in RECIPES:
         raise UsageError(f"unknown recipe {cfg['recipe']!r}; valid: {', '.join(RECIPES)}")
@@ -133,20 +136,8 @@ def build(cfg: dict):
     extra = RECIPES[cfg["recipe"]]
     recipe = "distill" if cfg["recipe"] == "distill" else "interactive"
     try:
-        train_cfg = TrainConfig(
-            recipe=recipe,
-            steps=cfg["steps"],
-            ts=cfg["ts"],
-            batch_size=cfg["batch"],
-            lr=cfg["lr"],
-            warmup=cfg["warmup"],
-            seed=cfg["seed"],
-            ckpt_every=cfg["ckpt_every"],
-            gamma=cfg["gamma"],
-            loss_rounds=cfg["loss_rounds"],
-            loss=cfg["loss"],
-            **extra,
-        )
+        fields = {f: cfg[key] for key, f in TRAIN_FIELDS.items()}
+        train_cfg = TrainConfig(recipe=recipe, **fields, **extra)
         device = torch.device(cfg["device"])  # checked by run() before joining a process group
         overrides = {k: cfg[k] for k in ("kernel", "scan") if cfg.get(k)}
         torch.manual_seed(cfg["seed"])  # the same initial weights in every run with this seed
@@ -170,8 +161,7 @@ def build(cfg: dict):
                 )
             key = f"{cfg['teacher']}|{cfg.get('teacher.checkpoint')}|{cfg['ts']}|{cfg['data.root']}"
             teacher = (t, key)
-        kwargs = _cli.dataset_kwargs(cfg, "train")
-        dataset = build_dataset(cfg["data.name"], cfg["data.root"], **kwargs)
+        dataset = cli.data_config(cfg).build("train")
         if teacher is not None:
             teacher = TeacherCache(
                 teacher[0], dataset, cfg["ts"], Path(cfg["out"]) / "teacher", teacher[1]
@@ -186,12 +176,12 @@ def build(cfg: dict):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
-        _cli.print_help(__doc__, KEYS, DEFAULTS)
+        cli.print_help(__doc__, KEYS, DEFAULTS)
         return 0
     try:
-        cfg = _cli.parse(argv, KEYS, DEFAULTS)
+        cfg = cli.parse(argv, KEYS, DEFAULTS)
         if cfg["recipe"] == "tiny-synthetic":
-            cfg = _cli.parse(argv, KEYS, {**DEFAULTS, **TINY, "recipe": "tiny-synthetic"})
+            cfg = cli.parse(argv, KEYS, {**DEFAULTS, **TINY, "recipe": "tiny-synthetic"})
         cfg.setdefault("out", f"outputs/train/{cfg.get('preset', 'model')}_{cfg['recipe']}")
         return run(cfg)
     except UsageError as e:
@@ -225,7 +215,7 @@ def run(cfg: dict) -> int:
             raise UsageError(error)
         if not d.is_main:
             model, dataset, teacher, train_cfg = build(cfg)
-        bar = _cli.Progress(train_cfg.steps, "step") if d.is_main else None
+        bar = cli.Progress(train_cfg.steps, "step") if d.is_main else None
         state = train(
             model,
             dataset,

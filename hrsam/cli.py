@@ -1,5 +1,6 @@
-"""``key=value`` command lines for the library's CLIs (evaluate, train): typed keys, the closest
-key suggested for a misspelling, one-line errors with exit code 2."""
+"""The toolkit of the project's ``key=value`` command lines (``hrsam.evaluate``, ``hrsam.train``,
+``ablations.sync``, ``benchmarks.*``): typed keys, the closest key suggested for a misspelling,
+one-line errors with exit code 2, progress bars. Public: the shells import it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import difflib
 import sys
 import time
+from dataclasses import asdict
 
 
 class UsageError(ValueError):
@@ -41,24 +43,28 @@ def _convert(typ: type, value: str):
     return typ(value)
 
 
-DATA_KEYS = {  # the dataset keys every key=value CLI shares
+DATA_KEYS = {  # the dataset keys every key=value CLI shares (hrsam.data.DataConfig's fields)
     "data.name": (str, "dataset: davis, hqseg44k, grabcut, berkeley, synthetic"),
-    "data.root": (str, "dataset folder"),
-    "data.size": (int, "synthetic: long side in px (1024)"),
-    "data.n_train": (int, "synthetic: training images (64)"),
-    "data.n_val": (int, "synthetic: validation images (16)"),
+    "data.root": (str, "dataset folder (synthetic: one subfolder per generator spec)"),
+    "data.size": (int, "synthetic: long side in px"),
+    "data.n_train": (int, "synthetic: training images"),
+    "data.n_val": (int, "synthetic: validation images"),
+    "data.limit": (int, "use only the first N objects (0: all)"),
 }
 
 
-def dataset_kwargs(cfg: dict, split: str) -> dict:
-    """Keyword arguments for ``build_dataset`` from ``data.*`` keys (synthetic: split and size)."""
-    if cfg["data.name"] != "synthetic":
-        return {}
-    kwargs = {"split": split}
-    for key in ("size", "n_train", "n_val"):
-        if f"data.{key}" in cfg:
-            kwargs[key] = cfg[f"data.{key}"]
-    return kwargs
+def data_defaults() -> dict:
+    """``data.*`` defaults: `hrsam.data.DataConfig`'s, the one place they are defined."""
+    from hrsam.data import DataConfig
+
+    return {f"data.{k}": v for k, v in asdict(DataConfig()).items()}
+
+
+def data_config(cfg: dict):
+    """`hrsam.data.DataConfig` from the ``data.*`` keys of a parsed command line."""
+    from hrsam.data import DataConfig
+
+    return DataConfig(**{k.removeprefix("data."): v for k, v in cfg.items() if k in DATA_KEYS})
 
 
 def main(argv: list[str] | None, doc: str, keys, defaults: dict, run) -> int:
