@@ -48,6 +48,10 @@ TAG_COLUMNS = {
     ERROR: "error",
     PARENT: "parent",
     RUN_NAME: "run_name",
+    # provenance tags the reports show beside timings (`ablations.trial.provenance`)
+    "device_name": "device_name",
+    "precision": "precision",
+    "threads": "threads",
 }
 REQUESTED = "requested."  # param prefix: the value asked for where the job resolved another
 
@@ -63,6 +67,19 @@ TRAIN_METRICS = ("train_s", "train_loss")
 MIOU_SERIES = "miou"  # mIoU after k clicks, logged as a step series (step = k)
 _MIOU = re.compile(r"^miou@(\d+)$")
 _MIOU_MLFLOW = re.compile(r"^miou_at_(\d+)$")
+
+
+# What each timing means, for table notes and axis captions (eval-protocol E; DESIGN.md 4).
+TIMING_PROTOCOL = {
+    "encoder_ms": "image encoder once per image at bench.ts, warm, median of bench.reps",
+    "decoder_ms": "prompt encoder + mask decoder per click, warm, median",
+    "sat_s": "one encoder pass plus a bench.sat_points^2 grid of single-click decodes",
+    "peak_mem_mb": "peak memory of the warm benchmark",
+    "eval_encoder_ms": "encoder per object during the interactive evaluation (median)",
+    "eval_decoder_ms": "decoder per click during the interactive evaluation (median)",
+    "eval_peak_mem_mb": "peak memory over the whole interactive evaluation",
+    "spc_s": "seconds per click over the interactive evaluation (encoder + decoders)",
+}
 
 
 def miou_at(k: int) -> str:

@@ -208,7 +208,7 @@ def provenance(resolved: dict) -> dict:
     if device.type == "cuda" and torch.cuda.is_available():
         device_name = torch.cuda.get_device_name(device)
     else:
-        device_name = platform.processor() or platform.machine()
+        device_name = _cpu_name()
     kernels = [k for k in KERNELS.names() if not get_kernel(k).support(device, torch.float32)]
     return {
         "git_sha": git("rev-parse", "HEAD") or "unknown",
@@ -223,6 +223,17 @@ def provenance(resolved: dict) -> dict:
         "host": socket.gethostname(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
     }
+
+
+def _cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (e.g. ``AMD EPYC 7B13``), else the machine."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 # -- resolution: once, here, on the job's own device --------------------------------------------

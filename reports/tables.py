@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
+from ablations import record as R
 from reports import frame
 from reports.frame import metric
 
@@ -102,6 +103,7 @@ def main_table(trials: pd.DataFrame, varying: Iterable[str] = ()) -> Table:
         rows.append((point, tuple(cells)))
     index = tuple(frame.param_label(k) for k in keys)
     note = ("encoder and SAT: over every run of the row, all datasets.",)
+    note += conditions(trials, MAIN_QUALITY + MAIN_SYSTEM)
     return _finish(Table("main", "Main results", index, tuple(columns), tuple(rows), note))
 
 
@@ -130,11 +132,42 @@ def ablation_tables(trials: pd.DataFrame, parents: pd.DataFrame) -> list[Table]:
             grid=grid,
             product=planned is None or len(t) < planned,
         )
+        notes = conditions(t, metrics)
         if planned is not None and len(t) < planned:
-            note = f"{planned - len(t)} of {planned} planned trials have no run."
-            table = replace(table, notes=(note, *table.notes))
-        tables.append(table)
+            notes = (f"{planned - len(t)} of {planned} planned trials have no run.", *notes)
+        tables.append(replace(table, notes=(*notes, *table.notes)))
     return tables
+
+
+def conditions(trials: pd.DataFrame, metrics: Iterable[str]) -> tuple[str, ...]:
+    """What a table's numbers were measured with: the device, precision and threads of its
+    timings and what each timing column means; the click protocol of its quality columns."""
+    ok = trials[frame.run_state(trials) == "ok"]
+    notes = []
+    timings = [m for m in metrics if m in R.TIMING_PROTOCOL]
+    if timings and len(ok):
+        where = sorted(
+            {
+                f"{_text(r.get('device_name'))} ({_text(r.get('precision'))}, "
+                f"{_text(r.get('threads'))} threads)"
+                for r in ok.to_dict("records")
+            }
+        )
+        notes.append(f"timings on {'; '.join(where)}.")
+        notes += [f"{metric(m).short}: {R.TIMING_PROTOCOL[m]}." for m in timings]
+    quality = [m for m in metrics if m in R.QUALITY_METRICS or R.clicks_of(m) is not None]
+    if quality and len(ok) and "eval.protocol" in ok:
+        protocols = sorted({str(v) for v in ok["eval.protocol"].dropna()})
+        clicks = sorted({str(v) for v in ok.get("eval.max_clicks", pd.Series()).dropna()})
+        notes.append(
+            f"NoC / NoF / mIoU: click protocol {', '.join(protocols)}"
+            + (f", {', '.join(clicks)} clicks per object." if clicks else ".")
+        )
+    return tuple(notes)
+
+
+def _text(v) -> str:
+    return "unknown" if frame.is_missing(v) else str(v)
 
 
 def _planned(parents: pd.DataFrame) -> int | None:

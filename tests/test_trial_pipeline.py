@@ -1,0 +1,188 @@
+"""One trial's path, end to end in-process (executor=debug, micro scale): resolved in the job and
+recorded next to the request, weights as checkpoint paths (ours, official HRSAM, official SAM),
+every training option reachable from a sweep, and each default defined in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ablations import config as C
+from ablations import sweep
+from ablations.record import TrialRecord
+
+MICRO = [
+    "executor=debug",
+    "train.steps=2",
+    "train.ts=64",
+    "train.ckpt_every=0",
+    "data.size=64",
+    "data.n_train=2",
+    "data.n_val=1",
+    "eval.ts=64",
+    "eval.max_clicks=2",
+    "bench.reps=1",
+    "bench.sat_points=2",
+    "report=false",
+]
+
+
+def records(tmp: Path, experiment: str) -> list[TrialRecord]:
+    folder = tmp / "outputs" / "sweeps" / experiment / "trials"
+    return [TrialRecord.load(p) for p in sorted(folder.iterdir()) if not p.name.startswith(".")]
+
+
+def mlflow_params(tmp: Path, experiment: str):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
+    df = mlflow.search_runs(experiment_names=[experiment])
+    return df[df["tags.hrsam.role"] == "trial"]
+
+
+@pytest.mark.slow
+def test_scan_auto_is_resolved_in_the_job_and_recorded_as_run(tmp_path, monkeypatch):
+    """Planned with scan=auto on a CPU planner, run where another backend is the default: the
+    record says the backend the trial ran with, next to what was asked."""
+    from hrsam.ssm import scan as scan_backends
+
+    monkeypatch.chdir(tmp_path)
+    args = ["grid=window_size", "model.window_size=4", *MICRO]
+    planned = C.expand(*C.compose(C.parse_args(args)[0]))
+    [trial] = planned.trials
+    assert trial.config["model"]["scan"] is None and trial.config["device"] == "auto"
+    # the job's machine: its default backend is another one than this planner's ("cpu")
+    monkeypatch.setattr(scan_backends, "default_scan", lambda device: "ref")
+    assert sweep.main(args) == 0
+    [record] = records(tmp_path, "window_size")
+    assert record.ok and record.trial_id == trial.trial_id
+    assert record.params["model.scan"] is None and record.resolved["model.scan"] == "ref"
+    assert record.params["device"] == "auto" and record.resolved["device"] == "cpu"
+    assert record.resolved["model.kernel"] == "sdpa" and record.params["model.kernel"] is None
+    folder = tmp_path / "outputs/sweeps/window_size/trials" / record.trial_id
+    assert yaml.safe_load((folder / "config_requested.yaml").read_text())["model"]["scan"] is None
+    assert yaml.safe_load((folder / "config_resolved.yaml").read_text())["model"]["scan"] == "ref"
+    [run] = mlflow_params(tmp_path, "window_size").to_dict("records")
+    assert run["params.model.scan"] == "ref" and run["params.requested.model.scan"] == "None"
+
+
+def _official_hrsam_state(state: dict) -> dict:
+    """Our keys -> the released HRSAM checkpoint's (mmseg) keys: the inverse of the loader's map."""
+    from hrsam.models.checkpoint import _OFFICIAL_HRSAM
+
+    out = {}
+    for key, value in state.items():
+        for old, new in reversed(_OFFICIAL_HRSAM):  # ours -> official, shortest prefix last
+            if key.startswith(new):
+                key = old + key[len(new) :]
+                break
+        out[key] = value
+    return {"state_dict": out}
+
+
+@pytest.mark.slow
+def test_evaluate_only_sweeps_take_our_official_hrsam_and_official_sam_checkpoints(
+    tmp_path, monkeypatch
+):
+    from hrsam.models import build_model, load_model
+    from hrsam.models.checkpoint import remap_official_hrsam
+    from hrsam.train.__main__ import main as train_main
+
+    monkeypatch.chdir(tmp_path)
+    data = ["data.size=64", "data.n_train=2", "data.n_val=1"]
+    argv = ["preset=hrsam_tiny", "steps=2", "ts=64", "device=cpu", "out=outputs/train/m", *data]
+    assert train_main(argv) == 0
+    ours = tmp_path / "outputs/train/m/last.pt"
+    # the same weights as a released HRSAM file (mmseg key names) and a random official SAM file
+    trained = load_model("hrsam_tiny", ours)
+    official = tmp_path / "hrsam_official.pth"
+    torch.save(_official_hrsam_state(trained.state_dict()), official)
+    assert remap_official_hrsam(torch.load(official)).keys() == trained.state_dict().keys()
+    torch.manual_seed(0)
+    sam = tmp_path / "sam_official.pth"
+    torch.save(build_model("sam_tiny").state_dict(), sam)
+
+    for i, (preset, ckpt) in enumerate(
+        [("hrsam_tiny", ours), ("hrsam_tiny", official), ("sam_tiny", sam)]
+    ):
+        args = ["grid=resolution", "train.enabled=false", f"model.preset={preset}"]
+        args += [f"model.checkpoint={ckpt}", f"experiment=e{i}", *MICRO]
+        assert sweep.main(args) == 0, ckpt
+    (a,), (b,), (c,) = (records(tmp_path, f"e{i}") for i in range(3))
+    assert a.ok and b.ok and c.ok
+    assert a.provenance["weights"] == str(ours) and b.provenance["weights"] == str(official)
+    assert a.resolved["model.scan"] == "cpu" and c.resolved["model.scan"] is None
+    assert a.resolved["model.window_size"] == b.resolved["model.window_size"]
+    # our file and the official-format file hold the same weights: the same evaluation
+    assert a.miou_curve == b.miou_curve and a.metrics["noc90"] == b.metrics["noc90"]
+
+
+@pytest.mark.slow
+def test_every_training_option_reaches_the_loop_and_the_initial_weights_are_seeded(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    args = ["grid=window_size", "model.window_size=4", "train.gamma=0.8", "train.loss_rounds=all"]
+    assert sweep.main([*args, "train.loss=bce_dice", "train.batch_size=2", *MICRO]) == 0
+    [ckpt] = (tmp_path / "outputs/sweeps/window_size/cache/train").glob("*/model.pt")
+    training = torch.load(ckpt, weights_only=True)["meta"]["training"]
+    assert training["gamma"] == 0.8 and training["loss_rounds"] == "all"
+    assert training["loss"] == "bce_dice" and training["batch_size"] == 2
+    assert training["seed"] == 42 and training["steps"] == 2
+
+
+def _leaves(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_leaves(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def test_every_sweep_key_has_its_default_in_one_place():
+    """The schema's defaults are the library dataclasses'; defaults.yaml only changes some (a
+    line that repeats the schema's value would be a second definition); the library CLIs take
+    theirs from the same dataclasses."""
+    from hrsam import cli
+    from hrsam import evaluate as evaluate_cli
+    from hrsam.data import DataConfig
+    from hrsam.interactive.evaluate import EvalConfig
+    from hrsam.train import __main__ as train_cli
+    from hrsam.train.loop import TrainConfig
+
+    schema = _leaves(C.OmegaConf.to_container(C.OmegaConf.structured(C.SweepCfg)))
+    for section, lib, own in (
+        ("train", TrainConfig, {"enabled"}),
+        ("data", DataConfig, {"roots"}),
+        ("eval", EvalConfig, set()),
+    ):
+        keys = {k.split(".", 1)[1] for k in schema if k.startswith(f"{section}.")}
+        lib_fields = {f.name: f.default for f in dataclasses.fields(lib)}
+        assert keys - own == set(lib_fields) - {"seed"}, section  # seed: the trial's
+        for name in keys - own:
+            assert schema[f"{section}.{name}"] == lib_fields[name], (section, name)
+    yaml_leaves = _leaves(yaml.safe_load((C.CONF / "defaults.yaml").read_text()))
+    assert set(yaml_leaves) <= set(schema)
+    assert {k: v for k, v in yaml_leaves.items() if schema[k] == v} == {}
+    for key, field_name in train_cli.TRAIN_FIELDS.items():
+        assert train_cli.DEFAULTS[key] == getattr(TrainConfig, field_name), key
+    assert {k: evaluate_cli.DEFAULTS[k] for k in ("protocol", "ts", "max_clicks")} == (
+        dataclasses.asdict(EvalConfig())
+    )
+    assert cli.data_defaults() == {
+        f"data.{k}": v for k, v in dataclasses.asdict(DataConfig()).items()
+    }
+    # and the composed sweep config is exactly schema + defaults.yaml
+    cfg, _ = C.compose({"grid": "window_size"})
+    composed = _leaves(cfg)
+    for key, value in schema.items():
+        if key not in ("grid", "profile"):
+            assert composed[key] == yaml_leaves.get(key, value), key
+    json.dumps(cfg)  # plain data all the way down
