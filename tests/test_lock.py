@@ -5,6 +5,7 @@ mode, run by CI); these tests are the offline part of it."""
 from __future__ import annotations
 
 import os
+import sysconfig
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -79,8 +80,12 @@ def test_check_fails_when_pyproject_gains_a_dependency(pyproject, pins):
     reason="the environment is not the lock's (run by `make test`; `make test-latest` sets LOCK=0)",
 )
 def test_installed_environment_is_the_lock(pins):
+    # the venv's own site-packages: once imported, setuptools puts its vendored copies
+    # (packaging, zipp, wheel, ...) on sys.path, and those are not installed packages
+    site = sysconfig.get_paths()["purelib"]
     installed = {
-        canonicalize_name(d.metadata["Name"]): Version(d.version) for d in metadata.distributions()
+        canonicalize_name(d.metadata["Name"]): Version(d.version)
+        for d in metadata.distributions(path=[site])
     }
     wrong = {
         name: (str(pin), str(installed.get(name)))

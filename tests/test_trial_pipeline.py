@@ -136,16 +136,6 @@ def test_every_training_option_reaches_the_loop_and_the_initial_weights_are_seed
     assert training["seed"] == 42 and training["steps"] == 2
 
 
-def _leaves(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_leaves(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
 def test_every_sweep_key_has_its_default_in_one_place():
     """The schema's defaults are the library dataclasses'; defaults.yaml only changes some (a
     line that repeats the schema's value would be a second definition); the library CLIs take
@@ -157,7 +147,7 @@ def test_every_sweep_key_has_its_default_in_one_place():
     from hrsam.train import __main__ as train_cli
     from hrsam.train.loop import TrainConfig
 
-    schema = _leaves(C.OmegaConf.to_container(C.OmegaConf.structured(C.SweepCfg)))
+    schema = C.flatten(C.OmegaConf.to_container(C.OmegaConf.structured(C.SweepCfg)))
     for section, lib, own in (
         ("train", TrainConfig, {"enabled"}),
         ("data", DataConfig, {"roots"}),
@@ -168,7 +158,7 @@ def test_every_sweep_key_has_its_default_in_one_place():
         assert keys - own == set(lib_fields) - {"seed"}, section  # seed: the trial's
         for name in keys - own:
             assert schema[f"{section}.{name}"] == lib_fields[name], (section, name)
-    yaml_leaves = _leaves(yaml.safe_load((C.CONF / "defaults.yaml").read_text()))
+    yaml_leaves = C.flatten(yaml.safe_load((C.CONF / "defaults.yaml").read_text()))
     assert set(yaml_leaves) <= set(schema)
     assert {k: v for k, v in yaml_leaves.items() if schema[k] == v} == {}
     for key, field_name in train_cli.TRAIN_FIELDS.items():
@@ -181,7 +171,7 @@ def test_every_sweep_key_has_its_default_in_one_place():
     }
     # and the composed sweep config is exactly schema + defaults.yaml
     cfg, _ = C.compose({"grid": "window_size"})
-    composed = _leaves(cfg)
+    composed = C.flatten(cfg)
     for key, value in schema.items():
         if key not in ("grid", "profile"):
             assert composed[key] == yaml_leaves.get(key, value), key
