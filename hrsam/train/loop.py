@@ -331,9 +331,11 @@ def train(
         if progress is not None and dist_env.is_main:
             progress(step, cfg.steps, total)
         periodic = bool(cfg.ckpt_every) and step % cfg.ckpt_every == 0
-        if dist_env.is_main and periodic:
-            save_training_state(out / f"step_{step:06d}.pt", model, opt, sched, step, cfg, losses)
+        # last.pt first: a job preempted between the two writes resumes from this step, and
+        # whoever sees step_<n>.pt knows a resume starts at n or later
         if dist_env.is_main and (periodic or step == cfg.steps):
             save_training_state(last, model, opt, sched, step, cfg, losses)
+        if dist_env.is_main and periodic:
+            save_training_state(out / f"step_{step:06d}.pt", model, opt, sched, step, cfg, losses)
     distributed.barrier()
     return TrainState(step, losses)
