@@ -136,7 +136,8 @@ def atomic_save(obj, path: str | os.PathLike) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:  # a file object: the zip's inner folder is not the tmp name,
+            torch.save(obj, f)  # so equal contents give equal bytes (checksums compare runs)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
