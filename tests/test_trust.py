@@ -11,7 +11,6 @@ import pytest
 
 from ablations import record as R
 from ablations import sweep
-from ablations.record import TrialRecord
 from tests.test_trial_pipeline import MICRO, records
 
 
