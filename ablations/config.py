@@ -480,6 +480,24 @@ def expand(sweep_cfg: dict, grid_spec: dict) -> Sweep:
     return Sweep(sweep_cfg["grid"], grid_spec.get("description", ""), sweep_cfg, trials, keys)
 
 
+def check_checkpoints(sweep: Sweep) -> None:
+    """Opens every checkpoint the trials evaluate, once, here, before any job: readable, and
+    fitting its preset (with the trial's model keys). A bad file is one complete line."""
+    from hrsam.models import CheckpointError, load_model
+
+    seen = set()
+    for t in sweep.trials:
+        m = t.config["model"]
+        key = (m["preset"], m["checkpoint"], json.dumps(model_overrides(m), sort_keys=True))
+        if t.train_key is not None or not m["checkpoint"] or key in seen:
+            continue
+        seen.add(key)
+        try:
+            load_model(m["preset"], m["checkpoint"], **model_overrides(m))
+        except (CheckpointError, ValueError) as e:
+            raise ConfigError(f"model.checkpoint={m['checkpoint']!r}: {_one_line(e)}") from None
+
+
 def fmt(v) -> str:
     return ",".join(str(x) for x in v) if isinstance(v, list) else str(v)
 

@@ -36,6 +36,9 @@ STATUS = "hrsam.status"
 ERROR = "hrsam.error"  # the last line of the traceback, or the unsupported reason
 PARENT = "mlflow.parentRunId"
 RUN_NAME = "mlflow.runName"
+NOTE = "mlflow.note.content"  # the run's description in the UI: the sweep's command line
+# MLflow >= 3 shows an experiment without a kind as a GenAI one (traces, not runs)
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 # the tags above as the reports' column names
 TAG_COLUMNS = {
     ROLE: "role",
@@ -52,7 +55,9 @@ TAG_COLUMNS = {
     "device_name": "device_name",
     "precision": "precision",
     "threads": "threads",
+    "timing_shared": "timing_shared",
 }
+TRAIN_SERIES = ("train_loss", "lr")  # step series logged while the trial trains
 REQUESTED = "requested."  # param prefix: the value asked for where the job resolved another
 
 # Metrics. Two measurements of latency and memory exist and are named apart:
@@ -180,7 +185,7 @@ class TrialRecord:
                 out[REQUESTED + key] = value
         return {k: _param_text(v) for k, v in out.items()}
 
-    def mlflow_tags(self, parent_run_id: str) -> dict[str, str]:
+    def mlflow_tags(self, parent_run_id: str, running: bool = False) -> dict[str, str]:
         tags = {
             PARENT: parent_run_id,
             ROLE: ROLE_TRIAL,
@@ -188,7 +193,7 @@ class TrialRecord:
             SWEEP_ID: self.sweep_id,
             GRID: self.grid,
             LABEL: self.label,
-            STATUS: self.status,
+            STATUS: "RUNNING" if running else self.status,
             **{k: str(v)[:5000] for k, v in self.provenance.items()},
         }
         if self.status != FINISHED:

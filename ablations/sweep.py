@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise C.ConfigError(f"unknown option {flag!r}; {hint}")
         cfg, grid_spec = C.compose(overrides)
         sweep = C.expand(cfg, grid_spec)
+        C.check_checkpoints(sweep)
     except C.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -119,10 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     if "--dry-run" in flags:
         print("dry run: nothing written or submitted")
         return 0
-    return execute(sweep, records)
+    return execute(sweep, records, " ".join(["python -m ablations.sweep", *argv]))
 
 
-def execute(sweep: C.Sweep, records: dict[str, TrialRecord | None]) -> int:
+def execute(sweep: C.Sweep, records: dict[str, TrialRecord | None], command: str = "") -> int:
     cfg = sweep.config
     folder = sweep.folder
     uri = tracking.absolute_uri(cfg["mlflow"]["tracking_uri"])
@@ -141,10 +142,14 @@ def execute(sweep: C.Sweep, records: dict[str, TrialRecord | None]) -> int:
         },
         sweep.varying,
         folder / "mlartifacts",
+        command,
     )
     logged = tracking.trial_runs(uri, sweep.experiment, sweep.sweep_id)
     todo = []
     threads = cfg["executor"]["cpus_per_task"] if cfg["executor"]["name"] != "debug" else 0
+    if threads:  # a job's OpenMP / MKL pools match the cores it was given (inherited by jobs)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(threads)
     for t in sweep.trials:
         job = TrialJob(
             t.trial_id,

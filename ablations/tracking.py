@@ -56,8 +56,9 @@ def experiment_id(c, name: str, artifact_root: Path | None = None) -> str:
     if exp is not None:
         return exp.experiment_id
     location = artifact_root.resolve().as_uri() if artifact_root else None
+    tags = dict([R.EXPERIMENT_KIND])  # opens on the runs table, not the GenAI overview
     try:
-        return _retry(lambda: c.create_experiment(name, artifact_location=location))
+        return _retry(lambda: c.create_experiment(name, artifact_location=location, tags=tags))
     except Exception:  # created meanwhile by another process
         return c.get_experiment_by_name(name).experiment_id
 
@@ -74,10 +75,13 @@ def start_sweep(
     params: dict,
     varying: list[str],
     artifact_root: Path,
+    command: str = "",
 ) -> str:
-    """The sweep's parent run (created once per sweep id, reused by re-runs), set RUNNING."""
+    """The sweep's parent run (created once per sweep id, reused by re-runs), set RUNNING;
+    ``command`` (the sweep's command line) becomes its description."""
     c = client(tracking_uri)
     exp_id = experiment_id(c, experiment, artifact_root)
+    _retry(lambda: c.set_experiment_tag(exp_id, *R.EXPERIMENT_KIND))  # older experiments too
     found = _runs(
         c, exp_id, f"tags.`{R.SWEEP_ID}` = '{sweep_id}' and tags.`{R.ROLE}` = '{R.ROLE_SWEEP}'"
     )
@@ -86,6 +90,8 @@ def start_sweep(
         _retry(lambda: c.update_run(run_id, status="RUNNING"))
         return run_id
     tags = R.parent_tags(sweep_id, grid, varying)
+    if command:
+        tags[R.NOTE] = command
     run = _retry(lambda: c.create_run(exp_id, run_name=grid, tags=tags))
     _log_params(c, run.info.run_id, params)
     return run.info.run_id
@@ -137,19 +143,8 @@ def log_trial(
     if isinstance(record, dict):
         record = TrialRecord.from_dict({"experiment": experiment, **record})
     c = client(tracking_uri)
-    exp_id = experiment_id(c, experiment)
-    found = _runs(
-        c,
-        exp_id,
-        f"tags.`{R.TRIAL_ID}` = '{record.trial_id}' and tags.`{R.PARENT}` = '{parent_run_id}'",
-    )
+    run_id = _trial_run(c, experiment, parent_run_id, record)
     tags = record.mlflow_tags(parent_run_id)
-    if found:
-        run_id = found[0].info.run_id
-        _retry(lambda: c.update_run(run_id, status="RUNNING"))
-    else:
-        run = _retry(lambda: c.create_run(exp_id, run_name=record.label, tags=tags))
-        run_id = run.info.run_id
     _retry(lambda: c.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()]))
     _log_params(c, run_id, record.mlflow_params())
     now = int(time.time() * 1000)
@@ -165,6 +160,68 @@ def log_trial(
         _retry(lambda: c.log_text(run_id, record.error, "traceback.txt"))
     _retry(lambda: c.set_terminated(run_id, R.MLFLOW_STATUS[record.status]))
     return run_id
+
+
+def start_trial(tracking_uri: str, experiment: str, parent_run_id: str, record: TrialRecord) -> str:
+    """The trial's child run as it starts: RUNNING, with its tags and requested params; the
+    same run (found by trial id) is reused by a retry and finished by `log_trial`."""
+    from mlflow.entities import RunTag
+
+    c = client(tracking_uri)
+    run_id = _trial_run(c, experiment, parent_run_id, record, running=True)
+    tags = record.mlflow_tags(parent_run_id, running=True)
+    _retry(lambda: c.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()]))
+    return run_id
+
+
+class SeriesLogger:
+    """Step series (training loss, learning rate, evaluation progress) for a RUNNING run,
+    sent in batches at most every ``every_s`` seconds; never raises (the trial goes on)."""
+
+    def __init__(self, tracking_uri: str, run_id: str | None, every_s: float = 2.0) -> None:
+        self.uri, self.run_id, self.every_s = tracking_uri, run_id, every_s
+        self.pending: list = []
+        self.last = time.monotonic()
+        self.client = None
+
+    def __call__(self, step: int, values: dict[str, float], force: bool = False) -> None:
+        from mlflow.entities import Metric
+
+        if self.run_id is None:
+            return
+        now = int(time.time() * 1000)
+        self.pending += [Metric(k, float(v), now, step) for k, v in values.items()]
+        if force or time.monotonic() - self.last >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending or self.run_id is None:
+            return
+        batch, self.pending, self.last = self.pending, [], time.monotonic()
+        try:
+            if self.client is None:  # one client (one store connection) for the whole trial
+                self.client = client(self.uri)
+            for i in range(0, len(batch), 1000):
+                self.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
+        except Exception as e:  # the trial folder stays the record
+            log.warning("MLflow: could not log a step series (%s)", str(e)[:200])
+
+
+def _trial_run(
+    c, experiment: str, parent_run_id: str, record: TrialRecord, running: bool = False
+) -> str:
+    exp_id = experiment_id(c, experiment)
+    found = _runs(
+        c,
+        exp_id,
+        f"tags.`{R.TRIAL_ID}` = '{record.trial_id}' and tags.`{R.PARENT}` = '{parent_run_id}'",
+    )
+    if found:
+        run_id = found[0].info.run_id
+        _retry(lambda: c.update_run(run_id, status="RUNNING"))
+        return run_id
+    tags = record.mlflow_tags(parent_run_id, running)
+    return _retry(lambda: c.create_run(exp_id, run_name=record.label, tags=tags)).info.run_id
 
 
 def log_report(tracking_uri: str, parent_run_id: str, folder: Path) -> None:

@@ -129,9 +129,13 @@ def run_trial(job: TrialJob) -> dict:
             params=flatten(job.config),
         )
         resolved = job.config
+        running = trials / f".{job.trial_id}.running"  # other trials see that this one runs
+        running.write_text(f"{socket.gethostname()} {os.getpid()}")
+        series = _start_run(job, record)
+        record.provenance["start"] = f"{time.time():.3f}"  # wall clock: overlap with others
         start = time.perf_counter()
         try:
-            resolved = _execute(job, record, stage, progress)
+            resolved = _execute(job, record, stage, progress, series)
         except UnsupportedError as e:
             record.status, record.reason = R.UNSUPPORTED, str(e)
             resolved = e.resolved
@@ -142,9 +146,12 @@ def run_trial(job: TrialJob) -> dict:
         finally:
             root.removeHandler(handler)
             handler.close()
+            running.unlink(missing_ok=True)
+            series.flush()
         record.resolved = flatten(resolved)
         record.provenance = {**provenance(resolved), **record.provenance}
         record.wall_s = time.perf_counter() - start
+        record.provenance["end"] = f"{time.time():.3f}"
         _write_folder(stage, job.config, resolved, record)
         if final.exists():
             shutil.rmtree(final)  # a failed earlier attempt
@@ -174,6 +181,36 @@ def _write_folder(stage: Path, requested: dict, resolved: dict, record: TrialRec
     (stage / "config_requested.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(requested)))
     (stage / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
     record.save(stage)
+
+
+def _start_run(job: TrialJob, record: TrialRecord):
+    """The MLflow child run, RUNNING from the trial's first second (the UI shows it, then its
+    training curve); an unreachable store only costs the live view."""
+    from ablations import tracking
+
+    try:
+        run_id = tracking.start_trial(job.tracking_uri, job.experiment, job.parent_run_id, record)
+    except Exception as e:
+        log.error("MLflow: could not start the trial's run (it is logged at the end): %s", e)
+        run_id = None
+    return tracking.SeriesLogger(job.tracking_uri, run_id)
+
+
+def others_running(trials: Path, trial_id: str) -> list[str]:
+    """Ids of the other trials of this sweep running now on this machine (their
+    ``.<id>.running`` markers: host and pid; a killed trial's marker is ignored)."""
+    host, out = socket.gethostname(), []
+    for p in trials.glob(".*.running"):
+        if p.name == f".{trial_id}.running":
+            continue
+        try:
+            their_host, pid = p.read_text().split()
+            if their_host == host:
+                os.kill(int(pid), 0)  # raises when that process is gone
+                out.append(p.name[1 : -len(".running")])
+        except (OSError, ValueError):
+            continue
+    return sorted(out)
 
 
 def _mirror(job: TrialJob, record: TrialRecord, folder: Path) -> None:
@@ -219,6 +256,7 @@ def provenance(resolved: dict) -> dict:
         "device_name": device_name,
         "precision": "fp32",
         "threads": str(torch.get_num_threads()),
+        "cores": str(len(os.sched_getaffinity(0))),
         "kernels_available": ",".join(kernels),
         "host": socket.gethostname(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
@@ -304,7 +342,9 @@ def _check_support(preset, device, resolved: dict) -> None:
         raise UnsupportedError(reason, resolved)
 
 
-def _execute(job: TrialJob, record: TrialRecord, stage: Path, progress: _Progress) -> dict:
+def _execute(
+    job: TrialJob, record: TrialRecord, stage: Path, progress: _Progress, series=None
+) -> dict:
     """Resolves, trains (cached) or loads, benchmarks, evaluates; fills ``record``'s metrics
     and returns the resolved config."""
     import torch
@@ -314,7 +354,7 @@ def _execute(job: TrialJob, record: TrialRecord, stage: Path, progress: _Progres
     from hrsam.profiling import measure
 
     cfg = job.config
-    if job.threads:
+    if job.threads:  # the cores the job was given (sweep.py also exports OMP/MKL_NUM_THREADS)
         torch.set_num_threads(job.threads)
     device = torch.device(resolve_device(cfg["device"]))
     seed_everything(cfg["seed"])
@@ -326,7 +366,7 @@ def _execute(job: TrialJob, record: TrialRecord, stage: Path, progress: _Progres
     if cfg["train"]["enabled"]:
         preset = get_preset(m["preset"], **C.model_overrides(m, C.ARCH_KEYS), **compute)
         _check_support(preset, device, _resolved(cfg, device, preset))  # before any training
-        ckpt, info = train_cached(job, device, progress)
+        ckpt, info = train_cached(job, device, progress, series)
         record.metrics.update(info)
         model = load_checkpoint(ckpt, **compute)
     else:
@@ -340,6 +380,8 @@ def _execute(job: TrialJob, record: TrialRecord, stage: Path, progress: _Progres
     _check_support(preset, device, resolved)
     model.to(device).eval()
     dataset = C.data_config(cfg).build("val")
+    trials = Path(job.folder) / "trials"
+    shared = set(others_running(trials, job.trial_id))
     if cfg["bench"]["enabled"]:
         b = resolved["bench"]
         progress(f"benchmark at ts {b['ts']}", force=True)
@@ -354,8 +396,15 @@ def _execute(job: TrialJob, record: TrialRecord, stage: Path, progress: _Progres
             ev.ts,
             ev.max_clicks,
             cfg["seed"],
-            progress=lambda i, n, name: progress(f"evaluate {i}/{n}"),
+            progress=lambda i, n, name: (
+                progress(f"evaluate {i}/{n}"),
+                series and series(i, {"eval_objects_done": i}),
+            ),
         )
+    # a timing taken while another trial of this sweep ran on the same machine says so
+    shared |= set(others_running(trials, job.trial_id))
+    record.provenance["timing_shared"] = str(bool(shared))
+    record.provenance["shared_with"] = ",".join(sorted(shared))
     # the evaluation's own per-object timings keep their own names (record.EVAL_TIMINGS)
     record.metrics.update({R.eval_timing(k): v for k, v in result.summary().items()})
     curve = result.ious.mean(axis=0)
@@ -365,7 +414,7 @@ def _execute(job: TrialJob, record: TrialRecord, stage: Path, progress: _Progres
     return resolved
 
 
-def train_cached(job: TrialJob, device, progress: _Progress) -> tuple[Path, dict]:
+def train_cached(job: TrialJob, device, progress: _Progress, series=None) -> tuple[Path, dict]:
     """The checkpoint of this trial's training, trained once per training key (trials that need
     the same model wait on a lock and reuse it). Returns (its path, {train_s, train_loss}).
 
@@ -398,6 +447,7 @@ def train_cached(job: TrialJob, device, progress: _Progress) -> tuple[Path, dict
             tc,
             folder,
             progress=lambda s, n, loss: progress(f"train {s}/{n} loss {loss:.3f}"),
+            on_step=series,
         )
         info = {"train_s": time.perf_counter() - start, "train_loss": state.losses[-1]}
         save_checkpoint(model.cpu(), ckpt, training=asdict(tc))

@@ -40,3 +40,102 @@ def test_the_same_trial_in_two_experiments_gives_identical_weights_and_metrics(
     assert quality == {k: v for k, v in b.metrics.items() if k not in timings}
     assert {"train_loss", "noc90", R.miou_at(1)} <= set(quality)
     assert a.miou_curve == b.miou_curve
+
+
+def test_a_corrupt_checkpoint_is_refused_before_submission(tmp_path):
+    from tests.test_sweep import sweep as run_sweep
+
+    bad = tmp_path / "hrsam.pth"
+    bad.write_bytes(b"not a checkpoint at all")
+    r = run_sweep(tmp_path, "grid=window_size", "train.enabled=false", f"model.checkpoint={bad}")
+    assert r.returncode == 2, r.stdout + r.stderr
+    [line] = r.stderr.strip().splitlines()
+    assert (
+        line.startswith(f"error: model.checkpoint='{bad}'") and "not a readable checkpoint" in line
+    )
+    assert line.endswith("(weights_only=True)")  # the whole message, not cut mid-sentence
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hrsam.pth"]  # nothing else written
+
+
+@pytest.mark.slow
+def test_parallel_local_timing_trials_say_they_shared_the_cpu(tmp_path):
+    """Two timing trials at once on the local executor: their timings either did not overlap
+    or both records say they were taken on a shared CPU; each records its threads."""
+    from tests.test_sweep import MICRO as SWEEP_MICRO
+    from tests.test_sweep import sweep as run_sweep
+
+    args = ["grid=window_size", "model.window_size=4,8", "executor=local", "executor.parallel=2"]
+    r = run_sweep(tmp_path, *args, "executor.cpus_per_task=1", *SWEEP_MICRO, "train.steps=30")
+    assert r.returncode == 0, r.stdout + r.stderr
+    a, b = records(tmp_path, "window_size")
+    for rec in (a, b):
+        assert rec.provenance["threads"] == "1" and int(rec.provenance["cores"]) >= 1
+    t = {r.trial_id: (float(r.provenance["start"]), float(r.provenance["end"])) for r in (a, b)}
+    overlap = t[a.trial_id][0] < t[b.trial_id][1] and t[b.trial_id][0] < t[a.trial_id][1]
+    if overlap:
+        assert a.provenance["timing_shared"] == b.provenance["timing_shared"] == "True"
+        assert (
+            a.provenance["shared_with"] == b.trial_id and b.provenance["shared_with"] == a.trial_id
+        )
+    assert not list((tmp_path / "outputs/sweeps/window_size/trials").glob(".*.running"))
+
+
+@pytest.mark.slow
+def test_runs_are_live_in_mlflow_and_the_parent_holds_the_report(tmp_path):
+    """While a sweep trains, its child run is RUNNING with a partial loss curve (polled from
+    this process while the sweep runs in another); at the end it is FINISHED with the whole
+    curve, the parent run holds the report and the command line, and the experiment is tagged
+    as model training (MLflow's UI then opens on the runs table)."""
+    import subprocess
+    import sys
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from tests.test_sweep import MICRO as SWEEP_MICRO
+
+    steps = 150
+    args = ["grid=window_size", "model.window_size=4", "executor=local", *SWEEP_MICRO]
+    args += [f"train.steps={steps}", "report=true"]
+    env = {"PYTHONUNBUFFERED": "1", "HRSAM_FLEX_COMPILE": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ablations.sweep", *args],
+        cwd=tmp_path,
+        env={**__import__("os").environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    seen = []  # (status, points in the loss curve) while the sweep ran
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        if not (tmp_path / "mlflow.db").exists():
+            continue
+        try:
+            c = MlflowClient(uri)
+            exp = c.get_experiment_by_name("window_size")
+            kids = exp and c.search_runs([exp.experiment_id], "tags.`hrsam.role` = 'trial'")
+            if kids:
+                run = kids[0]
+                curve = c.get_metric_history(run.info.run_id, "train_loss")
+                seen.append((run.info.status, run.data.tags.get(R.STATUS), len(curve)))
+        except Exception:  # the database is being written by the sweep: try again
+            continue
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    partial = [s for s in seen if s[0] == "RUNNING" and s[1] == "RUNNING" and 0 < s[2] < steps]
+    assert partial, f"never saw a RUNNING run with a partial curve: {seen[-5:]}"
+    c = MlflowClient(uri)
+    exp = c.get_experiment_by_name("window_size")
+    assert exp.tags[R.EXPERIMENT_KIND[0]] == R.EXPERIMENT_KIND[1]
+    [kid] = c.search_runs([exp.experiment_id], "tags.`hrsam.role` = 'trial'")
+    assert kid.info.status == "FINISHED" and kid.data.tags[R.STATUS] == "FINISHED"
+    curve = c.get_metric_history(kid.info.run_id, "train_loss")
+    assert sorted(m.step for m in curve if m.step > 0) == list(range(1, steps + 1))
+    assert len(c.get_metric_history(kid.info.run_id, "lr")) == steps
+    [parent] = c.search_runs([exp.experiment_id], "tags.`hrsam.role` = 'sweep'")
+    assert parent.data.tags[R.NOTE].startswith("python -m ablations.sweep grid=window_size")
+    report = {a.path for a in c.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.html", "report/report.md", "report/tables"} <= report

@@ -41,7 +41,7 @@ def read_state(path: str | os.PathLike) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, not a checkpoint, or pickled code we refuse
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
             f"{path} is not a readable checkpoint ({type(e).__name__}: {first}); only tensors "
             "and plain containers are loaded (weights_only=True)"

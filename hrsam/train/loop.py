@@ -238,6 +238,7 @@ def train(
     teacher: Callable[[int, Tensor], Tensor] | None = None,
     resume: bool = True,
     progress: Callable[[int, int, float], None] | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainState:
     """Trains ``model`` in place; writes ``out/last.pt`` (and ``out/step_<n>.pt``).
 
@@ -330,6 +331,8 @@ def train(
             raise FloatingPointError(f"loss is {total} at step {step}")
         if progress is not None and dist_env.is_main:
             progress(step, cfg.steps, total)
+        if on_step is not None and dist_env.is_main:
+            on_step(step, {"train_loss": total, "lr": sched.get_last_lr()[0]})
         periodic = bool(cfg.ckpt_every) and step % cfg.ckpt_every == 0
         # last.pt first: a job preempted between the two writes resumes from this step, and
         # whoever sees step_<n>.pt knows a resume starts at n or later
