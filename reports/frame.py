@@ -247,7 +247,8 @@ def aggregate(runs: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.Dat
     group = list(keys) or ["_all"]
     state = run_state(runs)
     detail = runs["error"].where(state != "ok") if "error" in runs else None
-    runs = runs.assign(_state=state, _ok=state == "ok", _all=0, _detail=detail)
+    shared = runs["timing_shared"].astype(str) == "True" if "timing_shared" in runs else False
+    runs = runs.assign(_state=state, _ok=state == "ok", _all=0, _detail=detail, _shared=shared)
     ok = runs[runs["_ok"]]
     stats = ok.groupby(group, dropna=False, sort=False)[metrics].agg(["mean", "std", "count"])
     suffix = {"mean": "", "std": "_std", "count": "_n"}
@@ -257,6 +258,7 @@ def aggregate(runs: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.Dat
         n_ok=("_ok", "sum"),
         state=("_state", "first"),
         detail=("_detail", "first"),
+        shared=("_shared", "any"),
     )
     counts["state"] = counts["state"].where(counts["n_ok"] == 0, "ok")
     out = counts.join(stats, how="left").reset_index()

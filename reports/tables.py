@@ -41,6 +41,7 @@ ABLATION_METRICS = (
 MODEL_KEYS = ("model.preset", "model.attention", "model.kernel")
 MISSING_TEXT = {"missing": "missing", "none": "—"}  # no run at the point / no value logged
 DAGGER = "†"
+SHARED = "‡"
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class Cell:
     n_failed: int = 0  # repeats that did not finish while others did
     best: bool = False
     detail: str | None = None  # a not-ok cell's run error: ``unsupported: <reason>``
+    shared: bool = False  # a timing taken while another trial ran on the same machine
 
 
 @dataclass(frozen=True)
@@ -262,7 +264,8 @@ def _cell(stats: pd.Series | None, m: str) -> Cell:
     if n == 0:
         return Cell("none")
     std = stats[f"{m}_std"] if n > 1 else None
-    return Cell("ok", float(stats[m]), std, n, int(stats["n_runs"] - stats["n_ok"]))
+    shared = m in R.TIMING_PROTOCOL and bool(stats.get("shared", False))
+    return Cell("ok", float(stats[m]), std, n, int(stats["n_runs"] - stats["n_ok"]), shared=shared)
 
 
 def _finish(table: Table) -> Table:
@@ -290,6 +293,11 @@ def _finish(table: Table) -> Table:
         notes.append("mean ± std over repeats (seeds).")
     if any(c.n_failed for c in cells):
         notes.append(f"{DAGGER}: some repeats did not finish; the value is over those that did.")
+    if any(c.shared for c in cells):
+        notes.append(
+            f"{SHARED}: timed while another trial ran on the same machine (executor.parallel > 1"
+            " or a SLURM node shared by array tasks): not comparable with exclusive timings."
+        )
     if any(c.state == "missing" for c in cells):
         notes.append("missing: no run at this point.")
     if any(c.state == "none" for c in cells):
@@ -331,7 +339,8 @@ def cell_text(cell: Cell, col: Column) -> str:
     ``unsupported: <reason>``."""
     if cell.state != "ok":
         return state_text(cell)
-    return _number(cell, metric(col.metric)) + (DAGGER if cell.n_failed else "")
+    marks = (DAGGER if cell.n_failed else "") + (SHARED if cell.shared else "")
+    return _number(cell, metric(col.metric)) + marks
 
 
 def key_text(v) -> str:
@@ -374,6 +383,7 @@ LATEX_SPECIAL = {
     "^": r"\textasciicircum{}",
     "±": r"$\pm$",
     "†": r"$^\dagger$",
+    "‡": r"$^\ddagger$",
     "—": "---",
 }
 
@@ -390,7 +400,7 @@ def _latex_cell(cell: Cell, col: Column) -> str:
     text = _number(cell, metric(col.metric), r"$\pm$")
     if cell.best:
         text = rf"\textbf{{{text}}}"
-    return text + (r"$^\dagger$" if cell.n_failed else "")
+    return text + (r"$^\dagger$" if cell.n_failed else "") + (r"$^\ddagger$" if cell.shared else "")
 
 
 def to_latex(table: Table) -> str:

@@ -229,6 +229,18 @@ def test_ablation_table_rows_are_every_grid_point():
     assert "**5.25 ± 0.35**" in md and "| missing |" in md
 
 
+def test_timings_taken_on_a_shared_cpu_are_marked():
+    quiet = run({"model.window_size": 8}, {"encoder_ms": 10.0, "noc95": 5.0})
+    busy = run({"model.window_size": 16}, {"encoder_ms": 30.0, "noc95": 5.0},
+               extra_tags={"tags.timing_shared": "True"})  # fmt: skip
+    trials = frame.trials(frame.tidy(runs_frame(quiet, busy)))
+    [t] = tables.ablation_tables(trials, parents_frame(varying="model.window_size"))
+    assert column(t, "encoder (ms)") == ["*10.0*", "30.0‡"]
+    assert column(t, "NoC95 (clicks)") == ["5.00", "5.00"]  # quality is not a timing
+    assert any(n.startswith("‡: timed while another trial ran") for n in t.notes)
+    assert r"30.0$^\ddagger$" in tables.to_latex(t)
+
+
 def test_partial_failure_is_marked():
     points = {(8, 512): {"noc95": 6.0}, (16, 512): {"noc95": 5.0}}
     runs = grid_runs(points, repeats=2)
