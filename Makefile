@@ -46,6 +46,7 @@ demo: setup ## the main job: the window_size sweep on the embedded default, then
 	$(PY) -m ablations.sweep grid=window_size $(DEMO_ARGS)
 
 mlflow-ui: setup ## browse the runs: MLflow UI on http://127.0.0.1:5000
+	@echo "runs: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (a sweep prints its own page)"
 	$(PY) -m mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 slurm-up: ## start a single-node SLURM cluster on this machine (root; installs slurm-wlm + munge)

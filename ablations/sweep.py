@@ -202,10 +202,12 @@ def execute(sweep: C.Sweep, records: dict[str, TrialRecord | None], command: str
     if cfg["report"]:
         _report(sweep, parent, uri)
     db = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+    page = tracking.runs_page(uri, sweep.experiment)
     if db:
         print(f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{db} --host 127.0.0.1")
+        print(f"  (or make mlflow-ui), then the runs: http://127.0.0.1:5000/{page}")
     else:
-        print(f"MLflow: {uri}")
+        print(f"MLflow: {uri.rstrip('/')}/{page}")
     for t in unsupported:
         print(f"UNSUPPORTED {t.trial_id} ({t.label}): {records[t.trial_id].reason}")
     for t in failed:

@@ -224,6 +224,15 @@ def _trial_run(
     return _retry(lambda: c.create_run(exp_id, run_name=record.label, tags=tags)).info.run_id
 
 
+def runs_page(tracking_uri: str, experiment: str) -> str:
+    """The UI's path to the experiment's runs table. MLflow 3's UI opens on its GenAI
+    overview unless the model-training view is asked for (``workflowType``)."""
+    c = client(tracking_uri)
+    exp = _retry(lambda: c.get_experiment_by_name(experiment))
+    route = f"#/experiments/{exp.experiment_id}/runs" if exp else "#/experiments"
+    return f"{route}?workflowType=machine_learning"
+
+
 def log_report(tracking_uri: str, parent_run_id: str, folder: Path) -> None:
     c = client(tracking_uri)
     _retry(lambda: c.log_artifacts(parent_run_id, str(folder), "report"))

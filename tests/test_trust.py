@@ -5,6 +5,7 @@ they run, and bad checkpoints are refused before anything is submitted."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,72 @@ def test_runs_are_live_in_mlflow_and_the_parent_holds_the_report(tmp_path):
     assert parent.data.tags[R.NOTE].startswith("python -m ablations.sweep grid=window_size")
     report = {a.path for a in c.list_artifacts(parent.info.run_id, "report")}
     assert {"report/report.html", "report/report.md", "report/tables"} <= report
+
+
+def _chromium_dom(url: str, profile: Path) -> str:
+    import subprocess
+
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+    flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    cmd = ["chromium", *flags, f"--user-data-dir={profile}", "--virtual-time-budget=30000"]
+    out = subprocess.run([*cmd, "--dump-dom", url], capture_output=True, text=True, timeout=180)
+    return out.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("shutil").which("chromium"), reason="needs Debian's chromium")
+def test_the_mlflow_ui_opens_a_sweep_on_its_runs_table_in_headless_chromium(tmp_path):
+    """The page the sweep prints opens MLflow's runs table (not the GenAI overview of traces)
+    with the sweep's run, and each trial's page shows its name, params and metrics."""
+    import re
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import mlflow
+
+    from tests.test_sweep import MICRO as SWEEP_MICRO
+    from tests.test_sweep import sweep as run_sweep
+
+    r = run_sweep(
+        tmp_path, "grid=window_size", "executor=debug", "train.enabled=false", *SWEEP_MICRO
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    [page] = re.findall(r"http://127\.0\.0\.1:5000/(\S+)", r.stdout)
+    assert page.endswith("/runs?workflowType=machine_learning")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
+         "--port", str(port)],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and ui.poll() is None, "mlflow ui did not start"
+                time.sleep(0.5)
+        dom = _chromium_dom(f"{base}/{page}", tmp_path / "chromium-a")
+        assert "matching runs" in dom and ">window_size<" in dom, dom[-2000:]
+        assert "Detect Issues" not in dom  # the GenAI overview's
+        mlflow.set_tracking_uri(uri)
+        kids = mlflow.search_runs(experiment_names=["window_size"])
+        kids = kids[kids["tags.hrsam.role"] == "trial"]
+        assert len(kids) == 3
+        kid = kids.iloc[0]
+        run_page = page.replace("/runs?", f"/runs/{kid['run_id']}?")
+        dom = _chromium_dom(f"{base}/{run_page}", tmp_path / "chromium-b")
+        assert kid["tags.hrsam.label"] in dom and "model.window_size" in dom and "noc90" in dom
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
