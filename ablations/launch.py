@@ -50,6 +50,7 @@ class Monitor:
     stream: object = field(default_factory=lambda: sys.stderr)
     start: float = field(default_factory=time.monotonic)
     last_print: float = 0.0
+    last_line: str = ""
 
     def __call__(self, tracked: list[Tracked], force: bool = False) -> None:
         now = time.monotonic()
@@ -59,7 +60,9 @@ class Monitor:
         self.last_print = now
         done = [t for t in tracked if t.finished]
         failed = [t for t in done if t.error or (t.result or {}).get("status") == "FAILED"]
-        running = [t for t in tracked if t.started is not None and not t.finished]
+        # running = started by the scheduler (SLURM: left PENDING), not merely submitted
+        running = [t for t in tracked if t.running_since is not None and not t.finished]
+        pending = [t for t in tracked if t.started is not None and t.running_since is None]
         elapsed = now - self.start
         eta = ""
         if done:
@@ -70,10 +73,15 @@ class Monitor:
             phase = self.folder / "trials" / f".{t.trial.trial_id}.progress"
             with contextlib.suppress(OSError):
                 phases.append(f"{t.trial.label}: {phase.read_text().strip()}")
+        queued = f", {len(pending)} pending" if pending else ""
         line = (
-            f"[sweep] {len(done)}/{self.total} done, {len(running)} running, {len(failed)} failed, "
-            f"{_duration(elapsed)} elapsed{eta}" + (f" | {'; '.join(phases)}" if phases else "")
+            f"[sweep] {len(done)}/{self.total} done, {len(running)} running{queued}, "
+            f"{len(failed)} failed, {_duration(elapsed)} elapsed{eta}"
+            + (f" | {'; '.join(phases)}" if phases else "")
         )
+        if line == self.last_line and not tty:
+            return  # the same status again (the final one): once is enough
+        self.last_line = line
         width = shutil.get_terminal_size((120, 20)).columns
         if tty:
             print(f"\r{line[: width - 1]:<{width - 1}}", end="", file=self.stream, flush=True)
@@ -191,7 +199,7 @@ def run(
     timeout_s = cfg["executor"]["timeout_min"] * 60 + GRACE_S
     if cluster == "debug":
         for t in tracked:
-            t.started = time.monotonic()
+            t.started = t.running_since = time.monotonic()
             monitor(tracked, force=True)
             t.job = executor.submit(RunTrial(), t.trial)
             try:

@@ -259,8 +259,18 @@ def provenance(resolved: dict) -> dict:
         "cores": str(len(os.sched_getaffinity(0))),
         "kernels_available": ",".join(kernels),
         "host": socket.gethostname(),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
+        **_job(),
     }
+
+
+def _job() -> dict:
+    """The job as its scheduler names it: ``2_1`` for task 1 of SLURM array 2 (as squeue and
+    the job folders say), the process id for local jobs; nothing in-process (debug)."""
+    try:
+        env = submitit.JobEnvironment()
+    except RuntimeError:  # not inside a submitit job
+        return {"executor": "debug"}
+    return {"executor": env.cluster, "job_id": str(env.job_id)}
 
 
 def _cpu_name() -> str:
