@@ -225,12 +225,23 @@ def _trial_run(
 
 
 def runs_page(tracking_uri: str, experiment: str) -> str:
-    """The UI's path to the experiment's runs table. MLflow 3's UI opens on its GenAI
-    overview unless the model-training view is asked for (``workflowType``)."""
+    """The UI's path to the experiment's trial runs, best NoC90 first. MLflow 3's UI opens on
+    its GenAI overview unless the model-training view is asked for (``workflowType``), and
+    folds child runs under their parent unless the table is filtered and sorted by other than
+    date."""
+    from urllib.parse import quote, urlencode
+
     c = client(tracking_uri)
     exp = _retry(lambda: c.get_experiment_by_name(experiment))
-    route = f"#/experiments/{exp.experiment_id}/runs" if exp else "#/experiments"
-    return f"{route}?workflowType=machine_learning"
+    if exp is None:
+        return "#/experiments?workflowType=machine_learning"
+    query = {
+        "workflowType": "machine_learning",
+        "searchFilter": f"tags.`{R.ROLE}` = '{R.ROLE_TRIAL}'",
+        "orderByKey": "metrics.`noc90`",
+        "orderByAsc": "true",
+    }
+    return f"#/experiments/{exp.experiment_id}/runs?{urlencode(query, quote_via=quote)}"
 
 
 def log_report(tracking_uri: str, parent_run_id: str, folder: Path) -> None:
