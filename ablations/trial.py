@@ -129,10 +129,11 @@ def run_trial(job: TrialJob) -> dict:
             params=flatten(job.config),
         )
         resolved = job.config
+        t_start = round(time.time(), 3)  # wall clock, before the marker: overlap with others
+        record.provenance["start"] = f"{t_start:.3f}"
         running = trials / f".{job.trial_id}.running"  # other trials see that this one runs
         running.write_text(f"{socket.gethostname()} {os.getpid()}")
         series = _start_run(job, record)
-        record.provenance["start"] = f"{time.time():.3f}"  # wall clock: overlap with others
         start = time.perf_counter()
         try:
             resolved = _execute(job, record, stage, progress, series)
@@ -146,12 +147,14 @@ def run_trial(job: TrialJob) -> dict:
         finally:
             root.removeHandler(handler)
             handler.close()
+            t_end = round(time.time(), 3)  # logged before the marker goes: no gap between them
+            record.provenance["end"] = f"{t_end:.3f}"
+            _log_interval(Path(job.folder), job.trial_id, t_start, t_end)
             running.unlink(missing_ok=True)
             series.flush()
         record.resolved = flatten(resolved)
         record.provenance = {**provenance(resolved), **record.provenance}
         record.wall_s = time.perf_counter() - start
-        record.provenance["end"] = f"{time.time():.3f}"
         _write_folder(stage, job.config, resolved, record)
         if final.exists():
             shutil.rmtree(final)  # a failed earlier attempt
@@ -194,6 +197,34 @@ def _start_run(job: TrialJob, record: TrialRecord):
         log.error("MLflow: could not start the trial's run (it is logged at the end): %s", e)
         run_id = None
     return tracking.SeriesLogger(job.tracking_uri, run_id)
+
+
+INTERVALS = "trial_intervals.log"  # in the sweep folder: host, trial id, start, end per line
+
+
+def _log_interval(folder: Path, trial_id: str, start: float, end: float) -> None:
+    """Appends when this trial ran (one short O_APPEND write: lines never interleave)."""
+    line = f"{socket.gethostname()} {trial_id} {start:.3f} {end:.3f}\n"
+    with open(folder / INTERVALS, "a") as f:
+        f.write(line)
+
+
+def others_overlapping(folder: Path, trial_id: str, t0: float, t1: float) -> set[str]:
+    """Other trials of this sweep that ran on this machine at some moment of [t0, t1]: those
+    still running now (their markers) and those that ended since t0 (their logged intervals)."""
+    out = set(others_running(folder / "trials", trial_id))
+    host = socket.gethostname()
+    with contextlib.suppress(OSError):
+        for line in (folder / INTERVALS).read_text().splitlines():
+            their_host, their_id, start, end = line.split()
+            if (
+                their_host == host
+                and their_id != trial_id
+                and float(start) < t1
+                and float(end) > t0
+            ):
+                out.add(their_id)
+    return out
 
 
 def others_running(trials: Path, trial_id: str) -> list[str]:
@@ -390,8 +421,7 @@ def _execute(
     _check_support(preset, device, resolved)
     model.to(device).eval()
     dataset = C.data_config(cfg).build("val")
-    trials = Path(job.folder) / "trials"
-    shared = set(others_running(trials, job.trial_id))
+    timing_start = time.time()
     if cfg["bench"]["enabled"]:
         b = resolved["bench"]
         progress(f"benchmark at ts {b['ts']}", force=True)
@@ -412,7 +442,10 @@ def _execute(
             ),
         )
     # a timing taken while another trial of this sweep ran on the same machine says so
-    shared |= set(others_running(trials, job.trial_id))
+    timing_end = time.time()
+    shared = others_overlapping(Path(job.folder), job.trial_id, timing_start, timing_end)
+    record.provenance["timing_start"] = f"{timing_start:.3f}"
+    record.provenance["timing_end"] = f"{timing_end:.3f}"
     record.provenance["timing_shared"] = str(bool(shared))
     record.provenance["shared_with"] = ",".join(sorted(shared))
     # the evaluation's own per-object timings keep their own names (record.EVAL_TIMINGS)
