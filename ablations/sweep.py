@@ -187,6 +187,7 @@ def execute(sweep: C.Sweep, records: dict[str, TrialRecord | None], command: str
     tracked = run(cfg, todo, folder, on_done)
     _write_sweep_json(sweep, parent, uri, tracked)
     records = {t.trial_id: TrialRecord.load(folder / "trials" / t.trial_id) for t in sweep.trials}
+    _tidy(folder, [t for t, r in records.items() if r is not None])
     # unsupported is an answer about this device, not a crash: it does not fail the sweep
     failed = [t for t in sweep.trials if records[t.trial_id] is None or records[t.trial_id].failed]
     unsupported = [
@@ -255,6 +256,19 @@ def _write_failed_folder(folder: Path, record: TrialRecord) -> None:
     stage.mkdir(parents=True, exist_ok=True)
     record.save(stage)
     stage.rename(final)
+
+
+def _tidy(folder: Path, ended: list[str]) -> None:
+    """Removes what the jobs leave once every one of them ended: the locks of trials with a
+    record, and empty job folders (submitit's ``jobs/%j`` for in-process runs)."""
+    for trial_id in ended:
+        (folder / "trials" / f".{trial_id}.lock").unlink(missing_ok=True)
+    jobs = folder / "jobs"
+    for d in sorted(jobs.rglob("*"), reverse=True) if jobs.is_dir() else []:
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+    if jobs.is_dir() and not any(jobs.iterdir()):
+        jobs.rmdir()
 
 
 def _write_sweep_json(sweep: C.Sweep, parent: str, uri: str, tracked: list[Tracked]) -> None:

@@ -239,6 +239,9 @@ def test_debug_sweep_end_to_end_then_rerun_starts_nothing(tmp_path):
         m = record["metrics"]
         assert 1 <= m["noc90"] <= 3 and 0 <= m["miou@1"] <= 1 and m["encoder_ms"] > 0
         assert m["gflops"] > 0 and m["params"] > 0 and m["peak_mem_mb"] > 0
+    # nothing left behind: no trial locks, no empty job folders
+    assert not list((folder / "trials").glob(".*.lock"))
+    assert not [d for d in folder.rglob("*") if d.is_dir() and not any(d.iterdir())]
     df = runs(tmp_path, "window_size")
     assert (df["tags.hrsam.role"] == "sweep").sum() == 1
     kids = children(df)
