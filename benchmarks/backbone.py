@@ -12,6 +12,12 @@ code computes it, materialized attention scores). FLOPs come from `hrsam.profili
 estimated to exceed the memory budget are ``oom`` rows, cases estimated to take longer than
 ``--max-case-s`` are ``skipped`` rows. The summary fits latency ~ tokens^k from 1024 to the
 largest size measured and checks the performance issue's CPU targets with ratios from this run.
+``official:sam_vit_b`` is the official ``segment-anything`` ViT-B image encoder (and its prompt
+encoder and mask decoder for the ``dec ms`` column), built with ``img_size=ts`` because its
+position embedding has a fixed size: a row of its own, in the same run, timed and measured
+like ours. Before it is timed, our SAM encoder with its weights loaded is checked against its
+output (``max err``); the summary gives our SAM's speed relative to it at every ts. The row is
+``unsupported`` when ``segment-anything`` is not installed (it is in the test extra).
 A ``+compile`` suffix runs the encoder under ``torch.compile`` (inductor, default mode): its first
 call (the compilation) is timed separately, and the summary gives the speed-up over the same
 variant in eager mode when both are in the run.
@@ -21,13 +27,18 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
+import importlib
+import importlib.util
 import math
 import sys
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from benchmarks._timing import (
     PeakMemory,
@@ -41,12 +52,14 @@ from benchmarks.attention import render
 from hrsam import _cli
 from hrsam.attention import list_attention, list_kernels, variant_support
 from hrsam.models import build_model, get_preset
-from hrsam.models.sam_encoder import BIAS_CHUNK_BYTES
+from hrsam.models.sam_encoder import BIAS_CHUNK_BYTES, SamImageEncoder
 from hrsam.profiling import encoder_flops, sync
 
 RESULTS = Path(__file__).parent / "results"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+OFFICIAL = "official:sam_vit_b"  # segment-anything's own ViT-B: a row of its own
 DEFAULT_VARIANTS = [
+    OFFICIAL,
     "sam_vit_b:global:math",
     "sam_vit_b:global:sdpa",
     "hrsam_vit_b:shifted_kv:sdpa",
@@ -62,6 +75,7 @@ HEADER = [
     "GFLOP/s",
     "% matmul",
     "peak MB",
+    "max err",
     "status",
 ]
 
@@ -80,21 +94,111 @@ class Row:
     peak_mb: float | None = None
     status: str = "ok"
     compile_s: float | None = None  # +compile: the first call, compilation included
+    max_err: float | None = None  # official rows: our SAM encoder (sdpa) against its output
 
 
 COMPILE = "+compile"
 
 
 def parse_variant(v: str) -> tuple[str, str, str]:
-    """``preset:attention:kernel`` (an optional ``+compile`` suffix is ignored here)."""
+    """``preset:attention:kernel`` (an optional ``+compile`` suffix is ignored here). The official
+    encoder computes as ``sam_vit_b:global:math`` does (materialized scores)."""
+    if v == OFFICIAL:
+        return "sam_vit_b", "global", "math"
     parts = v.removesuffix(COMPILE).split(":")
     if len(parts) != 3:
         raise ValueError(f"variant {v!r} must be preset:attention:kernel")
     return parts[0], parts[1], parts[2]
 
 
+def official_modeling():
+    """``segment_anything.modeling`` without running the package ``__init__`` (which imports
+    torchvision); None when segment-anything is not installed."""
+    spec = importlib.util.find_spec("segment_anything")
+    if spec is None:
+        return None
+    if "segment_anything" not in sys.modules:
+        pkg = types.ModuleType("segment_anything")
+        pkg.__path__ = list(spec.submodule_search_locations)
+        pkg.__spec__ = spec
+        sys.modules["segment_anything"] = pkg
+    return importlib.import_module("segment_anything.modeling")
+
+
+class OfficialSam(nn.Module):
+    """The official ViT-B image encoder, prompt encoder and mask decoder at input size ``ts``,
+    with our model's ``encode`` / ``decode`` calls (random weights, as every row here)."""
+
+    def __init__(self, modeling, preset, ts: int) -> None:
+        super().__init__()
+        g = ts // 16
+        self.image_encoder = modeling.ImageEncoderViT(
+            img_size=ts,
+            embed_dim=preset.embed_dim,
+            depth=preset.depth,
+            num_heads=preset.num_heads,
+            mlp_ratio=4.0,
+            out_chans=preset.out_dim,
+            qkv_bias=True,
+            norm_layer=functools.partial(nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=preset.window_size,
+            global_attn_indexes=preset.global_attn_indexes,
+        )
+        self.prompt_encoder = modeling.PromptEncoder(
+            embed_dim=preset.out_dim,
+            image_embedding_size=(g, g),
+            input_image_size=(ts, ts),
+            mask_in_chans=16,
+        )
+        self.mask_decoder = modeling.MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=modeling.TwoWayTransformer(
+                depth=2,
+                embedding_dim=preset.out_dim,
+                mlp_dim=preset.decoder_mlp_dim,
+                num_heads=preset.decoder_heads,
+            ),
+            transformer_dim=preset.out_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        )
+
+    def encode(self, x):
+        return self.image_encoder(x)
+
+    def decode(self, emb, points, labels):
+        sparse, dense = self.prompt_encoder(points=(points, labels), boxes=None, masks=None)
+        return self.mask_decoder(
+            image_embeddings=emb,
+            image_pe=self.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+
+
+def official_error(official: OfficialSam, x, emb, ts: int) -> float:
+    """Max abs difference between the official encoder's output ``emb`` on ``x`` and our SAM
+    encoder (``sdpa``) with the official weights loaded."""
+    preset = get_preset("sam_vit_b")
+    ours = SamImageEncoder(
+        img_size=ts,
+        embed_dim=preset.embed_dim,
+        depth=preset.depth,
+        num_heads=preset.num_heads,
+        out_chans=preset.out_dim,
+        window_size=preset.window_size,
+        global_attn_indexes=preset.global_attn_indexes,
+        kernel="sdpa",
+    ).to(x.device, x.dtype)
+    ours.load_state_dict(official.image_encoder.state_dict(), strict=True)
+    with torch.no_grad():
+        return (ours.eval()(x) - emb).abs().max().item()
+
+
 def all_variants() -> list[str]:
-    out = ["sam_vit_b:global:math", "sam_vit_b:global:sdpa", "sam_vit_b:window:sdpa"]
+    out = [OFFICIAL, "sam_vit_b:global:math", "sam_vit_b:global:sdpa", "sam_vit_b:window:sdpa"]
     out += [
         f"hrsam_vit_b:{a}:{k}" for a in list_attention() if a != "global" for k in list_kernels()
     ]
@@ -113,11 +217,11 @@ def estimate_bytes(preset, attention: str, kernel: str, ts: int, itemsize: int) 
             # scores, bias and softmax of one global block: (heads, L, L) each
             scores = 3.0 * preset.num_heads * tokens**2 * itemsize
         else:
-            # the rel-pos bias, a few heads at a time (hrsam.models.sam_encoder), plus the
+            # the rel-pos bias of a block of queries (hrsam.models.sam_encoder), plus the
             # kernel's copy of it
-            per_head = tokens**2 * itemsize
-            heads = max(1, min(preset.num_heads, BIAS_CHUNK_BYTES // per_head))
-            scores = 2.0 * heads * per_head
+            per_query = preset.num_heads * tokens * itemsize
+            queries = max(1, min(tokens, BIAS_CHUNK_BYTES // per_query))
+            scores = 2.0 * queries * per_query
     elif materialized:
         scores = 3.0 * preset.num_heads * tokens * preset.window_size**2 * itemsize * 1.6
     return act + scores
@@ -149,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     for ts in args.ts:
         if ts < 16 or ts % 16:
             p.error(f"--ts {ts}: must be a positive multiple of 16")
+    modeling = official_modeling()
     try:
         for v in variants:
             preset, attention, kernel = parse_variant(v)
@@ -182,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                 if preset.family != "sam"
                 else get_kernel_reasons(kernel, device, dtype)
             )
+            if v == OFFICIAL and modeling is None:
+                reasons = ["segment-anything is not installed (pip install -e .[test])"]
             if reasons:
                 row.status = "unsupported: " + reasons[0]
                 print(row.status, flush=True)
@@ -197,7 +304,10 @@ def main(argv: list[str] | None = None) -> int:
                 row.status = f"skipped: ~{est_s * 2:.0f} s > --max-case-s {args.max_case_s:.0f}"
                 print(row.status, flush=True)
                 continue
-            if model is None:
+            if v == OFFICIAL:  # its position embedding is sized by img_size: one per ts
+                torch.manual_seed(0)
+                model = OfficialSam(modeling, preset, ts).eval().to(device, dtype)
+            elif model is None:
                 torch.manual_seed(0)
                 model = build_model(preset).eval().to(device, dtype)
                 if v.endswith(COMPILE):
@@ -213,6 +323,13 @@ def main(argv: list[str] | None = None) -> int:
                     with PeakMemory(device) as mem:
                         emb = model.encode(x)
                     row.peak_mb = mem.mb
+                    if v == OFFICIAL:  # correctness first: ours with its weights, same input
+                        row.max_err = official_error(model, x, emb, ts)
+                        tol = 1e-4 if dtype == torch.float32 else 5e-2
+                        if not row.max_err <= tol:
+                            row.status = f"mismatch: ours vs official {row.max_err:.2e} > {tol}"
+                            print(row.status, flush=True)
+                            continue
                     t = time_fn(lambda m=model, x=x: m.encode(x), device, warmup=0, reps=reps)
                     pts = torch.tensor([[[ts / 2, ts / 2]]], device=device, dtype=dtype)
                     lab = torch.ones(1, 1, dtype=torch.long, device=device)
@@ -252,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                 f(r.gflops),
                 f(None if r.frac_matmul is None else 100 * r.frac_matmul, 0),
                 f(r.peak_mb, 0),
+                "-" if r.max_err is None else f"{r.max_err:.1e}",
                 r.status,
             ]
             for r in rows
@@ -312,9 +430,33 @@ def exponent(rows: list[Row], variant: str) -> tuple[float, int, int] | None:
     return math.log(b.enc_ms / a.enc_ms) / math.log(b.tokens / a.tokens), 1024, top
 
 
+def official_ratios(rows: list[Row]) -> list[str]:
+    """At every ts where the official encoder ran: our SAM's speed relative to it (official ms /
+    ours ms, >= 1.0 means ours is no slower) and HRSAM's."""
+    by = {(r.variant, r.ts): r for r in rows}
+    lines = []
+    for r in rows:
+        if r.variant != OFFICIAL or not r.enc_ms:
+            continue
+        for v in dict.fromkeys(x.variant for x in rows):
+            ours = by.get((v, r.ts))
+            if v == OFFICIAL or ours is None or not ours.enc_ms:
+                continue
+            ratio = r.enc_ms / ours.enc_ms
+            target = v == "sam_vit_b:global:sdpa"
+            verdict = ("PASS" if ratio >= 1.0 else "FAIL") if target else "    "
+            lines.append(
+                f"  {verdict} ts={r.ts}: {v} {ratio:.2f}x the speed of official segment-anything "
+                f"({r.enc_ms:.0f} / {ours.enc_ms:.0f} ms)"
+                + (" (target >= 1.00x)" if target else "")
+            )
+    return ["Against the official segment-anything encoder (same run):", *lines] if lines else []
+
+
 def summary(rows: list[Row], matmul_rate: float) -> list[str]:
     lines = ["Targets (ratios from this run):"]
     by = {(r.variant, r.ts): r for r in rows}
+    lines += official_ratios(rows)[1:]
     hr, sam = by.get(("hrsam_vit_b:shifted_kv:sdpa", 2048)), by.get(("sam_vit_b:global:sdpa", 2048))
     if hr and sam and hr.enc_ms and sam.enc_ms:
         s = sam.enc_ms / hr.enc_ms
