@@ -47,3 +47,17 @@ def test_official_ratio_is_official_over_ours(ours_ms, verdict):
     assert "2.00x the speed" in hr
     assert not any("ts=1024" in x for x in lines)
     assert official_ratios(rows[1:]) == []
+
+
+def test_interleaved_rounds_time_every_checked_case(tmp_path, capsys):
+    from benchmarks.backbone import main
+
+    variants = ["hrsam_tiny:shifted_kv:sdpa", "hrsam_tiny:swin:sdpa", "hrsam_tiny:swin:xformers"]
+    argv = ["--ts", "64", "128", "--variants", *variants, "--reps", "2", "--interleave"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "backbone.csv")))
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == 4 and all(float(r["enc_ms"]) > 0 and float(r["gflops"]) > 0 for r in ok)
+    out = capsys.readouterr().out
+    assert out.count("round 2/2") == 4  # one call per case per round
+    assert "interleaved rounds" in (tmp_path / "backbone.md").read_text()
