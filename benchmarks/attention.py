@@ -14,6 +14,12 @@ that cannot run are rows: ``unsupported: <reason>``, ``oom: ...`` (estimated mem
 budget) or ``skipped: ...`` (estimated time over the per-case limit). Useful FLOPs count real
 queries only: ``4 * L * keys_per_query * H * D`` forward, twice that backward. The last lines
 compare against the targets of the attention-registry issue using ratios from this one run.
+
+``fwd+bwd ms`` is the inference forward plus the backward (as the issue that asked for it adds
+them); ``train ms`` is one forward with autograd plus its backward, timed as one. The row
+``shifted_kv+index`` is ``shifted_kv`` with autograd's generic indexing backward
+(`hrsam.attention.gather.generic_index_backward`), the training path before the scatter-add
+gathers, so that a run times both.
 """
 
 from __future__ import annotations
@@ -42,11 +48,13 @@ from benchmarks._timing import (
 from hrsam import cli
 from hrsam.attention import Rope2d, get_attention, get_kernel, list_attention, list_kernels
 from hrsam.attention import variant_support as _support
+from hrsam.attention.gather import generic_index_backward
 from hrsam.attention.windows import window_plan
 
 HEADS, HEAD_DIM = 12, 64
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 RESULTS = Path(__file__).parent / "results"
+GENERIC = "+index"  # pattern suffix: the generic index backward (before the scatter-add gathers)
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,11 @@ class BenchCase:
         if self.grid < 1:
             raise ValueError(f"grid={self.grid} must be >= 1 token")
 
+    @property
+    def base(self) -> str:
+        """The registered pattern name (without the ``+index`` suffix)."""
+        return self.pattern.removesuffix(GENERIC)
+
 
 @dataclass
 class BenchResult:
@@ -70,11 +83,16 @@ class BenchResult:
     fwd_ms: float | None = None
     fwd_spread_ms: float | None = None
     bwd_ms: float | None = None
+    train_ms: float | None = None
     gflops: float | None = None
     peak_mb: float | None = None
     max_err: float | None = None
     status: str = "ok"
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def fwd_bwd_ms(self) -> float | None:
+        return None if self.fwd_ms is None or self.bwd_ms is None else self.fwd_ms + self.bwd_ms
 
     def row(self) -> dict:
         c = asdict(self.case)
@@ -83,6 +101,8 @@ class BenchResult:
             "fwd_ms": _r(self.fwd_ms),
             "fwd_spread_ms": _r(self.fwd_spread_ms),
             "bwd_ms": _r(self.bwd_ms),
+            "fwd_bwd_ms": _r(self.fwd_bwd_ms),
+            "train_ms": _r(self.train_ms),
             "gflops": _r(self.gflops),
             "peak_mb": _r(self.peak_mb),
             "max_err": None if self.max_err is None else f"{self.max_err:.2e}",
@@ -95,7 +115,7 @@ def _r(x: float | None) -> float | None:
 
 
 def keys_per_query(case: BenchCase) -> int:
-    return case.grid**2 if case.pattern == "global" else case.window_size**2
+    return case.grid**2 if case.base == "global" else case.window_size**2
 
 
 def useful_flops(case: BenchCase) -> float:
@@ -107,7 +127,7 @@ def estimated_bytes(case: BenchCase, backward: bool) -> float:
     """Rough peak bytes: qkv and outputs, plus materialized scores for math / eager paths."""
     itemsize = torch.finfo(DTYPES[case.dtype]).bits // 8
     length = case.grid**2
-    if case.pattern == "global":
+    if case.base == "global":
         slots = length
     else:
         slots = window_plan([(case.grid, case.grid)], case.window_size, case.shifted).num_slots
@@ -122,9 +142,12 @@ def _flex_compiled() -> bool:
 
 
 def _attend(case: BenchCase, qkv: torch.Tensor, kernel: str | None = None) -> torch.Tensor:
-    pattern = get_attention(case.pattern)(case.window_size, case.shifted)
+    pattern = get_attention(case.base)(case.window_size, case.shifted)
     rope = Rope2d(HEAD_DIM) if case.rope else None
     k = get_kernel(kernel or case.kernel)
+    if case.pattern.endswith(GENERIC):
+        with generic_index_backward():
+            return pattern.attend(qkv, ((case.grid, case.grid),), k, rope, HEAD_DIM**-0.5)
     return pattern.attend(qkv, ((case.grid, case.grid),), k, rope, HEAD_DIM**-0.5)
 
 
@@ -158,7 +181,7 @@ class Runner:
 
     def reference(self, case: BenchCase) -> tuple[torch.Tensor, float]:
         """fp32 math output, and the error of same-dtype math against it (0 for fp32)."""
-        key = (case.pattern, case.grid, case.dtype)
+        key = (case.base, case.grid, case.dtype)
         if key not in self._refs:
             qkv = self.inputs(case.grid)
             with torch.no_grad():
@@ -173,12 +196,12 @@ class Runner:
     def run(self, case: BenchCase) -> BenchResult:
         res = BenchResult(case)
         dtype = DTYPES[case.dtype]
-        reasons = _support(case.pattern, case.kernel, self.device, dtype)
+        reasons = _support(case.base, case.kernel, self.device, dtype)
         if reasons:
             res.status = "unsupported: " + "; ".join(reasons)
             return res
         est = estimated_bytes(case, backward=False) + estimated_bytes(
-            BenchCase(case.pattern, "math", case.grid), backward=False
+            BenchCase(case.base, "math", case.grid), backward=False
         )
         if est > self.budget:
             res.status = f"oom: needs ~{est / 2**30:.1f} GB > budget {self.budget / 2**30:.1f} GB"
@@ -215,7 +238,7 @@ class Runner:
             t = time_fn(lambda: _attend(case, qkv), self.device, warmup=1, reps=self.reps)
         res.fwd_ms, res.fwd_spread_ms = t.median_ms, t.spread_ms
         res.gflops = useful_flops(case) / (t.median_ms * 1e6)
-        back = _support(case.pattern, case.kernel, self.device, dtype, backward=True)
+        back = _support(case.base, case.kernel, self.device, dtype, backward=True)
         if back:
             res.notes.append("bwd unsupported: " + "; ".join(back))
             return
@@ -226,8 +249,10 @@ class Runner:
         grad = torch.randn(
             leaf.shape[0], case.grid**2, HEADS, HEAD_DIM, device=self.device, dtype=dtype
         )
-        times = []
+        times, train = [], []
         for i in range(self.reps + 1):
+            sync(self.device)
+            t0 = time.perf_counter()
             out = _attend(case, leaf)
             sync(self.device)
             start = time.perf_counter()
@@ -235,8 +260,10 @@ class Runner:
             sync(self.device)
             if i:  # the first backward is warm-up
                 times.append(time.perf_counter() - start)
+                train.append(time.perf_counter() - t0)
             leaf.grad = None
         res.bwd_ms = sorted(times)[len(times) // 2] * 1e3
+        res.train_ms = sorted(train)[len(train) // 2] * 1e3
 
 
 def _fmt(x: float | None, nd: int = 1) -> str:
@@ -249,6 +276,8 @@ HEADER = [
     "grid",
     "fwd ms",
     "bwd ms",
+    "fwd+bwd ms",
+    "train ms",
     "GFLOP/s (real tokens)",
     "peak MB",
     "status",
@@ -270,6 +299,8 @@ def table_rows(results: list[BenchResult]) -> list[list[str]]:
                 f"{c.grid}x{c.grid}",
                 fwd,
                 bwd,
+                _fmt(r.fwd_bwd_ms),
+                _fmt(r.train_ms),
                 _fmt(r.gflops),
                 _fmt(r.peak_mb, 0),
                 status,
@@ -299,7 +330,8 @@ def summary(results: list[BenchResult], bmm: dict[int, float], grid: int) -> lis
     swin_math = ok.get(("swin", "math"))
     kv = [r for (p, _), r in ok.items() if p == "shifted_kv"]
     if not swin_math or not kv:
-        return [*lines, "  not measured (need swin/math and shifted_kv at this grid)"]
+        missing = "  forward target not measured (need swin/math and shifted_kv at this grid)"
+        return [*lines, missing, *training_checks(results, grid)]
     best = min(kv, key=lambda r: r.fwd_ms)
     speedup = swin_math.fwd_ms / best.fwd_ms
     lines.append(
@@ -315,6 +347,7 @@ def summary(results: list[BenchResult], bmm: dict[int, float], grid: int) -> lis
             f"  {'PASS' if ratio >= 1.0 else 'FAIL'} shifted_kv/{r.case.kernel} vs "
             f"swin/{r.case.kernel}: {ratio:.2f}x (target: no slower, >= 1.00x)"
         )
+    lines += training_checks(results, grid)
     rate = bmm.get(grid)
     if rate:
         frac = best.gflops / rate
@@ -322,6 +355,38 @@ def summary(results: list[BenchResult], bmm: dict[int, float], grid: int) -> lis
             f"  {'PASS' if frac >= 0.5 else 'FAIL'} shifted_kv/{best.case.kernel} useful "
             f"{best.gflops:.1f} GFLOP/s = {100 * frac:.0f}% of a same-shape window bmm "
             f"({rate:.1f} GFLOP/s) (target >= 50%)"
+        )
+    return lines
+
+
+def training_checks(results: list[BenchResult], grid: int) -> list[str]:
+    """At ``grid``: ``shifted_kv`` fwd+bwd and train time against ``swin`` with the same kernel
+    (target: no slower), and the scatter-add gathers against the generic index backward."""
+    ok = {
+        (r.case.pattern, r.case.kernel): r
+        for r in results
+        if r.case.grid == grid and r.status == "ok" and r.bwd_ms is not None
+    }
+    lines = []
+    for (p, k), r in ok.items():
+        swin = ok.get(("swin", k))
+        if p != "shifted_kv" or swin is None:
+            continue
+        a, b = swin.fwd_bwd_ms / r.fwd_bwd_ms, swin.train_ms / r.train_ms
+        lines.append(
+            f"  {'PASS' if a >= 1.0 else 'FAIL'} shifted_kv/{k} fwd+bwd {r.fwd_bwd_ms:.0f} ms vs "
+            f"swin/{k} {swin.fwd_bwd_ms:.0f} ms: {a:.2f}x (target: no slower, >= 1.00x); "
+            f"train {r.train_ms:.0f} vs {swin.train_ms:.0f} ms: {b:.2f}x"
+        )
+    for (p, k), r in ok.items():
+        new = ok.get(("shifted_kv", k))
+        if p != "shifted_kv" + GENERIC or new is None:
+            continue
+        lines.append(
+            f"       shifted_kv/{k} backward {r.bwd_ms:.0f} -> {new.bwd_ms:.0f} ms "
+            f"({r.bwd_ms / new.bwd_ms:.2f}x), train {r.train_ms:.0f} -> {new.train_ms:.0f} ms "
+            f"({r.train_ms / new.train_ms:.2f}x) with the scatter-add gathers "
+            f"(generic index backward -> hrsam.attention.gather)"
         )
     return lines
 
@@ -342,7 +407,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[64, 128, 256],
         help="token grid sides (default: 64 128 256)",
     )
-    p.add_argument("--patterns", nargs="+", choices=list_attention(), default=list_attention())
+    p.add_argument(
+        "--patterns",
+        nargs="+",
+        choices=[*list_attention(), "shifted_kv" + GENERIC],
+        default=list_attention(),
+        help="registered patterns; shifted_kv+index: the generic index backward",
+    )
     p.add_argument("--kernels", nargs="+", choices=list_kernels(), default=list_kernels())
     p.add_argument("--dtype", choices=list(DTYPES), default="fp32")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

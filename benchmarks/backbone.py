@@ -12,6 +12,12 @@ code computes it, materialized attention scores). FLOPs come from `hrsam.profili
 estimated to exceed the memory budget are ``oom`` rows, cases estimated to take longer than
 ``--max-case-s`` are ``skipped`` rows. The summary fits latency ~ tokens^k from 1024 to the
 largest size measured and checks the performance issue's CPU targets with ratios from this run.
+``official:sam_vit_b`` is the official ``segment-anything`` ViT-B image encoder (and its prompt
+encoder and mask decoder for the ``dec ms`` column), built with ``img_size=ts`` because its
+position embedding has a fixed size: a row of its own, in the same run, timed and measured
+like ours. Before it is timed, our SAM encoder with its weights loaded is checked against its
+output (``max err``); the summary gives our SAM's speed relative to it at every ts. The row is
+``unsupported`` when ``segment-anything`` is not installed (it is in the test extra).
 A ``+compile`` suffix runs the encoder under ``torch.compile`` (inductor, default mode): its first
 call (the compilation) is timed separately, and the summary gives the speed-up over the same
 variant in eager mode when both are in the run.
@@ -21,13 +27,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
+import importlib
+import importlib.util
 import math
+import statistics
 import sys
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from benchmarks._timing import (
     PeakMemory,
@@ -41,12 +53,14 @@ from benchmarks.attention import render
 from hrsam import cli
 from hrsam.attention import list_attention, list_kernels, variant_support
 from hrsam.models import build_model, get_preset
-from hrsam.models.sam_encoder import BIAS_CHUNK_BYTES
+from hrsam.models.sam_encoder import BIAS_CHUNK_BYTES, SamImageEncoder
 from hrsam.profiling import encoder_flops, sync
 
 RESULTS = Path(__file__).parent / "results"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+OFFICIAL = "official:sam_vit_b"  # segment-anything's own ViT-B: a row of its own
 DEFAULT_VARIANTS = [
+    OFFICIAL,
     "sam_vit_b:global:math",
     "sam_vit_b:global:sdpa",
     "hrsam_vit_b:shifted_kv:sdpa",
@@ -62,6 +76,7 @@ HEADER = [
     "GFLOP/s",
     "% matmul",
     "peak MB",
+    "max err",
     "status",
 ]
 
@@ -80,21 +95,111 @@ class Row:
     peak_mb: float | None = None
     status: str = "ok"
     compile_s: float | None = None  # +compile: the first call, compilation included
+    max_err: float | None = None  # official rows: our SAM encoder (sdpa) against its output
 
 
 COMPILE = "+compile"
 
 
 def parse_variant(v: str) -> tuple[str, str, str]:
-    """``preset:attention:kernel`` (an optional ``+compile`` suffix is ignored here)."""
+    """``preset:attention:kernel`` (an optional ``+compile`` suffix is ignored here). The official
+    encoder computes as ``sam_vit_b:global:math`` does (materialized scores)."""
+    if v == OFFICIAL:
+        return "sam_vit_b", "global", "math"
     parts = v.removesuffix(COMPILE).split(":")
     if len(parts) != 3:
         raise ValueError(f"variant {v!r} must be preset:attention:kernel")
     return parts[0], parts[1], parts[2]
 
 
+def official_modeling():
+    """``segment_anything.modeling`` without running the package ``__init__`` (which imports
+    torchvision); None when segment-anything is not installed."""
+    spec = importlib.util.find_spec("segment_anything")
+    if spec is None:
+        return None
+    if "segment_anything" not in sys.modules:
+        pkg = types.ModuleType("segment_anything")
+        pkg.__path__ = list(spec.submodule_search_locations)
+        pkg.__spec__ = spec
+        sys.modules["segment_anything"] = pkg
+    return importlib.import_module("segment_anything.modeling")
+
+
+class OfficialSam(nn.Module):
+    """The official ViT-B image encoder, prompt encoder and mask decoder at input size ``ts``,
+    with our model's ``encode`` / ``decode`` calls (random weights, as every row here)."""
+
+    def __init__(self, modeling, preset, ts: int) -> None:
+        super().__init__()
+        g = ts // 16
+        self.image_encoder = modeling.ImageEncoderViT(
+            img_size=ts,
+            embed_dim=preset.embed_dim,
+            depth=preset.depth,
+            num_heads=preset.num_heads,
+            mlp_ratio=4.0,
+            out_chans=preset.out_dim,
+            qkv_bias=True,
+            norm_layer=functools.partial(nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=preset.window_size,
+            global_attn_indexes=preset.global_attn_indexes,
+        )
+        self.prompt_encoder = modeling.PromptEncoder(
+            embed_dim=preset.out_dim,
+            image_embedding_size=(g, g),
+            input_image_size=(ts, ts),
+            mask_in_chans=16,
+        )
+        self.mask_decoder = modeling.MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=modeling.TwoWayTransformer(
+                depth=2,
+                embedding_dim=preset.out_dim,
+                mlp_dim=preset.decoder_mlp_dim,
+                num_heads=preset.decoder_heads,
+            ),
+            transformer_dim=preset.out_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        )
+
+    def encode(self, x):
+        return self.image_encoder(x)
+
+    def decode(self, emb, points, labels):
+        sparse, dense = self.prompt_encoder(points=(points, labels), boxes=None, masks=None)
+        return self.mask_decoder(
+            image_embeddings=emb,
+            image_pe=self.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+
+
+def official_error(official: OfficialSam, x, emb, ts: int) -> float:
+    """Max abs difference between the official encoder's output ``emb`` on ``x`` and our SAM
+    encoder (``sdpa``) with the official weights loaded."""
+    preset = get_preset("sam_vit_b")
+    ours = SamImageEncoder(
+        img_size=ts,
+        embed_dim=preset.embed_dim,
+        depth=preset.depth,
+        num_heads=preset.num_heads,
+        out_chans=preset.out_dim,
+        window_size=preset.window_size,
+        global_attn_indexes=preset.global_attn_indexes,
+        kernel="sdpa",
+    ).to(x.device, x.dtype)
+    ours.load_state_dict(official.image_encoder.state_dict(), strict=True)
+    with torch.no_grad():
+        return (ours.eval()(x) - emb).abs().max().item()
+
+
 def all_variants() -> list[str]:
-    out = ["sam_vit_b:global:math", "sam_vit_b:global:sdpa", "sam_vit_b:window:sdpa"]
+    out = [OFFICIAL, "sam_vit_b:global:math", "sam_vit_b:global:sdpa", "sam_vit_b:window:sdpa"]
     out += [
         f"hrsam_vit_b:{a}:{k}" for a in list_attention() if a != "global" for k in list_kernels()
     ]
@@ -113,11 +218,11 @@ def estimate_bytes(preset, attention: str, kernel: str, ts: int, itemsize: int) 
             # scores, bias and softmax of one global block: (heads, L, L) each
             scores = 3.0 * preset.num_heads * tokens**2 * itemsize
         else:
-            # the rel-pos bias, a few heads at a time (hrsam.models.sam_encoder), plus the
+            # the rel-pos bias of a block of queries (hrsam.models.sam_encoder), plus the
             # kernel's copy of it
-            per_head = tokens**2 * itemsize
-            heads = max(1, min(preset.num_heads, BIAS_CHUNK_BYTES // per_head))
-            scores = 2.0 * heads * per_head
+            per_query = preset.num_heads * tokens * itemsize
+            queries = max(1, min(tokens, BIAS_CHUNK_BYTES // per_query))
+            scores = 2.0 * queries * per_query
     elif materialized:
         scores = 3.0 * preset.num_heads * tokens * preset.window_size**2 * itemsize * 1.6
     return act + scores
@@ -144,11 +249,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-gb", type=float, default=None)
     p.add_argument("--max-case-s", type=float, default=240.0)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument(
+        "--interleave",
+        action="store_true",
+        help="check every case first, then time the encoders in rounds of one call per case, so "
+        "that a changing load on a shared machine hits every row alike",
+    )
     args = p.parse_args(argv)
     variants = all_variants() if args.variants == ["all"] else args.variants
     for ts in args.ts:
         if ts < 16 or ts % 16:
             p.error(f"--ts {ts}: must be a positive multiple of 16")
+    modeling = official_modeling()
     try:
         for v in variants:
             preset, attention, kernel = parse_variant(v)
@@ -165,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     rows: list[Row] = []
+    pending: list[tuple[Row, object, torch.Tensor]] = []  # --interleave: timed after the loop
     for v in variants:
         preset_name, attention, kernel = parse_variant(v)
         preset = get_preset(preset_name, attention=attention, kernel=kernel)
@@ -182,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
                 if preset.family != "sam"
                 else get_kernel_reasons(kernel, device, dtype)
             )
+            if v == OFFICIAL and modeling is None:
+                reasons = ["segment-anything is not installed (pip install -e .[test])"]
             if reasons:
                 row.status = "unsupported: " + reasons[0]
                 print(row.status, flush=True)
@@ -197,7 +312,10 @@ def main(argv: list[str] | None = None) -> int:
                 row.status = f"skipped: ~{est_s * 2:.0f} s > --max-case-s {args.max_case_s:.0f}"
                 print(row.status, flush=True)
                 continue
-            if model is None:
+            if v == OFFICIAL:  # its position embedding is sized by img_size: one per ts
+                torch.manual_seed(0)
+                model = OfficialSam(modeling, preset, ts).eval().to(device, dtype)
+            elif model is None:
                 torch.manual_seed(0)
                 model = build_model(preset).eval().to(device, dtype)
                 if v.endswith(COMPILE):
@@ -213,7 +331,18 @@ def main(argv: list[str] | None = None) -> int:
                     with PeakMemory(device) as mem:
                         emb = model.encode(x)
                     row.peak_mb = mem.mb
-                    t = time_fn(lambda m=model, x=x: m.encode(x), device, warmup=0, reps=reps)
+                    if v == OFFICIAL:  # correctness first: ours with its weights, same input
+                        row.max_err = official_error(model, x, emb, ts)
+                        tol = 1e-4 if dtype == torch.float32 else 5e-2
+                        if not row.max_err <= tol:
+                            row.status = f"mismatch: ours vs official {row.max_err:.2e} > {tol}"
+                            print(row.status, flush=True)
+                            continue
+                    t = (
+                        None
+                        if args.interleave
+                        else time_fn(lambda m=model, x=x: m.encode(x), device, warmup=0, reps=reps)
+                    )
                     pts = torch.tensor([[[ts / 2, ts / 2]]], device=device, dtype=dtype)
                     lab = torch.ones(1, 1, dtype=torch.long, device=device)
                     d = time_fn(
@@ -226,10 +355,17 @@ def main(argv: list[str] | None = None) -> int:
                 row.status = "oom"
                 print(row.status, flush=True)
                 continue
+            if t is None:
+                row.dec_ms = d.median_ms
+                pending.append((row, model, x))
+                print(f"checked, peak {row.peak_mb:.0f} MB (timed in rounds below)", flush=True)
+                continue
             row.enc_ms, row.enc_spread_ms, row.dec_ms = t.median_ms, t.spread_ms, d.median_ms
             row.gflops = flops / (t.median_ms * 1e6)
             print(f"enc {t.median_ms:.0f} ms, peak {row.peak_mb:.0f} MB", flush=True)
         del model
+    if pending:
+        time_in_rounds(pending, device, args.reps)
     # the machine's dense rate: the best of a measurement before and one after the cases
     matmul_rate = max(matmul_rate, matmul_gflops(device, dtype))
     for r in rows:
@@ -252,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                 f(r.gflops),
                 f(None if r.frac_matmul is None else 100 * r.frac_matmul, 0),
                 f(r.peak_mb, 0),
+                "-" if r.max_err is None else f"{r.max_err:.1e}",
                 r.status,
             ]
             for r in rows
@@ -279,12 +416,38 @@ def main(argv: list[str] | None = None) -> int:
         f"- command: `python -m benchmarks.backbone {' '.join(argv or sys.argv[1:])}`\n"
         f"- dense 2048^3 matmul: {matmul_rate:.1f} GFLOP/s (same run, best of start and end); "
         f"batch 1; enc ms = median "
-        f"(± half spread) after warm-up; dec ms = one click (prompt encoder + mask decoder); "
+        f"(± half spread) after warm-up"
+        + (", timed in interleaved rounds (one call per row per round)" if args.interleave else "")
+        + "; "
+        f"dec ms = one click (prompt encoder + mask decoder); "
         f"peak MB = {mem_kind} of one encoder forward; GFLOP from "
         f"`hrsam.profiling.encoder_flops`\n\n" + table + "\n\n```\n" + "\n".join(checks) + "\n```\n"
     )
     print(f"\nwrote {out_dir / (stem + '.csv')} and {out_dir / (stem + '.md')}")
     return 0
+
+
+def time_in_rounds(pending: list[tuple[Row, object, torch.Tensor]], device, reps: int) -> None:
+    """``reps`` rounds of one encoder call per case (every case already ran once: its warm-up),
+    so that all rows share the load of each round; median and half the spread as `time_fn`."""
+    times: dict[int, list[float]] = {id(r): [] for r, _, _ in pending}
+    for i in range(reps):
+        for row, model, x in pending:
+            with torch.no_grad():
+                t = time_fn(lambda m=model, x=x: m.encode(x), device, warmup=0, reps=1)
+            times[id(row)].append(t.median_ms)
+            print(
+                f"round {i + 1}/{reps} {row.variant} ts={row.ts}: {t.median_ms:.0f} ms", flush=True
+            )
+    for row, _, _ in pending:
+        ts = sorted(times[id(row)])
+        row.enc_ms = statistics.median(ts)
+        if len(ts) >= 4:
+            q = statistics.quantiles(ts, n=4)
+            row.enc_spread_ms = (q[2] - q[0]) / 2
+        else:
+            row.enc_spread_ms = (ts[-1] - ts[0]) / 2
+        row.gflops = row.gflop / (row.enc_ms * 1e-3)
 
 
 def matmul_gflops(device, dtype) -> float:
@@ -312,9 +475,33 @@ def exponent(rows: list[Row], variant: str) -> tuple[float, int, int] | None:
     return math.log(b.enc_ms / a.enc_ms) / math.log(b.tokens / a.tokens), 1024, top
 
 
+def official_ratios(rows: list[Row]) -> list[str]:
+    """At every ts where the official encoder ran: our SAM's speed relative to it (official ms /
+    ours ms, >= 1.0 means ours is no slower) and HRSAM's."""
+    by = {(r.variant, r.ts): r for r in rows}
+    lines = []
+    for r in rows:
+        if r.variant != OFFICIAL or not r.enc_ms:
+            continue
+        for v in dict.fromkeys(x.variant for x in rows):
+            ours = by.get((v, r.ts))
+            if v == OFFICIAL or ours is None or not ours.enc_ms:
+                continue
+            ratio = r.enc_ms / ours.enc_ms
+            target = v == "sam_vit_b:global:sdpa"
+            verdict = ("PASS" if ratio >= 1.0 else "FAIL") if target else "    "
+            lines.append(
+                f"  {verdict} ts={r.ts}: {v} {ratio:.2f}x the speed of official segment-anything "
+                f"({r.enc_ms:.0f} / {ours.enc_ms:.0f} ms)"
+                + (" (target >= 1.00x)" if target else "")
+            )
+    return ["Against the official segment-anything encoder (same run):", *lines] if lines else []
+
+
 def summary(rows: list[Row], matmul_rate: float) -> list[str]:
     lines = ["Targets (ratios from this run):"]
     by = {(r.variant, r.ts): r for r in rows}
+    lines += official_ratios(rows)[1:]
     hr, sam = by.get(("hrsam_vit_b:shifted_kv:sdpa", 2048)), by.get(("sam_vit_b:global:sdpa", 2048))
     if hr and sam and hr.enc_ms and sam.enc_ms:
         s = sam.enc_ms / hr.enc_ms

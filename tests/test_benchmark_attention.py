@@ -93,3 +93,34 @@ def test_peak_memory_cpu_counts_live_tensors():
         c = b + 1  # 16 MiB, a already freed
         del b, c
     assert 31.9 <= mem.mb <= 33
+
+
+def test_generic_index_row_and_training_checks(tmp_path, capsys):
+    argv = ["--grids", "20", "--patterns", "swin", "shifted_kv", "shifted_kv+index"]
+    argv += ["--kernels", "sdpa", "--quick", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    rows = {r["pattern"]: r for r in csv.DictReader(open(tmp_path / "attention.csv"))}
+    assert set(rows) == {"swin", "shifted_kv", "shifted_kv+index"}
+    for r in rows.values():
+        assert r["status"] == "ok" and float(r["max_err"]) <= 1e-4
+        assert float(r["fwd_bwd_ms"]) == pytest.approx(
+            float(r["fwd_ms"]) + float(r["bwd_ms"]), abs=0.11
+        )
+        assert float(r["train_ms"]) >= float(r["bwd_ms"])
+    out = capsys.readouterr().out
+    assert "shifted_kv/sdpa fwd+bwd" in out and "vs swin/sdpa" in out
+    assert "shifted_kv/sdpa backward" in out and "with the scatter-add gathers" in out
+
+
+@pytest.mark.parametrize(("kv_bwd", "verdict"), [(80.0, "PASS"), (200.0, "FAIL")])
+def test_training_check_compares_fwd_plus_bwd_with_swin(kv_bwd, verdict):
+    from benchmarks.attention import training_checks
+
+    def res(pattern, fwd, bwd):
+        return BenchResult(
+            BenchCase(pattern, "sdpa", 128), fwd_ms=fwd, bwd_ms=bwd, train_ms=fwd + bwd
+        )
+
+    lines = training_checks([res("swin", 50.0, 100.0), res("shifted_kv", 40.0, kv_bwd)], 128)
+    assert len(lines) == 1 and lines[0].strip().startswith(verdict)
+    assert f"{150.0 / (40.0 + kv_bwd):.2f}x" in lines[0]

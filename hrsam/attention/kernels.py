@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from hrsam.attention.gather import gather_rows, scatter_backward_enabled
 from hrsam.attention.windows import WindowPlan
 from hrsam.registry import Registry
 
@@ -74,6 +75,9 @@ class Kernel:
         self, q: Tensor, k: Tensor, v: Tensor, plan: WindowPlan, scale: float
     ) -> Tensor:
         b, length_q, h, d = q.shape
+        grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+        if grad and scatter_backward_enabled():
+            return self._attend_windows_grad(q, k, v, plan, scale)
         packed = q[:, plan.q_tokens]  # (B, L, H, D) in window order
         out = q.new_empty(b, length_q, h, d)
         start = 0
@@ -86,6 +90,25 @@ class Kernel:
             out[:, plan.q_tokens[start:stop]] = og.transpose(2, 3).reshape(b, n * length, h, d)
             start = stop
         return out
+
+    def _attend_windows_grad(self, q, k, v, plan, scale):
+        """`attend_windows` for training: the permutations to window order and back are
+        `gather_rows` with their inverses, so both backward passes are gathers too."""
+        b, _, h, d = q.shape
+        packed = gather_rows(q, plan.q_tokens, plan.inverse)  # (B, L, H, D) in window order
+        # split, not slices: the backward of a split concatenates, that of a slice zero-fills a
+        # tensor of the whole input's size per slice
+        counts = [w1 - w0 for w0, w1, _ in plan.groups]
+        qs = packed.split([(w1 - w0) * length for w0, w1, length in plan.groups], 1)
+        outs = []
+        for qg, kg, vg, n, (_, _, length) in zip(
+            qs, k.split(counts, 1), v.split(counts, 1), counts, plan.groups, strict=True
+        ):
+            qg = qg.view(b, n, length, h, d).transpose(2, 3)
+            og = self.attend(qg, kg, vg, scale)  # (B, n, H, l, D)
+            outs.append(og.transpose(2, 3).reshape(b, n * length, h, d))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
+        return gather_rows(out, plan.inverse, plan.q_tokens)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -7,7 +7,11 @@ token). Real-token outputs equal ``shifted_pad``'s; pad-query compute is skipped
 
 from __future__ import annotations
 
+import torch
+from torch import Tensor
+
 from hrsam.attention.base import Pattern, register_attention
+from hrsam.attention.gather import split_qkv
 from hrsam.attention.windows import window_plan
 
 
@@ -22,10 +26,18 @@ class ShiftedKVAttention(Pattern):
         b, lp1, _, h, d = qkv.shape
         plan = window_plan(grids, self.window_size, self.shifted, qkv.device)
         s = self.window_size**2
-        q = qkv[:, : lp1 - 1, 0]  # (B, L, H, D) raster order
-        k, v = qkv[:, plan.slots, 1:].unbind(2)  # (B, nW * S, H, D)
+        if needs_grad(qkv):  # backward of the gather: a scatter-add (hrsam.attention.gather)
+            q, kv = split_qkv(qkv, plan.slots)
+            k, v = kv.unbind(2)
+        else:
+            q = qkv[:, : lp1 - 1, 0]  # (B, L, H, D) raster order
+            k, v = qkv[:, plan.slots, 1:].unbind(2)  # (B, nW * S, H, D)
         if rope is not None:
             q = rope(q, plan.token_positions)
             k = rope(k, plan.slot_positions)
         k, v = (t.view(b, plan.num_windows, s, h, d).transpose(2, 3) for t in (k, v))
         return kernel.attend_windows(q, k, v, plan, scale)
+
+
+def needs_grad(t: Tensor) -> bool:
+    return torch.is_grad_enabled() and t.requires_grad

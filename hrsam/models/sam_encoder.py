@@ -2,10 +2,14 @@
 positions, a few global blocks, and SAM's neck. Parameter names match the official
 ``segment-anything`` checkpoints (``image_encoder.*``).
 
-The attention runs through the kernel registry (``kernel="math"`` is the official computation;
-``sdpa``/``flex`` take the relative-position bias as an additive mask, built a few heads at a
-time so that a global block at 2048 px needs ~1 GB of bias rather than 13 GB; the official
-computation materializes all heads' scores at once). ``global_attn_indexes=()``
+The attention runs through the kernel registry. ``kernel="math"`` is the official computation:
+all heads' (N, N) scores at once, the decomposed relative-position bias added to them with a 5-D
+broadcast, softmax, then the product with v. Fused kernels (``sdpa``, ``flex``) instead take the
+bias as an additive mask built for a block of queries at a time (`BIAS_CHUNK_BYTES`), written
+straight into a contiguous buffer, and the kernel never sees more than that block: the scores
+are never materialized, and a global block at 2048 px needs 64 MB of bias rather than 13 GB.
+This is why our ``sdpa`` SAM is faster than the official code on CPU (measured side by side in
+benchmarks/results/cpu/backbone_official.md). ``global_attn_indexes=()``
 makes every block windowed ("SAM with window attention"). Inputs other than ``img_size`` resize
 the absolute position embedding (bilinear) and the relative tables (linear, as SAM does).
 """
@@ -33,18 +37,31 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: Tensor) -> Tensor:
     return rel_pos[rel.long()]
 
 
-def rel_pos_bias(q: Tensor, rel_pos_h: Tensor, rel_pos_w: Tensor, size: tuple[int, int]) -> Tensor:
-    """Decomposed relative-position bias (B, H*W, H*W) for q (B, H*W, C) (unscaled q, as SAM)."""
+def rel_pos_terms(
+    q: Tensor, rel_pos_h: Tensor, rel_pos_w: Tensor, size: tuple[int, int]
+) -> tuple[Tensor, Tensor]:
+    """The two factors of SAM's decomposed relative-position bias for q (B, H*W, C) (unscaled, as
+    SAM): ``rel_h`` (B, H*W, H) and ``rel_w`` (B, H*W, W), so that the bias of query i and key
+    (kh, kw) is ``rel_h[:, i, kh] + rel_w[:, i, kw]``."""
     h, w = size
     rh, rw = get_rel_pos(h, h, rel_pos_h), get_rel_pos(w, w, rel_pos_w)
     r_q = q.reshape(q.shape[0], h, w, -1)
-    bias_h = torch.einsum("bhwc,hkc->bhwk", r_q, rh)
-    bias_w = torch.einsum("bhwc,wkc->bhwk", r_q, rw)
-    return (bias_h[:, :, :, :, None] + bias_w[:, :, :, None, :]).reshape(q.shape[0], h * w, h * w)
+    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, rh).reshape(q.shape[0], h * w, h)
+    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, rw).reshape(q.shape[0], h * w, w)
+    return rel_h, rel_w
 
 
-# fused kernels build the (heads, N, N) relative-position bias this many bytes at a time at most
-BIAS_CHUNK_BYTES = 256 * 2**20
+def rel_pos_bias(q: Tensor, rel_pos_h: Tensor, rel_pos_w: Tensor, size: tuple[int, int]) -> Tensor:
+    """Decomposed relative-position bias (B, H*W, H*W) for q (B, H*W, C) (unscaled q, as SAM)."""
+    h, w = size
+    rel_h, rel_w = rel_pos_terms(q, rel_pos_h, rel_pos_w, size)
+    return (rel_h[:, :, :, None] + rel_w[:, :, None, :]).reshape(q.shape[0], h * w, h * w)
+
+
+# fused kernels get the (B, heads, queries, N) relative-position bias of a block of queries at a
+# time, this many bytes at most (at least one query): small enough to stay in the last-level cache
+# between being written and being read by the kernel
+BIAS_CHUNK_BYTES = 64 * 2**20
 
 
 class SamAttention(nn.Module):
@@ -71,36 +88,58 @@ class SamAttention(nn.Module):
         self.kernel = get_kernel(kernel)
 
     def forward(self, x: Tensor) -> Tensor:
-        b, h, w, c = x.shape
-        nh = self.num_heads
-        qkv = self.qkv(x).reshape(b, h * w, 3, nh, -1).permute(2, 0, 3, 1, 4)  # (3, B, nh, N, hd)
+        """(B, H, W, C) -> (B, H, W, C)."""
+        return self.proj(self.core(self.qkv(x)))
+
+    def core(self, qkv: Tensor) -> Tensor:
+        """Attention from projected tokens (B, H, W, 3C) to outputs (B, H, W, C) before ``proj``."""
+        b, h, w, c3 = qkv.shape
+        c, nh = c3 // 3, self.num_heads
+        qkv = qkv.reshape(b, h * w, 3, nh, -1).permute(2, 0, 3, 1, 4)  # (3, B, nh, N, hd)
         q, k, v = qkv.unbind(0)
         if not self.use_rel_pos:
             out = self.kernel.attend(q, k, v, self.scale)  # (B, nh, N, hd)
-            return self.proj(out.transpose(1, 2).reshape(b, h, w, c))
+            return out.transpose(1, 2).reshape(b, h, w, c)
         n = h * w
-        step = nh
-        if self.kernel.name != "math":
-            step = max(1, min(nh, BIAS_CHUNK_BYTES // (b * n * n * q.element_size())))
+        if self.kernel.name == "math":  # the official computation: every head's scores at once
+            bias = rel_pos_bias(q.reshape(b * nh, n, -1), self.rel_pos_h, self.rel_pos_w, (h, w))
+            out = self.kernel.attend(q, k, v, self.scale, bias.view(b, nh, n, n))
+            return out.transpose(1, 2).reshape(b, h, w, c)
+        rel_h, rel_w = (
+            t.view(b, nh, n, -1)
+            for t in rel_pos_terms(q.reshape(b * nh, n, -1), self.rel_pos_h, self.rel_pos_w, (h, w))
+        )
+        step = max(1, min(n, BIAS_CHUNK_BYTES // (b * nh * n * q.element_size())))
+        # Without autograd the bias of each block of queries is written into one reused buffer
+        # (``out=`` keeps it row-major: the broadcast add alone picks a layout that the kernel
+        # would copy again). With autograd it is a fresh tensor per block.
+        fresh = torch.is_grad_enabled() and (q.requires_grad or rel_h.requires_grad)
+        buf = None if fresh else q.new_empty(b, nh, step, h, w)
         outs = []
-        for i in range(0, nh, step):
-            qi = q[:, i : i + step]
-            bias = rel_pos_bias(
-                qi.reshape(-1, n, qi.shape[-1]), self.rel_pos_h, self.rel_pos_w, (h, w)
-            ).view(b, qi.shape[1], n, n)
-            outs.append(
-                self.kernel.attend(qi, k[:, i : i + step], v[:, i : i + step], self.scale, bias)
-            )
+        for i in range(0, n, step):
+            j = min(n, i + step)
+            rh, rw = rel_h[:, :, i:j, :, None], rel_w[:, :, i:j, None, :]
+            bias = rh + rw if fresh else torch.add(rh, rw, out=buf[:, :, : j - i])
+            bias = bias.reshape(b, nh, j - i, n)  # a view of the buffer
+            o = self.kernel.attend(q[:, :, i:j], k, v, self.scale, bias)
+            outs.append(o.transpose(1, 2))  # (B, queries, nh, hd)
         out = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
-        return self.proj(out.transpose(1, 2).reshape(b, h, w, c))
+        return out.reshape(b, h, w, c)
 
 
-def window_partition(x: Tensor, ws: int) -> tuple[Tensor, tuple[int, int]]:
-    """(B, H, W, C) -> (B * nW, ws, ws, C) with zero padding bottom/right, and the padded size."""
+def window_partition(
+    x: Tensor, ws: int, fill: Tensor | None = None
+) -> tuple[Tensor, tuple[int, int]]:
+    """(B, H, W, C) -> (B * nW, ws, ws, C) padded bottom/right with zeros (or the (C,) vector
+    ``fill``), and the padded size."""
     b, h, w, c = x.shape
     ph, pw = (ws - h % ws) % ws, (ws - w % ws) % ws
-    if ph or pw:
+    if (ph or pw) and fill is None:
         x = F.pad(x, (0, 0, 0, pw, 0, ph))
+    elif ph or pw:
+        full = fill.to(x.dtype).expand(b, h + ph, w + pw, c).contiguous()
+        full[:, :h, :w] = x
+        x = full
     hp, wp = h + ph, w + pw
     x = x.view(b, hp // ws, ws, wp // ws, ws, c).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(-1, ws, ws, c), (hp, wp)
@@ -136,11 +175,22 @@ class SamBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = MLPBlock(dim, int(dim * mlp_ratio))
         self.window_size = window_size
+        # math: the official computation step by step (the reference); fused kernels project
+        # only the real tokens of windowed blocks
+        self.pad_free = kernel != "math"
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x
         x = self.norm1(x)
-        if self.window_size > 0:
+        if self.window_size > 0 and self.pad_free:
+            # The official code pads the normalized map with zeros and projects every slot; a
+            # zero token's q, k, v are the qkv bias and pad-slot outputs are cropped, so qkv and
+            # proj run on the real tokens only and the pad slots get the bias (same values).
+            h, w = x.shape[1:3]
+            qkv, padded = window_partition(self.attn.qkv(x), self.window_size, self.attn.qkv.bias)
+            x = self.attn.core(qkv)
+            x = self.attn.proj(window_unpartition(x, self.window_size, padded, (h, w)))
+        elif self.window_size > 0:
             h, w = x.shape[1:3]
             x, padded = window_partition(x, self.window_size)
             x = window_unpartition(self.attn(x), self.window_size, padded, (h, w))
@@ -203,6 +253,7 @@ class SamImageEncoder(nn.Module):
     def set_kernel(self, kernel: str) -> None:
         for blk in self.blocks:
             blk.attn.kernel = get_kernel(kernel)
+            blk.pad_free = kernel != "math"
 
     def forward(self, img: Tensor) -> Tensor:
         if img.shape[-1] % self.patch_size or img.shape[-2] % self.patch_size:
@@ -211,6 +262,11 @@ class SamImageEncoder(nn.Module):
                 f"patch size {self.patch_size}"
             )
         x = self.patch_embed.proj(img).permute(0, 2, 3, 1)  # (B, Hg, Wg, C)
+        if self.blocks[0].pad_free:
+            # The permuted view keeps the convolution's (B, C, H, W) memory order, and every add
+            # of the residual stream would inherit it, so that each norm and linear first copies
+            # its input; one copy here makes the stream row-major (the official code does not).
+            x = x.contiguous()
         pos = self.pos_embed
         if pos.shape[1:3] != x.shape[1:3]:
             pos = F.interpolate(

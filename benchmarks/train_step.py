@@ -1,0 +1,264 @@
+"""Where a training step of the tiny recipe spends its time, part by part.
+
+    python -m benchmarks.train_step                         # hrsam_tiny, ts 512, 30 steps
+    python -m benchmarks.train_step --steps 60 --variants scatter generic
+
+Runs the interactive step of `hrsam.train.loop.train` (spec B.3) on the ``tiny-synthetic`` recipe
+(``hrsam_tiny`` at ts 512 on the synthetic dataset, lr 1e-3, warm-up 50, gamma 0.8), with a
+timer around each part: data (read, resize, flip, normalize), encoder forward (with autograd),
+click simulation (the no-grad decoder rounds and the clicker), decoder forward and loss, decoder
+backward, encoder backward (split where the gradient reaches the image embedding), optimizer
+(zero_grad, clip, step, schedule). The first steps are warm-up; each part's median and the
+step's median and steps/s come from the rest. Step FLOPs are the encoder's (analytic forward
+count x 3 for forward and backward; decoder and clicks left out, so the share is a lower bound),
+compared with a dense matmul measured in the same run.
+
+Variants train the same initial weights on the same samples, one step of each in turn, so the
+comparison is within one run: ``scatter`` (the scatter-add gathers of `hrsam.attention.gather`,
+the default) and ``generic`` (autograd's generic index backward, the path before them). The
+losses of the variants are checked equal before anything is reported, and a test checks that
+the step computes what `hrsam.train.loop.train` computes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import datetime as dt
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from benchmarks._timing import device_name, write_csv
+from benchmarks.attention import render
+from benchmarks.backbone import matmul_gflops
+from hrsam import _cli
+from hrsam.attention.gather import generic_index_backward
+from hrsam.models import build_model
+from hrsam.profiling import encoder_flops
+from hrsam.train.loop import TrainConfig, _points, is_deterministic, prepare, simulate_clicks
+from hrsam.train.losses import LOSSES
+from hrsam.train.optim import make_optimizer
+
+RESULTS = Path(__file__).parent / "results"
+PARTS = ["data", "enc fwd", "clicks", "dec fwd+loss", "dec bwd", "enc bwd", "optimizer"]
+VARIANTS = {"scatter": contextlib.nullcontext, "generic": generic_index_backward}
+# the tiny-synthetic recipe (hrsam.train.__main__.TINY)
+TINY = dict(ts=512, lr=1e-3, warmup=50, gamma=0.8, steps=3000)
+
+
+@dataclass
+class Trainer:
+    """One model and optimizer, stepped as `hrsam.train.loop.train` steps (batch 1, CPU)."""
+
+    model: torch.nn.Module
+    dataset: object
+    cfg: TrainConfig
+    variant: str = "scatter"
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    parts: list[dict[str, float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        c = self.cfg
+        self.opt, self.sched = make_optimizer(
+            self.model, c.lr, c.weight_decay, c.steps, c.warmup, c.layer_decay
+        )
+        self.reuse = is_deterministic(self.model)
+        self.model.train()
+
+    def run_step(self) -> None:
+        """One step; appends its loss and the seconds of each part."""
+        model, cfg, device = self.model, self.cfg, next(self.model.parameters()).device
+        t = {}
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            t[name] = t.get(name, 0.0) + now - clock
+            clock = now
+
+        with VARIANTS[self.variant]():
+            self.opt.zero_grad(set_to_none=True)
+            lap("optimizer")
+            rng = np.random.default_rng([cfg.seed, self.step, 0])
+            sample = self.dataset[int(rng.integers(len(self.dataset)))]
+            flip = cfg.flip and bool(rng.random() < 0.5)
+            image, gt = prepare(
+                sample.image, sample.gt, cfg.ts, flip, lambda x: model.normalize(x.to(device))
+            )
+            gt = gt.to(device)
+            lap("data")
+            emb = model.encode(image)
+            lap("enc fwd")
+            clicks, prev = simulate_clicks(model, image, gt, cfg, rng, emb if self.reuse else None)
+            lap("clicks")
+            pts, labels = _points(clicks)
+            low, _ = model.decode(
+                emb, pts.to(device), labels.to(device), None if prev is None else prev.detach()
+            )
+            logits = F.interpolate(low, size=gt.shape[-2:], mode="bilinear", align_corners=False)
+            loss = LOSSES[cfg.loss](logits, gt)
+            lap("dec fwd+loss")
+            emb.register_hook(lambda g: lap("dec bwd"))  # the decoder's gradient is complete
+            loss.backward()
+            lap("enc bwd")
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            self.opt.step()
+            self.sched.step()
+            lap("optimizer")
+        self.step += 1
+        self.losses.append(loss.item())
+        self.parts.append(t)
+
+
+def step_flops(preset, ts: int) -> float:
+    """Encoder FLOPs of one training step: the analytic forward count
+    (`hrsam.profiling.encoder_flops`) times 3 (the backward is about twice the forward). The
+    decoder, the click rounds and the optimizer are left out, so the share is a lower bound."""
+    return 3.0 * encoder_flops(preset, ts)
+
+
+def tiny_config(steps: int) -> TrainConfig:
+    return TrainConfig(
+        steps=max(steps, TINY["steps"]),
+        ts=TINY["ts"],
+        lr=TINY["lr"],
+        warmup=TINY["warmup"],
+        gamma=TINY["gamma"],
+    )
+
+
+def summarize(trainer: Trainer, warmup: int) -> dict[str, float]:
+    """Median seconds of each part and of the whole step over the steps after ``warmup``."""
+    timed = trainer.parts[warmup:]
+    out = {p: statistics.median(s.get(p, 0.0) for s in timed) for p in PARTS}
+    totals = sorted(sum(s.values()) for s in timed)
+    out["step"] = statistics.median(totals)
+    q = statistics.quantiles(totals, n=4) if len(totals) >= 4 else (totals[0], 0, totals[-1])
+    out["spread"] = (q[-1] - q[0]) / 2
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _cli.ArgumentParser(
+        prog="python -m benchmarks.train_step",
+        description="Time per part of a tiny-recipe training step (data, encoder, clicks, "
+        "decoder, backward, optimizer), steps/s and FLOP share of the matmul rate.",
+        epilog="example:\n  python -m benchmarks.train_step --steps 30 --variants scatter generic",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--preset", default="hrsam_tiny")
+    p.add_argument("--steps", type=int, default=30, help="steps per variant, warm-up included")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    p.add_argument("--data-root", type=Path, default=Path("data/synthetic_tiny"))
+    p.add_argument("--n-train", type=int, default=256)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    if args.steps <= args.warmup:
+        p.error(f"--steps {args.steps}: must be more than --warmup {args.warmup}")
+    from hrsam.data import build_dataset
+
+    device = torch.device("cpu")
+    dataset = build_dataset(
+        "synthetic", str(args.data_root), split="train", n_train=args.n_train, n_val=16, size=512
+    )
+    cfg = tiny_config(args.steps)
+    torch.manual_seed(cfg.seed)
+    model = build_model(args.preset)
+    trainers = {v: Trainer(copy.deepcopy(model), dataset, cfg, v) for v in args.variants}
+    rate = matmul_gflops(device, torch.float32)
+    print(
+        f"device: {device_name(device)} | torch {torch.__version__} | {args.preset} ts {cfg.ts} "
+        f"| dense 2048^3 matmul {rate:.1f} GFLOP/s",
+        flush=True,
+    )
+    flops = step_flops(model.preset, cfg.ts)
+    for i in range(args.steps):  # one step of each variant in turn: same load, same samples
+        for tr in trainers.values():
+            tr.run_step()
+        print(f"\rstep {i + 1}/{args.steps}", end="", flush=True)
+    print()
+    first = next(iter(trainers.values()))
+    for v, tr in trainers.items():  # correctness first: the variants compute the same training
+        diff = max(abs(a - b) for a, b in zip(tr.losses, first.losses, strict=True))
+        if diff > 1e-3 * max(1.0, max(abs(x) for x in first.losses)):
+            print(f"mismatch: variant {v} losses differ from {first.variant} by {diff:.2e}")
+            return 1
+    rate = max(rate, matmul_gflops(device, torch.float32))
+    stats = {v: summarize(tr, args.warmup) for v, tr in trainers.items()}
+    header = ["variant", *(f"{p} ms" for p in PARTS), "step ms", "steps/s", "% matmul"]
+    rows = []
+    for v, s in stats.items():
+        share = flops / (s["step"] * rate * 1e9)
+        rows.append(
+            [
+                v,
+                *(f"{1e3 * s[p]:.1f}" for p in PARTS),
+                f"{1e3 * s['step']:.0f} ± {1e3 * s['spread']:.0f}",
+                f"{1 / s['step']:.2f}",
+                f"{100 * share:.0f}",
+            ]
+        )
+    table = render(rows, header)
+    lines = [f"Step FLOPs (encoder forward + backward, analytic): {flops / 1e9:.2f} GFLOP"]
+    for v, s in stats.items():
+        top = max(PARTS, key=lambda x: s[x])
+        lines.append(
+            f"  {v}: largest part {top} {1e3 * s[top]:.1f} ms = {100 * s[top] / s['step']:.0f}% "
+            f"of the step"
+        )
+    if "scatter" in stats and "generic" in stats:
+        a, b = stats["generic"], stats["scatter"]
+        lines.append("Scatter-add gathers against the generic index backward (same run):")
+        for part in ("enc bwd", "step"):
+            before, after = 1e3 * a[part], 1e3 * b[part]
+            lines.append(f"  {part}: {before:.1f} -> {after:.1f} ms ({before / after:.2f}x)")
+    print()
+    print(table)
+    print()
+    print("\n".join(lines))
+    out_dir = args.out or RESULTS / "cpu"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(
+        out_dir / "train_step.csv",
+        ["variant", *PARTS, "step", "spread", "step_gflop", "matmul_gflops"],
+        [
+            {
+                "variant": v,
+                **{k: round(1e3 * x, 2) for k, x in s.items()},
+                "step_gflop": round(flops / 1e9, 3),
+                "matmul_gflops": round(rate, 1),
+            }
+            for v, s in stats.items()
+        ],
+    )
+    (out_dir / "train_step.md").write_text(
+        f"# Training step of the tiny recipe, part by part\n\n- device: {device_name(device)}\n"
+        f"- torch: {torch.__version__}\n- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n"
+        f"- command: `python -m benchmarks.train_step {' '.join(argv or sys.argv[1:])}`\n"
+        f"- {args.preset}, ts {cfg.ts}, batch 1, fp32; {args.steps} steps per variant, one of "
+        f"each in turn, the first {args.warmup} warm-up; ms = median per step (csv values in "
+        f"ms); dense 2048^3 matmul {rate:.1f} GFLOP/s (same run, best of start and end); "
+        f"% matmul = step FLOPs / (step time x matmul rate)\n\n"
+        + table
+        + "\n\n```\n"
+        + "\n".join(lines)
+        + "\n```\n"
+    )
+    print(f"\nwrote {out_dir / 'train_step.csv'} and {out_dir / 'train_step.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
