@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from benchmarks._timing import device_name, write_csv
 from benchmarks.attention import render
 from benchmarks.backbone import matmul_gflops
-from hrsam import _cli
+from hrsam import cli
 from hrsam.attention.gather import generic_index_backward
 from hrsam.models import build_model
 from hrsam.profiling import encoder_flops
@@ -150,7 +150,7 @@ def summarize(trainer: Trainer, warmup: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = _cli.ArgumentParser(
+    p = cli.ArgumentParser(
         prog="python -m benchmarks.train_step",
         description="Time per part of a tiny-recipe training step (data, encoder, clicks, "
         "decoder, backward, optimizer), steps/s and FLOP share of the matmul rate.",
