@@ -26,6 +26,7 @@ variant in eager mode when both are in the run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import functools
 import importlib
@@ -53,7 +54,8 @@ from benchmarks.attention import render
 from hrsam import cli
 from hrsam.attention import list_attention, list_kernels, variant_support
 from hrsam.models import build_model, get_preset
-from hrsam.models.sam_encoder import BIAS_CHUNK_BYTES, SamImageEncoder
+from hrsam.models.presets import build_image_encoder
+from hrsam.models.sam_encoder import BIAS_CHUNK_BYTES
 from hrsam.profiling import encoder_flops, sync
 
 RESULTS = Path(__file__).parent / "results"
@@ -182,17 +184,8 @@ class OfficialSam(nn.Module):
 def official_error(official: OfficialSam, x, emb, ts: int) -> float:
     """Max abs difference between the official encoder's output ``emb`` on ``x`` and our SAM
     encoder (``sdpa``) with the official weights loaded."""
-    preset = get_preset("sam_vit_b")
-    ours = SamImageEncoder(
-        img_size=ts,
-        embed_dim=preset.embed_dim,
-        depth=preset.depth,
-        num_heads=preset.num_heads,
-        out_chans=preset.out_dim,
-        window_size=preset.window_size,
-        global_attn_indexes=preset.global_attn_indexes,
-        kernel="sdpa",
-    ).to(x.device, x.dtype)
+    preset = dataclasses.replace(get_preset("sam_vit_b"), img_size=ts, kernel="sdpa")
+    ours = build_image_encoder(preset).to(x.device, x.dtype)
     ours.load_state_dict(official.image_encoder.state_dict(), strict=True)
     with torch.no_grad():
         return (ours.eval()(x) - emb).abs().max().item()
