@@ -110,7 +110,9 @@ def test_runs_are_live_in_mlflow_and_the_parent_holds_the_report(tmp_path):
     deadline = time.monotonic() + 600
     while proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
-        if not (tmp_path / "mlflow.db").exists():
+        # a second process migrating a new SQLite store races the sweep's own first migration:
+        # ask MLflow only once a trial runs (the sweep made the store before any job)
+        if not list((tmp_path / "outputs/sweeps/window_size/trials").glob(".*.running")):
             continue
         try:
             c = MlflowClient(uri)
