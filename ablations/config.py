@@ -488,12 +488,13 @@ def check_checkpoints(sweep: Sweep) -> None:
     seen = set()
     for t in sweep.trials:
         m = t.config["model"]
-        key = (m["preset"], m["checkpoint"], json.dumps(model_overrides(m), sort_keys=True))
+        overrides = model_overrides(m)
+        key = (m["preset"], m["checkpoint"], json.dumps(overrides, sort_keys=True))
         if t.train_key is not None or not m["checkpoint"] or key in seen:
             continue
         seen.add(key)
         try:
-            load_model(m["preset"], m["checkpoint"], **model_overrides(m))
+            load_model(m["preset"], m["checkpoint"], **overrides)
         except (CheckpointError, ValueError) as e:
             raise ConfigError(f"model.checkpoint={m['checkpoint']!r}: {_one_line(e)}") from None
 

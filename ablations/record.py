@@ -8,8 +8,8 @@ names. Pure Python: importable without torch or mlflow.
 Statuses: ``FINISHED``; ``FAILED`` with the traceback (the trial raised, or its job died);
 ``UNSUPPORTED`` with the reason (the job found that its device cannot run the variant: the
 kernel's or scan backend's own ``support()`` reasons). MLflow has no status for the last, so
-such a run ends ``FINISHED`` in MLflow and carries ``hrsam.status=UNSUPPORTED`` and
-``hrsam.reason``; the reports show ``unsupported: <reason>``.
+such a run ends ``FINISHED`` in MLflow and carries ``hrsam.status=UNSUPPORTED`` and, in
+``hrsam.error``, ``unsupported: <reason>``, which is what the reports show.
 """
 
 from __future__ import annotations
@@ -57,18 +57,15 @@ TAG_COLUMNS = {
     "threads": "threads",
     "timing_shared": "timing_shared",
 }
-TRAIN_SERIES = ("train_loss", "lr")  # step series logged while the trial trains
 REQUESTED = "requested."  # param prefix: the value asked for where the job resolved another
 
 # Metrics. Two measurements of latency and memory exist and are named apart:
 # the warm fixed-input benchmark (hrsam.profiling.measure: the figures papers report) and the
 # per-object timings of the interactive evaluation (cold per image, the real prompt sequence).
 BENCH_METRICS = ("encoder_ms", "encoder_ms_iqr", "decoder_ms", "sat_s", "peak_mem_mb")
-MODEL_METRICS = ("gflops", "params")
 EVAL_PREFIX = "eval_"  # evaluate()'s encoder_ms / decoder_ms / peak_mem_mb become eval_*
 EVAL_TIMINGS = ("eval_encoder_ms", "eval_decoder_ms", "eval_peak_mem_mb", "spc_s")
 QUALITY_METRICS = ("noc85", "noc90", "noc95", "nof85", "nof90", "nof95", "biou")
-TRAIN_METRICS = ("train_s", "train_loss")
 MIOU_SERIES = "miou"  # mIoU after k clicks, logged as a step series (step = k)
 _MIOU = re.compile(r"^miou@(\d+)$")
 _MIOU_MLFLOW = re.compile(r"^miou_at_(\d+)$")
