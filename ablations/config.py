@@ -21,6 +21,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,14 @@ class MlflowCfg:
 
 
 @dataclass
+class ReportCfg:
+    enabled: bool = True  # build the report when the sweep ends (``report=false`` for short)
+    # the row paired comparisons are made against: ``window_size=8``, ``preset=sam_tiny`` or a
+    # bare value; null: the grid's first point (`baseline_point`)
+    baseline: str | None = None
+
+
+@dataclass
 class SweepCfg:
     grid: str = MISSING
     profile: str = "default"
@@ -132,7 +141,7 @@ class SweepCfg:
     executor: ExecutorCfg = field(default_factory=ExecutorCfg)
     out: str = "outputs/sweeps"
     mlflow: MlflowCfg = field(default_factory=MlflowCfg)
-    report: bool = True
+    report: ReportCfg = field(default_factory=ReportCfg)
 
 
 @dataclass(frozen=True)
@@ -241,6 +250,8 @@ def compose(overrides: dict[str, str]) -> tuple[dict, dict]:
         (the composed sweep config as a plain dict, the grid file's content).
     """
     overrides = dict(overrides)
+    if "report" in overrides:  # report=false: short for report.enabled=false
+        overrides["report.enabled"] = overrides.pop("report")
     grid = overrides.pop("grid", None)
     if not grid:
         raise ConfigError(f"grid=<name> is required; grids: {', '.join(list_grids())}")
@@ -257,7 +268,7 @@ def compose(overrides: dict[str, str]) -> tuple[dict, dict]:
     axes = {
         k: [yaml.safe_load(x) for x in v.split(",")]
         for k, v in overrides.items()
-        if "," in v and not v.lstrip().startswith(("[", "{"))
+        if "," in v and not v.lstrip().startswith(("[", "{")) and not k.startswith("report.")
     }
     for key in axes:
         overrides.pop(key)
@@ -475,6 +486,9 @@ def expand(sweep_cfg: dict, grid_spec: dict) -> Sweep:
                 Trial(trial_id, cfg, label or "default", training_key(cfg) if train else None)
             )
     keys = sorted({k for p in points for k in p})
+    if sweep_cfg["report"]["baseline"]:  # a bad baseline fails here, before anything runs
+        grid_points = list(dict.fromkeys(tuple(get(t.config, k) for k in keys) for t in trials))
+        baseline_point(sweep_cfg["report"]["baseline"], keys, grid_points)
     if sweep_cfg["repeats"] > 1:
         keys.append("seed")
     return Sweep(sweep_cfg["grid"], grid_spec.get("description", ""), sweep_cfg, trials, keys)
@@ -511,4 +525,50 @@ def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
             out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[prefix + k] = v
+    return out
+
+
+def _norm(v) -> str:
+    return "".join(fmt(v).replace("[", "").replace("]", "").split())
+
+
+def baseline_point(spec: str | None, keys: list[str], points: list[tuple]) -> dict[str, Any]:
+    """The baseline of paired comparisons as ``{key: value}`` for some of ``keys``: ``spec`` is
+    ``key=value[,key=value]`` (a key by its full name or its leaf, ``window_size=8``) or a bare
+    value of one key (``8``, ``sam_tiny``); None takes the grid's first point on its first key.
+    Every other key is compared within its own value (the baseline of ``hrsam_tiny`` at ts 1024
+    is ``sam_tiny`` at ts 1024). Raises `ConfigError` naming the points when ``spec`` names none.
+    """
+    if not keys or not points:
+        if spec:
+            raise ConfigError(f"report.baseline={spec!r}: the grid has one point, no baseline")
+        return {}
+    values = {k: [p[i] for p in points] for i, k in enumerate(keys)}
+    if not spec:
+        return {keys[0]: values[keys[0]][0]}
+    leaf = {k.rsplit(".", 1)[-1]: k for k in keys}
+    choices = "; ".join(
+        ", ".join(f"{k.rsplit('.', 1)[-1]}={fmt(v)}" for k, v in zip(keys, p, strict=True))
+        for p in points
+    )
+    bad = f"report.baseline={spec!r} names no point of the grid; points: {choices}"
+    out: dict[str, Any] = {}
+    for part in re.split(r",(?=[\w.]+=)", spec):
+        key, sep, value = part.partition("=")
+        if sep:
+            key = leaf.get(key.strip(), key.strip())
+            if key not in values:
+                raise ConfigError(bad)
+            found = [v for v in values[key] if _norm(v) == _norm(value)]
+        else:
+            found, value = [], key
+            for k in keys:
+                hits = [v for v in values[k] if _norm(v) == _norm(value)]
+                if hits:
+                    found, key = (hits if not found else []), k
+        if not found:
+            raise ConfigError(bad)
+        out[key] = found[0]
+    if not any(all(p[keys.index(k)] == v for k, v in out.items()) for p in points):
+        raise ConfigError(bad)
     return out

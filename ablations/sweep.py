@@ -139,6 +139,7 @@ def execute(sweep: C.Sweep, records: dict[str, TrialRecord | None], command: str
             "profile": cfg["profile"],
             "trials": len(sweep.trials),
             **C.flatten({"executor": cfg["executor"]}),
+            **({"report.baseline": b} if (b := cfg["report"]["baseline"]) else {}),
         },
         sweep.varying,
         folder / "mlartifacts",
@@ -200,7 +201,7 @@ def execute(sweep: C.Sweep, records: dict[str, TrialRecord | None], command: str
     (folder / "results.md").write_text(table + "\n")
     print(table)
     print(f"trial folders: {folder / 'trials'}")
-    if cfg["report"]:
+    if cfg["report"]["enabled"]:
         _report(sweep, parent, uri)
     db = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
     page = tracking.runs_page(uri, sweep.experiment)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ablations.config import ConfigError
 from hrsam import cli
 from hrsam.cli import UsageError
 from reports import document, figures, frame, tables, tracking
@@ -32,6 +33,11 @@ KEYS = {
     "out": (str, "report folder (default reports/out/<experiment>)"),
     "tracking_uri": (str, "MLflow tracking URI (default MLFLOW_TRACKING_URI, sqlite:///mlflow.db)"),
     "log": (bool, "log the report as artifacts of the sweep's parent run"),
+    "baseline": (
+        str,
+        "the point paired differences are taken against (window_size=8; default: "
+        "the sweep's report.baseline, else the grid's first point)",
+    ),
 }
 DEFAULTS = {"log": True}
 DEFAULT_OUT = Path("reports/out")
@@ -43,11 +49,12 @@ def build(
     out: str | Path | None = None,
     tracking_uri: str | None = None,
     log: bool = True,
+    baseline: str | None = None,
 ) -> Path:
     """Writes the report of ``experiment`` (one ``sweep``'s trials, or all) and returns its folder.
 
-    Raises `ReportError` for an unknown experiment or sweep, no finished trial, or an ``out`` that
-    exists and is not a report folder.
+    Raises `ReportError` for an unknown experiment or sweep, no finished trial, an ``out`` that
+    exists and is not a report folder, or a ``baseline`` that names no point of the grid.
     """
     out_dir = Path(out) if out else DEFAULT_OUT / experiment
     _check_out(out_dir)
@@ -70,7 +77,12 @@ def build(
         counts = ", ".join(f"{n} {s}" for s, n in states.value_counts().items()) or "no trials"
         where = f"sweep {sweep}" if sweep else f"experiment {experiment!r}"
         raise ReportError(f"{where} has no finished runs ({counts})")
-    report = assemble(experiment, trials, parents, uri, sweep)
+    ok = trials["run_id"][states == "ok"]
+    ious = tracking.load_ious(ok, uri)
+    try:
+        report = assemble(experiment, trials, parents, uri, sweep, ious, baseline)
+    except ConfigError as e:
+        raise ReportError(str(e)) from None
     _write(report, out_dir)
     if log and len(parents):
         tracking.log_report(parents["run_id"].iloc[0], out_dir, uri)
@@ -83,11 +95,17 @@ def assemble(
     parents: pd.DataFrame,
     uri: str,
     sweep: str | None = None,
+    ious: dict | None = None,
+    baseline: str | None = None,
 ) -> document.Report:
-    """Tables and figures of ``trials`` as a `document.Report` (figures rendered to PNG, PDF)."""
+    """Tables and figures of ``trials`` as a `document.Report` (figures rendered to PNG, PDF);
+    ``ious`` (run id -> (object names, IoU matrix)) adds intervals and paired differences."""
     varying = frame.varying_keys(trials, parents)
-    all_tables = [tables.main_table(trials, varying), *tables.ablation_tables(trials, parents)]
-    drawn, skipped = figures.make_figures(trials, varying)
+    all_tables = [
+        tables.main_table(trials, varying, ious),
+        *tables.ablation_tables(trials, parents, ious, baseline),
+    ]
+    drawn, skipped = figures.make_figures(trials, varying, ious)
     refs = [_render(d) for d in drawn]
     states = frame.run_state(trials).value_counts()
     counts = ", ".join(f"{n} {s.replace('ok', 'finished')}" for s, n in states.items())
@@ -158,7 +176,12 @@ def _main(cfg: dict) -> int:
         raise UsageError("experiment=<name> is required (python -m reports.build --help)")
     try:
         out = build(
-            cfg["experiment"], cfg.get("sweep"), cfg.get("out"), cfg.get("tracking_uri"), cfg["log"]
+            cfg["experiment"],
+            cfg.get("sweep"),
+            cfg.get("out"),
+            cfg.get("tracking_uri"),
+            cfg["log"],
+            cfg.get("baseline"),
         )
     except ReportError as e:
         raise UsageError(str(e)) from None

@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from ablations import record as R
-from reports import frame
+from reports import frame, stats
 from reports.frame import metric
 
 MAX_SERIES = 12  # lines per figure; beyond, params are fixed (`_narrow`), then lines cut
@@ -87,9 +87,13 @@ def _lighten(rgb, amount: float) -> tuple:
     return tuple(c + (1 - c) * amount for c in rgb)
 
 
-def make_figures(trials: pd.DataFrame, varying: list[str]) -> tuple[list[Drawn], list[Skipped]]:
-    """All figures the finished trials support, and the ones skipped with the reason."""
+def make_figures(
+    trials: pd.DataFrame, varying: list[str], ious: dict | None = None
+) -> tuple[list[Drawn], list[Skipped]]:
+    """All figures the finished trials support, and the ones skipped with the reason. With
+    ``ious`` (run id -> (object names, IoU matrix)) quality metrics get 95% intervals."""
     ok = trials[frame.run_state(trials) == "ok"]
+    ok = ok.assign(_ious=[(ious or {}).get(r) for r in ok["run_id"]])
     colors = variant_colors(ok["variant"])
     specs: list[tuple[str, Callable[[], tuple[Figure, str]]]] = [
         ("latency_vs_ts", lambda: metric_vs_ts(ok, varying, ["encoder_ms"], colors, log_y=True)),
@@ -177,6 +181,39 @@ def _cap(groups: list, note: list[str], what: str = "series", limit: int = MAX_S
     return groups
 
 
+def _aggregate(rows: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
+    """`frame.aggregate` plus ``<m>_lo`` / ``<m>_hi``: the 95% bootstrap interval over objects of
+    each per-object metric (`reports.stats`), NaN where the runs stored no IoU matrix."""
+    agg = frame.aggregate(rows, keys, metrics)
+    quality = [m for m in metrics if stats.has_objects(m)]
+    if not quality or "_ious" not in rows:
+        return agg
+    bounds = {f"{m}_{b}": [] for m in quality for b in ("lo", "hi")}
+    for _, row in agg.iterrows():
+        match = pd.Series(True, index=rows.index)
+        for k in keys:
+            v = row[k]
+            match &= rows[k].isna() if frame.is_missing(v) else rows[k] == v
+        runs = [r for r in rows.loc[match, "_ious"] if r is not None]
+        for m in quality:
+            ci = stats.interval(stats.object_values(runs, m), m) if runs else None
+            bounds[f"{m}_lo"].append(ci.lo if ci else np.nan)
+            bounds[f"{m}_hi"].append(ci.hi if ci else np.nan)
+    return agg.assign(**bounds)
+
+
+def _spread(d: pd.DataFrame, m: str, scale: float):
+    """Error bars: the interval over objects when known (asymmetric), else the std over repeats;
+    None when neither exists. Returns (yerr, what the bars are)."""
+    if f"{m}_lo" in d and d[f"{m}_lo"].notna().all():
+        lo = (d[m] - d[f"{m}_lo"]) * scale
+        hi = (d[f"{m}_hi"] - d[m]) * scale
+        return np.vstack([lo.to_numpy(float), hi.to_numpy(float)]), "95% interval over objects"
+    if (d[f"{m}_n"] > 1).any():
+        return (d[f"{m}_std"].fillna(0) * scale).to_numpy(float), "std over repeats"
+    return None, None
+
+
 def _needs(ok: pd.DataFrame, metrics: list[str]) -> list[str]:
     have = [m for m in metrics if m in ok and ok[m].notna().any()]
     if not have:
@@ -217,8 +254,9 @@ def metric_vs_ts(
     keys = series_keys(rows, varying, exclude=("eval.ts",), quality=quality)
     note: list[str] = []
     rows, keys = _narrow(rows, keys, note)
-    agg = frame.aggregate(rows, [*keys, "eval.ts"], metrics)
+    agg = _aggregate(rows, [*keys, "eval.ts"], metrics)
     groups = _cap(_groups(agg, keys), note)
+    bars = set()
     styles = _styles(groups, keys)
     fig = Figure(figsize=(4.2 * len(metrics) + 2.2, 3.4), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
@@ -227,12 +265,13 @@ def metric_vs_ts(
             d = d.sort_values("eval.ts")
             d = d[d[m].notna()]
             s = styles[g[1:]] if len(keys) > 1 else 0
+            yerr, what = _spread(d, m, metric(m).scale)
+            if what:
+                bars.add(what)
             ax.errorbar(
                 d["eval.ts"].astype(float),
                 d[m] * metric(m).scale,
-                yerr=(d[f"{m}_std"].fillna(0) * metric(m).scale)
-                if (d[f"{m}_n"] > 1).any()
-                else None,
+                yerr=yerr,
                 color=colors.get(g[0]),
                 marker=MARKERS[s % len(MARKERS)],
                 linestyle=DASHES[s % len(DASHES)],
@@ -246,7 +285,9 @@ def metric_vs_ts(
     _legend(fig)
     names = " and ".join(metric(m).long for m in metrics)
     scale = "log-log" if log_y else "log x"
-    caption = f"{names[0].upper() + names[1:]} against ts ({scale}); mean over repeats, bars = std"
+    caption = f"{names[0].upper() + names[1:]} against ts ({scale}); mean over repeats"
+    if bars:
+        caption += f", bars = {' or '.join(sorted(bars))}"
     return fig, caption + "".join(f"; {n}" for n in note) + "."
 
 
@@ -257,7 +298,7 @@ def miou_vs_clicks(ok: pd.DataFrame, varying: list[str], colors: dict) -> tuple[
         raise MissingDataError(f"needs mIoU at >= 2 click counts (found {len(clicks)})")
     note: list[str] = []
     rows, keys = _narrow(ok, series_keys(ok, [*varying, "eval.ts"]), note)
-    agg = frame.aggregate(rows, keys, clicks)
+    agg = _aggregate(rows, keys, clicks)
     rank = "miou_at_5" if "miou_at_5" in clicks else clicks[-1]
     groups = _groups(agg, keys)
     if len(groups) > MAX_SERIES:
@@ -265,6 +306,7 @@ def miou_vs_clicks(ok: pd.DataFrame, varying: list[str], colors: dict) -> tuple[
         note.append(f"the {MAX_SERIES} of {len(groups)} series with the best {metric(rank).short}")
         groups = groups[:MAX_SERIES]
     styles = _styles(groups, keys)
+    bands: set[str] = set()
     k = np.array([R.clicks_of(c) for c in clicks])
     fig = Figure(figsize=(6.4, 3.6), layout="constrained")
     ax = fig.subplots()
@@ -283,20 +325,25 @@ def miou_vs_clicks(ok: pd.DataFrame, varying: list[str], colors: dict) -> tuple[
             linestyle=DASHES[s % len(DASHES)],
             label=label_of(keys, g),
         )
-        if (row[[f"{c}_n" for c in clicks]] > 1).any():
-            ax.fill_between(
-                k,
-                mean - np.nan_to_num(std),
-                mean + np.nan_to_num(std),
-                color=color,
-                alpha=0.15,
-                linewidth=0,
+        band = None
+        if all(f"{c}_lo" in row for c in clicks) and row[[f"{c}_lo" for c in clicks]].notna().all():
+            band = (
+                row[[f"{c}_lo" for c in clicks]].to_numpy(float) * 100,
+                row[[f"{c}_hi" for c in clicks]].to_numpy(float) * 100,
             )
+            bands.add("95% interval over objects")
+        elif (row[[f"{c}_n" for c in clicks]] > 1).any():
+            band = (mean - np.nan_to_num(std), mean + np.nan_to_num(std))
+            bands.add("std over repeats")
+        if band is not None:
+            ax.fill_between(k, *band, color=color, alpha=0.15, linewidth=0)
     ax.set_xlabel("clicks")
     ax.set_ylabel("mIoU (%)")
     ax.set_xticks(k if len(k) <= 10 else k[(k == 1) | (k % 5 == 0)])
     _legend(fig)
-    caption = "mIoU against the number of clicks; mean over repeats, band = std"
+    caption = "mIoU against the number of clicks; mean over repeats"
+    if bands:
+        caption += f", band = {' or '.join(sorted(bands))}"
     return fig, caption + "".join(f"; {n}" for n in note) + "."
 
 
@@ -363,8 +410,9 @@ def ablation_bars(
     metrics = _needs(ok, ["noc95", "miou_at_5", "encoder_ms", "peak_mem_mb"])
     note: list[str] = []
     rows, hue = _narrow(ok, series_keys(ok, varying, exclude=(key,)), note, MAX_BARS)
-    agg = frame.aggregate(rows, [*hue, key], metrics)
+    agg = _aggregate(rows, [*hue, key], metrics)
     groups = _cap(_groups(agg, hue), note, "bar groups", MAX_BARS)
+    bars = set()
     styles = _styles(groups, hue)
     fig = Figure(figsize=(3.4 * len(metrics) + 2.2, 3.2), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
@@ -377,13 +425,15 @@ def ablation_bars(
         width = 0.8 / max(1, *(len(js) for js in at.values()))
         for j, ((g, _), d) in enumerate(zip(groups, present, strict=True)):
             x = [pos[v] + width * (at[v].index(j) - (len(at[v]) - 1) / 2) for v in d[key]]
-            spread = d[f"{m}_std"].where(d[f"{m}_n"] > 1).fillna(0) * sc
+            yerr, what = _spread(d, m, sc)
+            if what:
+                bars.add(what)
             s = styles[g[1:]] if len(hue) > 1 else 0
             ax.bar(
                 x,
                 d[m] * sc,
                 width,
-                yerr=spread if spread.any() else None,
+                yerr=yerr,
                 capsize=2,
                 color=colors.get(g[0]),
                 hatch=HATCHES[s % len(HATCHES)],
@@ -394,5 +444,7 @@ def ablation_bars(
         ax.set_xlabel(frame.param_axis(key))
         ax.set_ylabel(metric(m).axis)
     _legend(fig)
-    caption = f"{name} ablation: mean over repeats, error bars = std where repeats exist"
+    caption = f"{name} ablation: mean over repeats"
+    if bars:
+        caption += f", error bars = {' or '.join(sorted(bars))}"
     return fig, caption + "".join(f"; {n}" for n in note) + "."

@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 import pandas as pd
 
 from ablations import record as R
-from reports import frame
+from ablations.config import baseline_point
+from reports import frame, stats
 from reports.frame import metric
 
 MAIN_QUALITY = ("miou_at_5", "noc90", "noc95", "nof95")
@@ -39,9 +40,12 @@ ABLATION_METRICS = (
     "params",
 )
 MODEL_KEYS = ("model.preset", "model.attention", "model.kernel")
-MISSING_TEXT = {"missing": "missing", "none": "—"}  # no run at the point / no value logged
+# no run at the point / no value logged / the baseline row of a paired table / no common objects
+MISSING_TEXT = {"missing": "missing", "none": "—", "baseline": "baseline", "unpaired": "not paired"}
 DAGGER = "†"
 SHARED = "‡"
+SATURATED = "§"
+SIGNIFICANT = "*"
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,11 @@ class Cell:
     best: bool = False
     detail: str | None = None  # a not-ok cell's run error: ``unsupported: <reason>``
     shared: bool = False  # a timing taken while another trial ran on the same machine
+    lo: float | None = None  # the 95% interval over objects (`reports.stats`)
+    hi: float | None = None
+    saturated: bool = False  # most objects at the click cap: the metric cannot rank settings
+    delta: bool = False  # a paired difference against the baseline row (signed)
+    objects: int = 0  # objects behind the interval
 
 
 @dataclass(frozen=True)
@@ -77,14 +86,18 @@ class Table:
     columns: tuple[Column, ...]
     rows: tuple[tuple[tuple, tuple[Cell, ...]], ...]
     notes: tuple[str, ...] = ()
+    rank: bool = True  # bold the best value per column
 
 
 # -- building ----------------------------------------------------------------------------------
 
 
-def main_table(trials: pd.DataFrame, varying: Iterable[str] = ()) -> Table:
+def main_table(
+    trials: pd.DataFrame, varying: Iterable[str] = (), ious: dict | None = None
+) -> Table:
     """Rows: model (preset, with ``attention/kernel`` when a preset has several) and ts, plus any
-    other varying param; columns: `MAIN_QUALITY` per dataset, then `MAIN_SYSTEM`."""
+    other varying param; columns: `MAIN_QUALITY` per dataset, then `MAIN_SYSTEM`. ``ious``
+    (run id -> (object names, IoU matrix)) gives the quality cells their intervals."""
     t = _with_columns(trials.assign(model=model_labels(trials)), MAIN_QUALITY + MAIN_SYSTEM)
     skip = (*MODEL_KEYS, "eval.ts", "data.name", *frame.REPEAT_KEYS)
     keys = ["model", *(["eval.ts"] if "eval.ts" in t else [])]
@@ -98,9 +111,14 @@ def main_table(trials: pd.DataFrame, varying: Iterable[str] = ()) -> Table:
     system = _lookup(frame.aggregate(t, keys, list(MAIN_SYSTEM)), keys)
     columns = [Column(m, ds or "") for ds in datasets for m in MAIN_QUALITY]
     columns += [Column(m) for m in MAIN_SYSTEM]
+    objects = _object_runs(t, [*keys, "data.name"], ious)
     rows = []
     for point in _observed(t, keys):
-        cells = [_cell(quality.get((*point, ds)), m) for ds in datasets for m in MAIN_QUALITY]
+        cells = [
+            _with_interval(_cell(quality.get((*point, ds)), m), objects.get((*point, ds)), m)
+            for ds in datasets
+            for m in MAIN_QUALITY
+        ]
         cells += [_cell(system.get(point), m) for m in MAIN_SYSTEM]
         rows.append((point, tuple(cells)))
     index = tuple(frame.param_label(k) for k in keys)
@@ -109,8 +127,17 @@ def main_table(trials: pd.DataFrame, varying: Iterable[str] = ()) -> Table:
     return _finish(Table("main", "Main results", index, tuple(columns), tuple(rows), note))
 
 
-def ablation_tables(trials: pd.DataFrame, parents: pd.DataFrame) -> list[Table]:
-    """One table per grid (``hrsam.grid`` tag): rows = grid points, columns = metrics.
+def ablation_tables(
+    trials: pd.DataFrame,
+    parents: pd.DataFrame,
+    ious: dict | None = None,
+    baseline: str | None = None,
+) -> list[Table]:
+    """One table per grid (``hrsam.grid`` tag): rows = grid points, columns = metrics; with
+    ``ious`` (run id -> (object names, IoU matrix)) the quality cells carry 95% intervals and a
+    second table gives each point's paired difference from the ``baseline`` point
+    (`ablations.config.baseline_point`: a spec, else the sweeps' ``report.baseline`` param, else
+    the grid's first point). Raises `ConfigError` for a baseline that names no point.
 
     The rows are the points that have runs when the sweeps' parent runs say (param ``trials``) that
     no planned trial lacks one; otherwise every point of the product of the values the varying
@@ -133,12 +160,77 @@ def ablation_tables(trials: pd.DataFrame, parents: pd.DataFrame) -> list[Table]:
             name=f"ablation_{_slug(grid)}",
             grid=grid,
             product=planned is None or len(t) < planned,
+            ious=ious,
         )
         notes = conditions(t, metrics)
         if planned is not None and len(t) < planned:
             notes = (f"{planned - len(t)} of {planned} planned trials have no run.", *notes)
         tables.append(replace(table, notes=(*notes, *table.notes)))
+        spec = baseline or _parent_baseline(p)
+        paired = paired_table(t, keys, metrics, ious, spec, f"paired_{_slug(grid)}", grid)
+        if paired is not None:
+            tables.append(paired)
     return tables
+
+
+def _parent_baseline(parents: pd.DataFrame) -> str | None:
+    """The ``report.baseline`` the sweep was run with (a param of its parent run)."""
+    if "report.baseline" not in parents:
+        return None
+    values = [str(v) for v in parents["report.baseline"] if not frame.is_missing(v)]
+    return values[0] if values else None
+
+
+def paired_table(
+    trials: pd.DataFrame,
+    keys: list[str],
+    metrics: list[str],
+    ious: dict | None,
+    baseline: str | None,
+    name: str,
+    grid: str = "",
+) -> Table | None:
+    """Each point minus the baseline point, metric by metric, over the objects both evaluated:
+    the mean difference with its paired 95% bootstrap interval (`reports.stats.paired_delta`).
+    None when nothing can be paired (one point, or no IoU matrices)."""
+    quality = [m for m in metrics if stats.has_objects(m)]
+    objects = _object_runs(trials, keys, ious)
+    if not keys or not quality or not objects:
+        return None
+    points = _observed(trials, keys)
+    base = baseline_point(baseline, keys, points)
+    rows = []
+    for point in points:
+        ref = tuple(base.get(k, v) for k, v in zip(keys, point, strict=True))
+        cells = []
+        for m in quality:
+            if ref == point:
+                cells.append(Cell("baseline"))
+            elif point not in objects or ref not in objects:
+                cells.append(Cell("missing" if point not in objects else "none"))
+            else:
+                a = stats.object_values(objects[point], m)
+                b = stats.object_values(objects[ref], m)
+                d = stats.paired_delta(a, b, m)
+                if d is None:
+                    cells.append(Cell("unpaired"))
+                else:
+                    delta = Cell("ok", d.mean, n=1, lo=d.lo, hi=d.hi, delta=True, objects=d.n)
+                    cells.append(delta)
+        rows.append((point, tuple(cells)))
+    what = ", ".join(f"{frame.param_label(k)}={key_text(v)}" for k, v in base.items())
+    others = [frame.param_label(k) for k in keys if k not in base]
+    within = f", at the same {', '.join(others)}" if others else ""
+    notes = (
+        f"Δ: the row minus the baseline ({what}){within}, over the objects both evaluated; "
+        f"[a, b]: 95% paired bootstrap interval over objects ({stats.RESAMPLES} resamples); "
+        f"{SIGNIFICANT}: the interval excludes 0. NoC and NoF: lower is better; mIoU: higher.",
+    )
+    index = tuple(frame.param_label(k) for k in keys)
+    columns = tuple(Column(m, "Δ") for m in quality)
+    title = f"Paired differences: {grid} against {what}"
+    table = Table(name, title, index, columns, tuple(rows), notes, rank=False)
+    return _finish(table)
 
 
 def conditions(trials: pd.DataFrame, metrics: Iterable[str]) -> tuple[str, ...]:
@@ -186,24 +278,55 @@ def ablation_table(
     name: str,
     grid: str = "",
     product: bool = True,
+    ious: dict | None = None,
 ) -> Table:
     """Rows: the product of the values each of ``keys`` takes (``product``), else the points that
-    have runs, sorted; columns: ``metrics``."""
+    have runs, sorted; columns: ``metrics`` (quality ones with intervals when ``ious`` has the
+    runs' IoU matrices)."""
     t = _with_columns(trials, metrics)
-    stats = _lookup(frame.aggregate(t, keys, metrics), keys)
+    agg = _lookup(frame.aggregate(t, keys, metrics), keys)
+    objects = _object_runs(t, keys, ious)
     if not keys:
         points = [()]
     elif product:
         points = list(itertools.product(*(_values(t[k]) for k in keys)))
     else:
         points = _observed(t, keys)
-    rows = tuple((p, tuple(_cell(stats.get(p), m) for m in metrics)) for p in points)
+    rows = tuple(
+        (p, tuple(_with_interval(_cell(agg.get(p), m), objects.get(p), m) for m in metrics))
+        for p in points
+    )
     index = tuple(frame.param_label(k) for k in keys) or ("grid",)
     if not keys:
         rows = tuple(((grid,), cells) for _, cells in rows)
     varying = ", ".join(keys) or "nothing"
     title = f"Ablation: {grid} (varying {varying})"
     return _finish(Table(name, title, index, tuple(Column(m) for m in metrics), rows))
+
+
+def _object_runs(t: pd.DataFrame, keys: list[str], ious: dict | None) -> dict[tuple, list]:
+    """Per point of ``keys``, the (object names, IoU matrix) of its finished runs that have one."""
+    if not ious:
+        return {}
+    ok = t[frame.run_state(t) == "ok"]
+    out: dict[tuple, list] = {}
+    for i, run_id in zip(ok.index, ok["run_id"], strict=True):
+        if run_id in ious:
+            point = tuple(_key(ok.at[i, k]) for k in keys)
+            out.setdefault(point, []).append(ious[run_id])
+    return out
+
+
+def _with_interval(cell: Cell, runs: list | None, m: str) -> Cell:
+    """The cell with the 95% interval over objects of a per-object metric, and whether that
+    metric is saturated here (`reports.stats`)."""
+    if cell.state != "ok" or not runs or not stats.has_objects(m):
+        return cell
+    values = stats.object_values(runs, m)
+    ci = stats.interval(values, m)
+    cap = runs[0][1].shape[1]
+    saturated = stats.saturated(values, m, cap)
+    return replace(cell, lo=ci.lo, hi=ci.hi, objects=ci.n, saturated=saturated)
 
 
 def model_labels(trials: pd.DataFrame) -> pd.Series:
@@ -277,7 +400,8 @@ def _finish(table: Table) -> Table:
         shown = {
             i: float(_number(c, m).split(" ")[0]) for i, c in enumerate(cells) if c.state == "ok"
         }
-        if len(set(shown.values())) < 2:  # one value, or all equal: nothing stands out
+        # one value, all equal, a saturated metric or a table of differences: no best
+        if len(set(shown.values())) < 2 or not table.rank or any(c.saturated for c in cells):
             best.append(set())
             continue
         pick = max if m.higher_is_better else min
@@ -287,8 +411,23 @@ def _finish(table: Table) -> Table:
         (point, tuple(replace(c, best=i in best[j]) for j, c in enumerate(cells)))
         for i, (point, cells) in enumerate(table.rows)
     )
-    notes = ["bold: best per column (higher is better for mIoU and BIoU, lower for the rest)."]
     cells = [c for _, cs in rows for c in cs]
+    notes = []
+    if table.rank:
+        notes.append(
+            "bold: best per column (higher is better for mIoU and BIoU, lower for the rest)."
+        )
+    if table.rank and any(c.lo is not None for c in cells):
+        n = sorted({c.objects for c in cells if c.lo is not None})
+        notes.append(
+            "[a, b]: 95% bootstrap interval over the objects (percentile, "
+            f"{stats.RESAMPLES} resamples of {'/'.join(map(str, n))} objects)."
+        )
+    if any(c.saturated for c in cells):
+        notes.append(
+            f"{SATURATED}: saturated: more than half of the objects at the click cap (NoC) or "
+            "failing (NoF); such a column does not rank the settings."
+        )
     if any(c.n > 1 for c in cells):
         notes.append("mean ± std over repeats (seeds).")
     if any(c.n_failed for c in cells):
@@ -318,12 +457,19 @@ def _number(cell: Cell, m: frame.Metric, pm: str = "±") -> str:
     """``mean`` or ``mean ± std`` in the metric's unit; counts (NoF) get one decimal when they
     are a mean over repeats or not whole."""
     mean = cell.mean * m.scale
-    whole = cell.std is None and float(mean).is_integer()
+    whole = cell.std is None and cell.lo is None and float(mean).is_integer()
     decimals = m.decimals or (0 if whole else 1)
-    text = f"{mean:.{decimals}f}"
+    text = f"{mean:+.{decimals}f}" if cell.delta else f"{mean:.{decimals}f}"
     if cell.std is not None and not math.isnan(cell.std):
         text += f" {pm} {cell.std * m.scale:.{decimals}f}"
+    if cell.lo is not None:
+        text += f" [{cell.lo * m.scale:.{decimals}f}, {cell.hi * m.scale:.{decimals}f}]"
     return text
+
+
+def significant(cell: Cell) -> bool:
+    """A paired difference whose interval excludes zero."""
+    return cell.delta and cell.lo is not None and (cell.lo > 0 or cell.hi < 0)
 
 
 def state_text(cell: Cell) -> str:
@@ -339,8 +485,16 @@ def cell_text(cell: Cell, col: Column) -> str:
     ``unsupported: <reason>``."""
     if cell.state != "ok":
         return state_text(cell)
-    marks = (DAGGER if cell.n_failed else "") + (SHARED if cell.shared else "")
-    return _number(cell, metric(col.metric)) + marks
+    return _number(cell, metric(col.metric)) + _marks(cell)
+
+
+def _marks(cell: Cell) -> str:
+    return (
+        (DAGGER if cell.n_failed else "")
+        + (SHARED if cell.shared else "")
+        + (SATURATED if cell.saturated else "")
+        + (SIGNIFICANT if significant(cell) else "")
+    )
 
 
 def key_text(v) -> str:
@@ -385,6 +539,9 @@ LATEX_SPECIAL = {
     "†": r"$^\dagger$",
     "‡": r"$^\ddagger$",
     "—": "---",
+    "§": r"\S{}",
+    "*": r"$^*$",
+    "Δ": r"$\Delta$",
 }
 
 
@@ -400,7 +557,7 @@ def _latex_cell(cell: Cell, col: Column) -> str:
     text = _number(cell, metric(col.metric), r"$\pm$")
     if cell.best:
         text = rf"\textbf{{{text}}}"
-    return text + (r"$^\dagger$" if cell.n_failed else "") + (r"$^\ddagger$" if cell.shared else "")
+    return text + latex_escape(_marks(cell))
 
 
 def to_latex(table: Table) -> str:
@@ -463,7 +620,7 @@ def csv_rows(table: Table) -> tuple[list[str], list[dict]]:
     fields = list(table.index)
     for col in table.columns:
         name = f"{col.group} {col.metric}".strip()
-        fields += [name, f"{name} std", f"{name} n"]
+        fields += [name, f"{name} std", f"{name} lo", f"{name} hi", f"{name} n"]
     rows = []
     for point, cells in table.rows:
         row = dict(zip(table.index, (key_text(v) for v in point), strict=True))
@@ -472,6 +629,8 @@ def csv_rows(table: Table) -> tuple[list[str], list[dict]]:
             ok = cell.state == "ok"
             row[name] = repr(cell.mean) if ok else state_text(cell)
             row[f"{name} std"] = "" if cell.std is None or not ok else repr(cell.std)
+            row[f"{name} lo"] = "" if cell.lo is None or not ok else repr(cell.lo)
+            row[f"{name} hi"] = "" if cell.hi is None or not ok else repr(cell.hi)
             row[f"{name} n"] = cell.n
         rows.append(row)
     return fields, rows

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 
@@ -54,3 +55,30 @@ def log_report(parent_run_id: str, out_dir: Path, tracking_uri: str) -> None:
     from mlflow import MlflowClient
 
     MlflowClient(tracking_uri).log_artifacts(parent_run_id, str(out_dir), "report")
+
+
+IOUS = "ious.csv"  # a trial's (objects x clicks) IoU matrix, one of its run's artifacts
+
+
+def load_ious(run_ids, tracking_uri: str) -> dict[str, tuple[list[str], np.ndarray]]:
+    """``run_id -> (object names, IoU matrix)`` from each run's ``ious.csv`` artifact; runs
+    without one (failed, unsupported, logged by older versions) are left out."""
+    import tempfile
+
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for run_id in run_ids:
+            try:
+                path = client.download_artifacts(run_id, IOUS, f"{tmp}/{run_id}")
+            except (MlflowException, OSError):
+                continue
+            table = pd.read_csv(path, dtype={"name": str})
+            if table.empty:
+                continue
+            matrix = table.drop(columns="name").to_numpy(dtype=np.float64)
+            out[run_id] = (table["name"].tolist(), matrix)
+    return out

@@ -310,7 +310,7 @@ def test_csv_keeps_numbers_and_states():
     trials = frame.trials(frame.tidy(runs_frame(*grid_runs(points))))
     t = tables.ablation_table(trials, ["model.window_size", "eval.ts"], ["noc95"], "x")
     fields, rows = tables.csv_rows(t)
-    assert fields == ["window_size", "ts", "noc95", "noc95 std", "noc95 n"]
+    assert fields == ["window_size", "ts", "noc95", "noc95 std", "noc95 lo", "noc95 hi", "noc95 n"]
     assert [(r["window_size"], r["noc95"], r["noc95 n"]) for r in rows] == [
         ("8", "6.0", 1), ("16", "failed", 0),
     ]  # fmt: skip

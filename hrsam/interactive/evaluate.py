@@ -85,14 +85,15 @@ class EvalResult:
         return out
 
     def write_csv(self, folder: str | Path) -> None:
-        """``ious.csv`` (the N x max_clicks IoU matrix, one row per object) and ``clicks.csv``."""
+        """``ious.csv`` (the N x max_clicks IoU matrix, one row per object, exact float64 so that
+        a metric recomputed from it equals the logged one) and ``clicks.csv``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "ious.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["name", *(f"click{k}" for k in range(1, self.max_clicks + 1))])
             for name, row in zip(self.names, self.ious, strict=True):
-                w.writerow([name, *(f"{v:.6f}" for v in row)])
+                w.writerow([name, *(f"{v:.17g}" for v in row)])
         with open(folder / "clicks.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["name", "index", "y", "x", "positive"])
