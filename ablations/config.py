@@ -71,9 +71,15 @@ def _schema_of(cls: type, name: str, extra: list[tuple] = (), exclude: tuple = (
 
 
 # train.*: every TrainConfig field (its seed is the trial's ``seed``), plus whether the grid trains
+# base_steps > 0: every trial finetunes ``steps`` from one base training of ``base_steps`` (the
+# preset's own architecture, the same recipe), trained once and cached across sweeps
 TrainCfg = _schema_of(
-    TrainConfig, "TrainCfg", [("enabled", bool, field(default=True))], exclude=("seed",)
+    TrainConfig,
+    "TrainCfg",
+    [("enabled", bool, field(default=True)), ("base_steps", int, field(default=0))],
+    exclude=("seed",),
 )
+SWEEP_TRAIN_KEYS = ("enabled", "base_steps")  # train.* keys that are not TrainConfig fields
 # data.*: DataConfig, plus a root per dataset name for grids over data.name
 DataCfg = _schema_of(
     DataConfig, "DataCfg", [("roots", dict[str, str], field(default_factory=dict))]
@@ -402,8 +408,21 @@ def _in_section(section: str, e: Exception) -> str:
 
 def train_config(cfg: dict) -> TrainConfig:
     """The trial's `TrainConfig`: every ``train.*`` key, seeded with the trial's seed."""
-    fields = {k: v for k, v in cfg["train"].items() if k != "enabled"}
+    fields = {k: v for k, v in cfg["train"].items() if k not in SWEEP_TRAIN_KEYS}
     return TrainConfig(**fields, seed=cfg["seed"])
+
+
+def base_config(cfg: dict) -> tuple[str, TrainConfig] | None:
+    """The shared base training of a trial as (its cache key, its `TrainConfig`): the trial's
+    recipe for ``train.base_steps`` steps on the preset's own architecture; None without one.
+    The key holds what changes the base's weights, so sweeps of every grid share it."""
+    steps = cfg["train"].get("base_steps", 0)
+    if not steps:
+        return None
+    tc = dataclasses.replace(train_config(cfg), steps=steps)
+    data = {k: v for k, v in cfg["data"].items() if k not in ("limit", "roots")}
+    spec = {"preset": cfg["model"]["preset"], "train": dataclasses.asdict(tc), "data": data}
+    return short_hash(spec), tc
 
 
 def data_config(cfg: dict) -> DataConfig:

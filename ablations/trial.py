@@ -408,6 +408,8 @@ def _execute(
         preset = get_preset(m["preset"], **C.model_overrides(m, C.ARCH_KEYS), **compute)
         _check_support(preset, device, _resolved(cfg, device, preset))  # before any training
         ckpt, info = train_cached(job, device, progress, series)
+        if "base_key" in info:  # finetuned from the shared base training
+            record.provenance["base"] = info.pop("base_key")
         record.metrics.update(info)
         model = load_checkpoint(ckpt, **compute)
     else:
@@ -457,6 +459,47 @@ def _execute(
     return resolved
 
 
+def train_base(job: TrialJob, device, dataset, progress: _Progress) -> tuple[Path, dict]:
+    """The shared base training (`ablations.config.base_config`): the preset's own architecture
+    trained with the trial's recipe for ``train.base_steps`` steps, once per key for every sweep
+    under ``out`` (``<out>/_base/<key>/model.pt``; a killed one resumes). Returns its checkpoint
+    and {base_key, base_train_s (when it was trained), base_steps}."""
+    import torch
+
+    from hrsam.models import build_model, get_preset, save_checkpoint
+    from hrsam.train.loop import train
+
+    cfg = job.config
+    key, tc = C.base_config(cfg)
+    folder = Path(job.folder).parent / "_base" / key
+    ckpt, info_path = folder / "model.pt", folder / "base.json"
+    with file_lock(folder / ".lock"):
+        if not (ckpt.exists() and info_path.exists()):
+            preset = cfg["model"]["preset"]
+            scan = (
+                {"scan": resolve_scan(None, device)} if get_preset(preset).family == "hrsam" else {}
+            )
+            torch.manual_seed(tc.seed)
+            model = build_model(preset, **scan).to(device)
+            start = time.perf_counter()
+            train(
+                model,
+                dataset,
+                tc,
+                folder,
+                progress=lambda s, n, loss: progress(f"base training {s}/{n} loss {loss:.3f}"),
+            )
+            info = {"base_key": key, "base_train_s": time.perf_counter() - start}
+            info["base_steps"] = tc.steps
+            save_checkpoint(model.cpu(), ckpt, training=asdict(tc))
+            tmp = info_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(info))
+            tmp.replace(info_path)
+        else:
+            progress(f"reusing base training {key}", force=True)
+        return ckpt, json.loads(info_path.read_text())
+
+
 def train_cached(job: TrialJob, device, progress: _Progress, series=None) -> tuple[Path, dict]:
     """The checkpoint of this trial's training, trained once per training key (trials that need
     the same model wait on a lock and reuse it). Returns (its path, {train_s, train_loss}).
@@ -466,6 +509,7 @@ def train_cached(job: TrialJob, device, progress: _Progress, series=None) -> tup
     import torch
 
     from hrsam.models import build_model, get_preset, save_checkpoint
+    from hrsam.models.checkpoint import init_from, read_state
     from hrsam.train.loop import train
 
     cfg = job.config
@@ -483,6 +527,12 @@ def train_cached(job: TrialJob, device, progress: _Progress, series=None) -> tup
         dataset = C.data_config(cfg).build("train")
         torch.manual_seed(tc.seed)  # the initial weights: the trial's seed, nothing before it
         model = build_model(m["preset"], **overrides).to(device)
+        base = {}
+        if C.base_config(cfg) is not None:  # finetune from the shared base training
+            base_ckpt, base = train_base(job, device, dataset, progress)
+            copied, fresh = init_from(model, read_state(base_ckpt)["state_dict"])
+            log.info("initialized %d tensors from the base %s; fresh: %s", copied, base_ckpt, fresh)
+            base["base_fresh_tensors"] = len(fresh)
         start = time.perf_counter()
         state = train(
             model,
@@ -492,8 +542,8 @@ def train_cached(job: TrialJob, device, progress: _Progress, series=None) -> tup
             progress=lambda s, n, loss: progress(f"train {s}/{n} loss {loss:.3f}"),
             on_step=series,
         )
-        info = {"train_s": time.perf_counter() - start, "train_loss": state.losses[-1]}
-        save_checkpoint(model.cpu(), ckpt, training=asdict(tc))
+        info = {"train_s": time.perf_counter() - start, "train_loss": state.losses[-1], **base}
+        save_checkpoint(model.cpu(), ckpt, training=asdict(tc), base=base.get("base_key"))
         tmp = info_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(info))
         tmp.replace(info_path)

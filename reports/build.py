@@ -115,6 +115,7 @@ def assemble(
         f"sweep: {grids}" if sweep else f"all trials of the experiment; sweeps: {grids}",
         f"trials: {len(trials)} ({counts})",
         f"varying: {', '.join(varying) or 'nothing'}",
+        *training_facts(trials),
         f"built {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
     )
     report = document.Report(
@@ -126,6 +127,31 @@ def assemble(
         tuple(tables.failed_rows(trials)),
     )
     return report
+
+
+def training_facts(trials: pd.DataFrame) -> tuple[str, ...]:
+    """How the trials' weights came about (the recipe a reader needs to judge the numbers)."""
+    ok = trials[frame.run_state(trials) == "ok"]
+    if "train.enabled" not in ok or not ok["train.enabled"].astype(str).eq("True").any():
+        return ()
+    ok = ok[ok["train.enabled"].astype(str) == "True"]
+    out = []
+    for key, g in ok.groupby(["train.steps", "train.ts"], dropna=False):
+        steps, ts = (tables.key_text(v) for v in key)
+        base = pd.to_numeric(g.get("train.base_steps", pd.Series(dtype=float)), errors="coerce")
+        base = int(base.max()) if base.notna().any() else 0
+        lr = g["train.lr"].iloc[0] if "train.lr" in g else "?"
+        if base:
+            out.append(
+                f"training: each trial finetunes {steps} steps at ts {ts} (lr {lr}) from a base "
+                f"training of its preset shared by every trial and sweep ({base} steps, the same "
+                "recipe, the preset's own architecture)"
+            )
+        else:
+            out.append(
+                f"training: each trial trains {steps} steps at ts {ts} (lr {lr}) from scratch"
+            )
+    return tuple(out)
 
 
 def _render(d: figures.Drawn) -> document.FigureRef:

@@ -254,3 +254,19 @@ def test_sweep_refuses_a_baseline_outside_the_grid_before_anything_runs(tmp_path
     for text in ("16", "window_size=16", "model.window_size=16"):
         assert C.baseline_point(text, ["model.window_size"], points) == {"model.window_size": 16}
     assert C.baseline_point(None, ["model.window_size"], points) == {"model.window_size": 4}
+
+
+def test_report_states_the_training_recipe():
+    from reports import frame
+    from tests.test_reports import run, runs_frame
+
+    base = {"train.enabled": True, "train.steps": 400, "train.ts": 256, "train.lr": 0.001}
+    shared = frame.tidy(runs_frame(run({**base, "train.base_steps": 2000}, {"noc90": 5.0})))
+    [text] = report_build.training_facts(shared)
+    assert "finetunes 400 steps at ts 256 (lr 0.001)" in text and "(2000 steps" in text
+    scratch = frame.tidy(runs_frame(run({**base, "train.base_steps": 0}, {"noc90": 5.0})))
+    assert report_build.training_facts(scratch) == (
+        "training: each trial trains 400 steps at ts 256 (lr 0.001) from scratch",
+    )
+    evaluated = frame.tidy(runs_frame(run({"train.enabled": False}, {"noc90": 5.0})))
+    assert report_build.training_facts(evaluated) == ()

@@ -176,3 +176,66 @@ def test_every_sweep_key_has_its_default_in_one_place():
         if key not in ("grid", "profile"):
             assert composed[key] == yaml_leaves.get(key, value), key
     json.dumps(cfg)  # plain data all the way down
+
+
+def test_init_from_copies_what_fits_and_names_the_rest():
+    from hrsam.models import build_model
+    from hrsam.models.checkpoint import init_from
+
+    torch.manual_seed(0)
+    base = build_model("hrsam_tiny", scan="ref")
+    state = base.state_dict()
+    other = build_model("hrsam_tiny", scan="ref", window_size=4)  # same weights, other windows
+    copied, fresh = init_from(other, state)
+    assert fresh == [] and copied == len(state)
+    assert all(torch.equal(v, state[k]) for k, v in other.state_dict().items())
+    no_scan = build_model("hrsam_tiny", scan="none")  # fewer tensors: the rest is ignored
+    copied, fresh = init_from(no_scan, state)
+    assert fresh == [] and copied == len(no_scan.state_dict()) < len(state)
+    key = next(k for k, v in state.items() if v.ndim == 2 and v.shape[0] > 1)
+    bad = {k: (v[:1] if k == key else v) for k, v in state.items()}
+    copied, fresh = init_from(build_model("hrsam_tiny", scan="ref"), bad)
+    assert fresh == [key] and copied == len(state) - 1
+
+
+@pytest.mark.slow
+def test_shared_base_training_is_trained_once_and_finetuned_per_trial(tmp_path, monkeypatch):
+    """train.base_steps: one base for every trial and every sweep under the same out, each trial
+    finetunes from it, and the record says which base it came from."""
+    monkeypatch.chdir(tmp_path)
+    args = ["grid=window_size", "model.window_size=4,8", "train.base_steps=3", *MICRO]
+    assert sweep.main(args) == 0
+    bases = list((tmp_path / "outputs/sweeps/_base").iterdir())
+    assert len(bases) == 1 and (bases[0] / "model.pt").exists()
+    first = json.loads((bases[0] / "base.json").read_text())
+    assert first["base_steps"] == 3 and first["base_key"] == bases[0].name
+    rs = records(tmp_path, "window_size")
+    assert len(rs) == 2 and all(r.ok for r in rs)
+    assert {r.provenance["base"] for r in rs} == {bases[0].name}
+    assert all(r.metrics["base_fresh_tensors"] == 0 for r in rs)  # every tensor fits
+    # the finetune starts from the base: its weights moved away from the base's by 2 steps only
+    base_state = torch.load(bases[0] / "model.pt", weights_only=False)["state_dict"]
+    cache = tmp_path / "outputs/sweeps/window_size/cache/train"
+    tuned = [torch.load(p / "model.pt", weights_only=False)["state_dict"] for p in cache.iterdir()]
+    assert len(tuned) == 2
+    for state in tuned:
+        gap = sum((state[k].float() - v.float()).abs().sum() for k, v in base_state.items())
+        assert 0 < gap
+    # another sweep (another experiment) with the same recipe reuses the base: not retrained
+    stamp = (bases[0] / "model.pt").stat().st_mtime_ns
+    assert sweep.main([*args[:1], "model.window_size=16", *args[2:], "experiment=ws16"]) == 0
+    assert (bases[0] / "model.pt").stat().st_mtime_ns == stamp
+    [r16] = records(tmp_path, "ws16")
+    assert r16.ok and r16.provenance["base"] == bases[0].name
+    # the base's key: the recipe and data, not the trial's architecture or finetune length
+    cfg = planned_config(["grid=window_size", "train.base_steps=3", *MICRO])
+    key = C.base_config(cfg)[0]
+    assert key == bases[0].name
+    for override in ("model.window_size=16", "train.steps=5"):
+        assert C.base_config(planned_config([*args[:1], override, *args[2:]]))[0] == key
+    for override in ("train.base_steps=4", "train.lr=0.01", "data.n_train=3"):
+        assert C.base_config(planned_config([*args, override]))[0] != key
+
+
+def planned_config(args: list[str]) -> dict:
+    return C.expand(*C.compose(C.parse_args(args)[0])).trials[0].config

@@ -83,6 +83,16 @@ def load_strict(model: nn.Module, state: Mapping[str, Tensor], source: str) -> n
     return model
 
 
+def init_from(model: nn.Module, state: Mapping[str, Tensor]) -> tuple[int, list[str]]:
+    """Initializes ``model`` from ``state`` where names and shapes agree (a finetune of a base
+    model whose architecture differs in a setting: another window size keeps every weight, no
+    scan drops the scan's). Returns (tensors copied, the model's keys left at their init)."""
+    own = model.state_dict()
+    take = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    model.load_state_dict(take, strict=False)
+    return len(take), sorted(set(own) - set(take))
+
+
 def remap_official_hrsam(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Official HRSAM / HRSAM++ (mmseg ``backbone.``/``neck.``/``decode_head.``) -> our keys."""
     if "state_dict" in state and isinstance(state["state_dict"], Mapping):
