@@ -49,6 +49,7 @@ DATA_KEYS = {  # the dataset keys every key=value CLI shares (hrsam.data.DataCon
     "data.size": (int, "synthetic: long side in px"),
     "data.n_train": (int, "synthetic: training images"),
     "data.n_val": (int, "synthetic: validation images"),
+    "data.stroke": (float, "synthetic: scale of the fine structure (1: 1-3 px branches)"),
     "data.limit": (int, "use only the first N objects (0: all)"),
 }
 

@@ -162,3 +162,23 @@ def test_two_specs_under_one_root_keep_their_own_folders(tmp_path):
     assert (small / "manifest.json").stat().st_mtime_ns == stamp  # reused, not rewritten
     val = DataConfig(root=str(tmp_path), size=128, n_train=1, n_val=1).build("val")
     assert len(val) == 1 and max(val[0].image.shape[:2]) == 128
+
+
+def test_stroke_coarsens_the_same_objects_in_their_own_folder(tmp_path):
+    _, fine = make_sample(7, 256)
+    _, coarse = make_sample(7, 256, stroke=3)
+    assert fine.shape == coarse.shape  # the same draws: same canvas, same object
+    assert coarse.sum() > fine.sum() * 1.05  # wider branches, bigger holes, smoother outline
+    inter = (fine & coarse).sum() / fine.sum()
+    assert inter > 0.8  # the fine object's body is still there
+    assert np.array_equal(make_sample(7, 256, stroke=3)[1], coarse)  # deterministic
+    default = generate(tmp_path, n_train=1, n_val=1, size=64)
+    wide = generate(tmp_path, n_train=1, n_val=1, size=64, stroke=3)
+    assert wide.name == default.name + "_stroke3" and default.name.endswith("_s0")
+    val = DataConfig(root=str(tmp_path), size=64, n_train=1, n_val=1, stroke=3).build("val")
+    assert (
+        val[0].gt.sum()
+        == np.asarray(Image.open(wide / "val" / "00001_mask.png")).astype(bool).sum()
+    )
+    with pytest.raises(ValueError, match=r"stroke=0\.1 must be in"):
+        generate(tmp_path, n_train=1, n_val=1, size=64, stroke=0.1)

@@ -42,13 +42,14 @@ class DataConfig:
     size: int = 1024
     n_train: int = 64
     n_val: int = 16
+    stroke: float = 1.0  # synthetic: scale of the fine structure (hrsam.data.synthetic)
     limit: int = 0
 
     def build(self, split: str = "val", progress=None):
         """The dataset's ``split`` (synthetic: train or val; real datasets are val sets)."""
         if self.name == "synthetic":
             kwargs = {"split": split, "size": self.size, "n_train": self.n_train}
-            kwargs.update(n_val=self.n_val, progress=progress)
+            kwargs.update(n_val=self.n_val, progress=progress, stroke=self.stroke)
             dataset = build_dataset(self.name, self.root, **kwargs)
         else:
             dataset = build_dataset(self.name, self.root)

@@ -1,5 +1,8 @@
 """A deterministic synthetic high-resolution dataset whose fine structure only survives at high
 resolution: a jagged blob with holes and thin branches (1-3 px wide) on a textured background.
+``stroke`` scales that structure (branch width and hole size up, outline jaggedness down): 1 is
+the dataset as designed; 3 (branches 4-10 px) is what an interactive model of the CPU size can
+segment to 0.9 IoU at ts 512 (`benchmarks/results/cpu/mask_ceiling_synthetic_tiny.md`).
 
 Generated once into a cache folder (``<root>/<split>/<name>.png`` + ``<name>_mask.png``) with a
 manifest written last, so a half-written folder is regenerated rather than used. The same seed
@@ -36,8 +39,9 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return out + rng.normal(0, 8, (h, w, 3)).astype(np.float32)
 
 
-def _object_mask(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """Jagged star-shaped blob + holes + thin branches, as a bool (H, W) mask."""
+def _object_mask(rng: np.random.Generator, h: int, w: int, stroke: float = 1.0) -> np.ndarray:
+    """Jagged star-shaped blob + holes + thin branches, as a bool (H, W) mask. The random draws
+    do not depend on ``stroke``: the same seed gives the same object, coarser or finer."""
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
     cy, cx = rng.uniform(0.35, 0.65) * h, rng.uniform(0.35, 0.65) * w
     r0 = rng.uniform(0.12, 0.22) * min(h, w)
@@ -46,17 +50,18 @@ def _object_mask(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     for k in range(2, 9):  # smooth lobes
         radius += r0 * rng.uniform(0, 0.12) * np.sin(k * theta + rng.uniform(0, 2 * math.pi))
     for k in (40, 73, 111):  # high-frequency jagged boundary
-        radius += r0 * rng.uniform(0.01, 0.03) * np.sin(k * theta + rng.uniform(0, 2 * math.pi))
+        amp = r0 * rng.uniform(0.01, 0.03) / stroke
+        radius += amp * np.sin(k * theta + rng.uniform(0, 2 * math.pi))
     dist = np.hypot(yy - cy, xx - cx)
     mask = dist < radius
     for _ in range(rng.integers(2, 6)):  # holes
         a, rr = rng.uniform(0, 2 * math.pi), rng.uniform(0.1, 0.6) * r0
         hy, hx = cy + rr * math.sin(a), cx + rr * math.cos(a)
-        mask &= np.hypot(yy - hy, xx - hx) > rng.uniform(0.03, 0.1) * r0
+        mask &= np.hypot(yy - hy, xx - hx) > rng.uniform(0.03, 0.1) * r0 * stroke
     for _ in range(rng.integers(4, 9)):  # thin branches from the blob outwards
         a = rng.uniform(0, 2 * math.pi)
         length = rng.uniform(1.0, 2.2) * r0
-        width = rng.uniform(0.6, 1.6)  # half-width in px: 1-3 px wide
+        width = rng.uniform(0.6, 1.6) * stroke  # half-width in px: 1-3 px wide at stroke 1
         ux, uy = math.cos(a), math.sin(a)
         along = (xx - cx) * ux + (yy - cy) * uy
         across = np.abs(-(xx - cx) * uy + (yy - cy) * ux)
@@ -64,21 +69,25 @@ def _object_mask(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return mask
 
 
-def make_sample(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+def make_sample(seed: int, size: int, stroke: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """One (image uint8 (H, W, 3), mask bool (H, W)) pair; long side ``size``."""
     rng = np.random.default_rng(seed)
     aspect = rng.uniform(0.6, 1.0)
     h, w = (size, round(size * aspect)) if rng.random() < 0.5 else (round(size * aspect), size)
-    mask = _object_mask(rng, h, w)
+    mask = _object_mask(rng, h, w, stroke)
     image = _texture(rng, h, w)
     obj = _texture(rng, h, w) * 0.6 + rng.uniform(40, 110, 3).astype(np.float32)
     image[mask] = obj[mask]
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
-def spec_folder(root: str | Path, n_train: int, n_val: int, size: int, seed: int = 0) -> Path:
-    """``root/v<VERSION>_<size>px_<n_train>+<n_val>_s<seed>``: the folder of one generator spec."""
-    return Path(root) / f"v{VERSION}_{size}px_{n_train}+{n_val}_s{seed}"
+def spec_folder(
+    root: str | Path, n_train: int, n_val: int, size: int, seed: int = 0, stroke: float = 1.0
+) -> Path:
+    """``root/v<VERSION>_<size>px_<n_train>+<n_val>_s<seed>[_stroke<x>]``: the folder of one
+    generator spec."""
+    suffix = "" if stroke == 1 else f"_stroke{stroke:g}"
+    return Path(root) / f"v{VERSION}_{size}px_{n_train}+{n_val}_s{seed}{suffix}"
 
 
 def generate(
@@ -88,14 +97,19 @@ def generate(
     size: int = 1024,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    stroke: float = 1.0,
 ) -> Path:
     """Writes the dataset into ``spec_folder(root, ...)`` unless a complete one is there; returns
     that folder. Each generator spec has its own folder, so entry points asking for different
     specs under one ``root`` never regenerate each other's data."""
     if size < 64:
         raise ValueError(f"size={size} must be >= 64 px")
+    if not 0.5 <= stroke <= 8:
+        raise ValueError(f"stroke={stroke} must be in [0.5, 8]")
     spec = {"version": VERSION, "n_train": n_train, "n_val": n_val, "size": size, "seed": seed}
-    root = spec_folder(root, n_train, n_val, size, seed)
+    if stroke != 1:
+        spec["stroke"] = stroke
+    root = spec_folder(root, n_train, n_val, size, seed, stroke)
     manifest = root / MANIFEST
     if manifest.exists() and json.loads(manifest.read_text()).get("spec") == spec:
         return root
@@ -105,7 +119,7 @@ def generate(
         split = "train" if i < n_train else "val"
         (root / split).mkdir(parents=True, exist_ok=True)
         index = i if split == "train" else VAL_OFFSET + i - n_train
-        image, mask = make_sample(seed * 1_000_003 + index, size)
+        image, mask = make_sample(seed * 1_000_003 + index, size, stroke)
         name = f"{i:05d}"
         Image.fromarray(image).save(root / split / f"{name}.png")
         Image.fromarray(mask.astype(np.uint8) * 255).save(root / split / f"{name}_mask.png")
@@ -130,10 +144,11 @@ class SyntheticDataset:
         size: int = 1024,
         seed: int = 0,
         progress: Callable[[int, int], None] | None = None,
+        stroke: float = 1.0,
     ) -> None:
         if split not in ("train", "val"):
             raise ValueError(f"split={split!r} must be 'train' or 'val'")
-        self.root = generate(root, n_train, n_val, size, seed, progress)
+        self.root = generate(root, n_train, n_val, size, seed, progress, stroke)
         self.split = split
         self.names = json.loads((self.root / MANIFEST).read_text())["files"].get(split, [])
 
