@@ -9,8 +9,10 @@ a structured schema (as DINOv2 does), so an unknown key or a wrong type fails at
 
 A grid file holds ``description``, ``train`` (trials train a model, cached by the hash of what
 changes the weights, or evaluate a given checkpoint), ``params`` (axes whose cartesian product are
-the trials) and ``include`` (extra points merged onto the product's base). Every trial's config is
-resolved (preset values filled in) and hashed: ``trial_id`` names its folder and MLflow run.
+the trials), ``include`` (extra points merged onto the product's base) and ``set`` (keys the grid
+fixes for all its trials, e.g. the training ts of ``paper_main``; the command line wins). Every
+trial's config is resolved (preset values filled in) and hashed: ``trial_id`` names its folder
+and MLflow run.
 """
 
 from __future__ import annotations
@@ -296,8 +298,18 @@ def compose(overrides: dict[str, str]) -> tuple[dict, dict]:
         out["executor"]["slurm"] = _slurm_preset(preset, out["executor"]["slurm"], cli)
     grid_spec = _load_yaml(CONF / "grid" / f"{grid}.yaml")
     if profile != "default" and profile in grid_spec:  # the profile's points replace the rest
-        grid_spec = {**grid_spec, "params": None, "include": None, **grid_spec[profile]}
-    for key in [*(grid_spec.get("params") or {}), *_include_keys(grid_spec)]:
+        grid_spec = {
+            **grid_spec,
+            "params": None,
+            "include": None,
+            "set": None,
+            **grid_spec[profile],
+        }
+    for key in [
+        *(grid_spec.get("params") or {}),
+        *_include_keys(grid_spec),
+        *(grid_spec.get("set") or {}),
+    ]:
         _check_key(key, schema_dict)
     _check(out)
     return out, {**grid_spec, "fixed": sorted(overrides), "axes": axes}
@@ -477,6 +489,9 @@ def expand(sweep_cfg: dict, grid_spec: dict) -> Sweep:
         for r in range(sweep_cfg["repeats"]):
             cfg = copy.deepcopy({k: v for k, v in sweep_cfg.items() if k not in NOT_HASHED})
             cfg["train"]["enabled"] = train
+            for key, value in (grid_spec.get("set") or {}).items():
+                if key not in fixed:  # the command line wins over the grid
+                    _set(cfg, key, value)
             for key, value in point.items():
                 _set(cfg, key, value)
             cfg["seed"] = sweep_cfg["seed"] + r

@@ -530,3 +530,17 @@ def test_mlflow_server_serves_the_runs_on_loopback(tmp_path):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_paper_main_trains_once_per_model_at_one_ts_and_evaluates_at_1x_2x_4x():
+    """The grid's ``set`` fixes the training ts (not an axis: no column for it); a key given on
+    the command line still wins."""
+    sweep = C.expand(*C.compose({"grid": "paper_main"}))
+    ts = {t.config["train"]["ts"] for t in sweep.trials}
+    assert ts == {256} and "train.ts" not in sweep.varying
+    assert sorted({t.config["eval"]["ts"] for t in sweep.trials}) == [256, 512, 1024]
+    presets = {t.config["model"]["preset"] for t in sweep.trials}
+    assert presets == {"sam_tiny", "hrsam_tiny", "hrsampp_tiny"}
+    assert len({t.train_key for t in sweep.trials}) == 3  # one training per model
+    cli = C.expand(*C.compose({"grid": "paper_main", "train.ts": "128"}))
+    assert {t.config["train"]["ts"] for t in cli.trials} == {128}
