@@ -31,7 +31,17 @@ from ablations.record import TrialRecord
 from ablations.trial import TrialJob
 
 FLAGS = ("--dry-run", "--help", "-h")
-TABLE_METRICS = ("noc85", "noc90", "noc95", "miou@1", "miou@5", "encoder_ms", "peak_mem_mb")
+TABLE_METRICS = (
+    "noc85",
+    "noc90",
+    "noc95",
+    "nof90",
+    "miou@1",
+    "miou@5",
+    "encoder_ms",
+    "peak_mem_mb",
+)
+INTERVAL_METRICS = ("noc90",)  # shown with their 95% interval over objects (reports.stats)
 
 
 def plan_table(sweep: C.Sweep, status: dict[str, str]) -> str:
@@ -45,15 +55,40 @@ def plan_table(sweep: C.Sweep, status: dict[str, str]) -> str:
 
 
 def results_table(sweep: C.Sweep, records: dict[str, TrialRecord | None]) -> str:
-    rows = [[*(sweep.varying or ["trial"]), *TABLE_METRICS, "status"]]
+    """The trials' headline metrics; NoC90 with its 95% bootstrap interval over the objects
+    (from the trial folder's ``ious.csv``), NoF90 out of the objects evaluated."""
+    head = [f"{k} [95% CI]" if k in INTERVAL_METRICS else k for k in TABLE_METRICS]
+    rows = [[*(sweep.varying or ["trial"]), *head, "status"]]
     for t in sweep.trials:
         r = records.get(t.trial_id)
         m = r.metrics if r else {}
         values = [C.fmt(C.get(t.config, k)) for k in sweep.varying] or [t.label]
-        cells = [_num(m.get(k)) for k in TABLE_METRICS]
+        ious = _ious(sweep.folder / "trials" / t.trial_id) if r and r.ok else None
+        cells = []
+        for k in TABLE_METRICS:
+            text = _num(m.get(k))
+            if ious is not None and k in INTERVAL_METRICS:
+                from reports import stats
+
+                ci = stats.interval((list(range(len(ious))), stats.per_object(ious, k)), k)
+                text += f" [{_num(ci.lo)}, {_num(ci.hi)}]"
+            elif ious is not None and k.startswith("nof") and m.get(k) is not None:
+                text = f"{int(m[k])}/{len(ious)}"
+            cells.append(text)
         status = "missing" if r is None else r.headline() if not r.ok else r.status
         rows.append([*values, *cells, status])
     return _markdown(rows)
+
+
+def _ious(folder: Path):
+    """The trial's (objects x clicks) IoU matrix, or None."""
+    import numpy as np
+
+    path = folder / "ious.csv"
+    if not path.exists():
+        return None
+    rows = path.read_text().splitlines()[1:]
+    return np.array([[float(x) for x in row.split(",")[1:]] for row in rows]) if rows else None
 
 
 def _num(v) -> str:
