@@ -112,14 +112,20 @@ def prepare_data(sweep: C.Sweep) -> None:
     seen = set()
     for t in sweep.trials:
         d = t.config["data"]
-        key = (d["root"], d["size"], d["n_train"], d["n_val"], d["stroke"])
+        key = (d["root"], d["size"], d["n_train"], d["n_val"], d["stroke"], d["contrast"])
         if d["name"] != "synthetic" or key in seen:
             continue
         seen.add(key)
         bar = Progress(d["n_train"] + d["n_val"], "img")
         progress = lambda i, n, bar=bar: bar(i, "synthetic data")  # noqa: E731
         generate(
-            d["root"], d["n_train"], d["n_val"], d["size"], progress=progress, stroke=d["stroke"]
+            d["root"],
+            d["n_train"],
+            d["n_val"],
+            d["size"],
+            progress=progress,
+            stroke=d["stroke"],
+            contrast=d["contrast"],
         )
 
 

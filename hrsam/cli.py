@@ -50,6 +50,7 @@ DATA_KEYS = {  # the dataset keys every key=value CLI shares (hrsam.data.DataCon
     "data.n_train": (int, "synthetic: training images"),
     "data.n_val": (int, "synthetic: validation images"),
     "data.stroke": (float, "synthetic: scale of the fine structure (1: 1-3 px branches)"),
+    "data.contrast": (float, "synthetic: object / background contrast (1: as drawn)"),
     "data.limit": (int, "use only the first N objects (0: all)"),
 }
 

@@ -182,3 +182,16 @@ def test_stroke_coarsens_the_same_objects_in_their_own_folder(tmp_path):
     )
     with pytest.raises(ValueError, match=r"stroke=0\.1 must be in"):
         generate(tmp_path, n_train=1, n_val=1, size=64, stroke=0.1)
+
+
+def test_contrast_moves_the_object_colour_away_from_the_background(tmp_path):
+    base, mask = make_sample(11, 128)
+    strong, same_mask = make_sample(11, 128, contrast=2)
+    assert np.array_equal(mask, same_mask)  # the same object
+    assert np.array_equal(base[~mask], strong[~mask])  # the same background
+    gap = lambda img: np.abs(img[mask].astype(float).mean(0) - img[~mask].mean(0)).sum()  # noqa: E731
+    assert gap(strong) > 1.7 * gap(base)
+    folder = generate(tmp_path, n_train=1, n_val=1, size=64, stroke=2, contrast=2)
+    assert folder.name.endswith("_s0_stroke2_contrast2")
+    with pytest.raises(ValueError, match=r"contrast=-1 must be in"):
+        generate(tmp_path, n_train=1, n_val=1, size=64, contrast=-1)

@@ -43,6 +43,7 @@ class DataConfig:
     n_train: int = 64
     n_val: int = 16
     stroke: float = 1.0  # synthetic: scale of the fine structure (hrsam.data.synthetic)
+    contrast: float = 1.0  # synthetic: object / background colour contrast
     limit: int = 0
 
     def build(self, split: str = "val", progress=None):
@@ -50,6 +51,7 @@ class DataConfig:
         if self.name == "synthetic":
             kwargs = {"split": split, "size": self.size, "n_train": self.n_train}
             kwargs.update(n_val=self.n_val, progress=progress, stroke=self.stroke)
+            kwargs.update(contrast=self.contrast)
             dataset = build_dataset(self.name, self.root, **kwargs)
         else:
             dataset = build_dataset(self.name, self.root)

@@ -3,6 +3,8 @@ resolution: a jagged blob with holes and thin branches (1-3 px wide) on a textur
 ``stroke`` scales that structure (branch width and hole size up, outline jaggedness down): 1 is
 the dataset as designed; 3 (branches 4-10 px) is what an interactive model of the CPU size can
 segment to 0.9 IoU at ts 512 (`benchmarks/results/cpu/mask_ceiling_synthetic_tiny.md`).
+``contrast`` scales how far the object's mean colour sits from the background's (1: as drawn;
+a quarter of the objects are then nearly background-coloured).
 
 Generated once into a cache folder (``<root>/<split>/<name>.png`` + ``<name>_mask.png``) with a
 manifest written last, so a half-written folder is regenerated rather than used. The same seed
@@ -69,7 +71,9 @@ def _object_mask(rng: np.random.Generator, h: int, w: int, stroke: float = 1.0) 
     return mask
 
 
-def make_sample(seed: int, size: int, stroke: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def make_sample(
+    seed: int, size: int, stroke: float = 1.0, contrast: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """One (image uint8 (H, W, 3), mask bool (H, W)) pair; long side ``size``."""
     rng = np.random.default_rng(seed)
     aspect = rng.uniform(0.6, 1.0)
@@ -77,16 +81,26 @@ def make_sample(seed: int, size: int, stroke: float = 1.0) -> tuple[np.ndarray, 
     mask = _object_mask(rng, h, w, stroke)
     image = _texture(rng, h, w)
     obj = _texture(rng, h, w) * 0.6 + rng.uniform(40, 110, 3).astype(np.float32)
+    if contrast != 1 and mask.any() and (~mask).any():  # no random draw: the same object
+        shift = obj[mask].mean(0) - image[~mask].mean(0)
+        obj += (contrast - 1) * shift
     image[mask] = obj[mask]
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
 def spec_folder(
-    root: str | Path, n_train: int, n_val: int, size: int, seed: int = 0, stroke: float = 1.0
+    root: str | Path,
+    n_train: int,
+    n_val: int,
+    size: int,
+    seed: int = 0,
+    stroke: float = 1.0,
+    contrast: float = 1.0,
 ) -> Path:
-    """``root/v<VERSION>_<size>px_<n_train>+<n_val>_s<seed>[_stroke<x>]``: the folder of one
-    generator spec."""
+    """``root/v<VERSION>_<size>px_<n_train>+<n_val>_s<seed>[_stroke<x>][_contrast<y>]``: the
+    folder of one generator spec."""
     suffix = "" if stroke == 1 else f"_stroke{stroke:g}"
+    suffix += "" if contrast == 1 else f"_contrast{contrast:g}"
     return Path(root) / f"v{VERSION}_{size}px_{n_train}+{n_val}_s{seed}{suffix}"
 
 
@@ -98,6 +112,7 @@ def generate(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     stroke: float = 1.0,
+    contrast: float = 1.0,
 ) -> Path:
     """Writes the dataset into ``spec_folder(root, ...)`` unless a complete one is there; returns
     that folder. Each generator spec has its own folder, so entry points asking for different
@@ -106,10 +121,11 @@ def generate(
         raise ValueError(f"size={size} must be >= 64 px")
     if not 0.5 <= stroke <= 8:
         raise ValueError(f"stroke={stroke} must be in [0.5, 8]")
+    if not 0 <= contrast <= 8:
+        raise ValueError(f"contrast={contrast} must be in [0, 8]")
     spec = {"version": VERSION, "n_train": n_train, "n_val": n_val, "size": size, "seed": seed}
-    if stroke != 1:
-        spec["stroke"] = stroke
-    root = spec_folder(root, n_train, n_val, size, seed, stroke)
+    spec.update({k: v for k, v in (("stroke", stroke), ("contrast", contrast)) if v != 1})
+    root = spec_folder(root, n_train, n_val, size, seed, stroke, contrast)
     manifest = root / MANIFEST
     if manifest.exists() and json.loads(manifest.read_text()).get("spec") == spec:
         return root
@@ -119,7 +135,7 @@ def generate(
         split = "train" if i < n_train else "val"
         (root / split).mkdir(parents=True, exist_ok=True)
         index = i if split == "train" else VAL_OFFSET + i - n_train
-        image, mask = make_sample(seed * 1_000_003 + index, size, stroke)
+        image, mask = make_sample(seed * 1_000_003 + index, size, stroke, contrast)
         name = f"{i:05d}"
         Image.fromarray(image).save(root / split / f"{name}.png")
         Image.fromarray(mask.astype(np.uint8) * 255).save(root / split / f"{name}_mask.png")
@@ -145,10 +161,11 @@ class SyntheticDataset:
         seed: int = 0,
         progress: Callable[[int, int], None] | None = None,
         stroke: float = 1.0,
+        contrast: float = 1.0,
     ) -> None:
         if split not in ("train", "val"):
             raise ValueError(f"split={split!r} must be 'train' or 'val'")
-        self.root = generate(root, n_train, n_val, size, seed, progress, stroke)
+        self.root = generate(root, n_train, n_val, size, seed, progress, stroke, contrast)
         self.split = split
         self.names = json.loads((self.root / MANIFEST).read_text())["files"].get(split, [])
 
