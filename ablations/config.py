@@ -73,15 +73,20 @@ def _schema_of(cls: type, name: str, extra: list[tuple] = (), exclude: tuple = (
 
 
 # train.*: every TrainConfig field (its seed is the trial's ``seed``), plus whether the grid trains
-# base_steps > 0: every trial finetunes ``steps`` from one base training of ``base_steps`` (the
-# preset's own architecture, the same recipe), trained once and cached across sweeps
+# base_steps > 0: every trial finetunes ``steps`` (at ``lr``) from one base training of
+# ``base_steps`` at ``base_lr`` (0: ``lr``; the preset's own architecture, the same recipe
+# otherwise), trained once and cached across sweeps
 TrainCfg = _schema_of(
     TrainConfig,
     "TrainCfg",
-    [("enabled", bool, field(default=True)), ("base_steps", int, field(default=0))],
+    [
+        ("enabled", bool, field(default=True)),
+        ("base_steps", int, field(default=0)),
+        ("base_lr", float, field(default=0.0)),
+    ],
     exclude=("seed",),
 )
-SWEEP_TRAIN_KEYS = ("enabled", "base_steps")  # train.* keys that are not TrainConfig fields
+SWEEP_TRAIN_KEYS = ("enabled", "base_steps", "base_lr")  # train.* keys not in TrainConfig
 # data.*: DataConfig, plus a root per dataset name for grids over data.name
 DataCfg = _schema_of(
     DataConfig, "DataCfg", [("roots", dict[str, str], field(default_factory=dict))]
@@ -431,7 +436,8 @@ def base_config(cfg: dict) -> tuple[str, TrainConfig] | None:
     steps = cfg["train"].get("base_steps", 0)
     if not steps:
         return None
-    tc = dataclasses.replace(train_config(cfg), steps=steps)
+    tc = train_config(cfg)
+    tc = dataclasses.replace(tc, steps=steps, lr=cfg["train"].get("base_lr") or tc.lr)
     data = {k: v for k, v in cfg["data"].items() if k not in ("limit", "roots")}
     spec = {"preset": cfg["model"]["preset"], "train": dataclasses.asdict(tc), "data": data}
     return short_hash(spec), tc

@@ -141,11 +141,13 @@ def training_facts(trials: pd.DataFrame) -> tuple[str, ...]:
         base = pd.to_numeric(g.get("train.base_steps", pd.Series(dtype=float)), errors="coerce")
         base = int(base.max()) if base.notna().any() else 0
         lr = g["train.lr"].iloc[0] if "train.lr" in g else "?"
+        base_lr = g["train.base_lr"].iloc[0] if "train.base_lr" in g else 0
+        base_lr = lr if frame.is_missing(base_lr) or not float(base_lr) else base_lr
         if base:
             out.append(
                 f"training: each trial finetunes {steps} steps at ts {ts} (lr {lr}) from a base "
-                f"training of its preset shared by every trial and sweep ({base} steps, the same "
-                "recipe, the preset's own architecture)"
+                f"training of its preset shared by every trial and sweep ({base} steps, lr "
+                f"{base_lr}, the same recipe otherwise, the preset's own architecture)"
             )
         else:
             out.append(

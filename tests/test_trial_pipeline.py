@@ -149,7 +149,7 @@ def test_every_sweep_key_has_its_default_in_one_place():
 
     schema = C.flatten(C.OmegaConf.to_container(C.OmegaConf.structured(C.SweepCfg)))
     for section, lib, own in (
-        ("train", TrainConfig, {"enabled"}),
+        ("train", TrainConfig, set(C.SWEEP_TRAIN_KEYS)),
         ("data", DataConfig, {"roots"}),
         ("eval", EvalConfig, set()),
     ):
@@ -233,8 +233,11 @@ def test_shared_base_training_is_trained_once_and_finetuned_per_trial(tmp_path, 
     assert key == bases[0].name
     for override in ("model.window_size=16", "train.steps=5"):
         assert C.base_config(planned_config([*args[:1], override, *args[2:]]))[0] == key
-    for override in ("train.base_steps=4", "train.lr=0.01", "data.n_train=3"):
+    for override in ("train.base_steps=4", "train.lr=0.01", "data.n_train=3", "train.base_lr=1"):
         assert C.base_config(planned_config([*args, override]))[0] != key
+    # base_lr sets the base's rate, not the finetune's
+    with_lr = planned_config([*args, "train.base_lr=0.005"])
+    assert C.base_config(with_lr)[1].lr == 0.005 and C.train_config(with_lr).lr == 0.001
 
 
 def planned_config(args: list[str]) -> dict:
