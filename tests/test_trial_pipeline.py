@@ -19,6 +19,7 @@ from ablations.record import TrialRecord
 MICRO = [
     "executor=debug",
     "train.steps=2",
+    "train.base_steps=0",  # no shared base training (the default recipe has one)
     "train.ts=64",
     "train.ckpt_every=0",
     "data.size=64",
@@ -203,8 +204,8 @@ def test_shared_base_training_is_trained_once_and_finetuned_per_trial(tmp_path, 
     """train.base_steps: one base for every trial and every sweep under the same out, each trial
     finetunes from it, and the record says which base it came from."""
     monkeypatch.chdir(tmp_path)
-    args = ["grid=window_size", "model.window_size=4,8", "train.base_steps=3", *MICRO]
-    assert sweep.main(args) == 0
+    micro = [*MICRO, "train.base_steps=3"]  # after MICRO: the last value of a key wins
+    assert sweep.main(["grid=window_size", "model.window_size=4,8", *micro]) == 0
     bases = list((tmp_path / "outputs/sweeps/_base").iterdir())
     assert len(bases) == 1 and (bases[0] / "model.pt").exists()
     first = json.loads((bases[0] / "base.json").read_text())
@@ -213,7 +214,7 @@ def test_shared_base_training_is_trained_once_and_finetuned_per_trial(tmp_path, 
     assert len(rs) == 2 and all(r.ok for r in rs)
     assert {r.provenance["base"] for r in rs} == {bases[0].name}
     assert all(r.metrics["base_fresh_tensors"] == 0 for r in rs)  # every tensor fits
-    # the finetune starts from the base: its weights moved away from the base's by 2 steps only
+    # the finetune starts from the base: its weights moved away from the base's
     base_state = torch.load(bases[0] / "model.pt", weights_only=False)["state_dict"]
     cache = tmp_path / "outputs/sweeps/window_size/cache/train"
     tuned = [torch.load(p / "model.pt", weights_only=False)["state_dict"] for p in cache.iterdir()]
@@ -223,21 +224,20 @@ def test_shared_base_training_is_trained_once_and_finetuned_per_trial(tmp_path, 
         assert 0 < gap
     # another sweep (another experiment) with the same recipe reuses the base: not retrained
     stamp = (bases[0] / "model.pt").stat().st_mtime_ns
-    assert sweep.main([*args[:1], "model.window_size=16", *args[2:], "experiment=ws16"]) == 0
+    assert sweep.main(["grid=window_size", "model.window_size=16", *micro, "experiment=w16"]) == 0
     assert (bases[0] / "model.pt").stat().st_mtime_ns == stamp
-    [r16] = records(tmp_path, "ws16")
+    [r16] = records(tmp_path, "w16")
     assert r16.ok and r16.provenance["base"] == bases[0].name
     # the base's key: the recipe and data, not the trial's architecture or finetune length
-    cfg = planned_config(["grid=window_size", "train.base_steps=3", *MICRO])
-    key = C.base_config(cfg)[0]
+    key = C.base_config(planned_config(["grid=window_size", *micro]))[0]
     assert key == bases[0].name
     for override in ("model.window_size=16", "train.steps=5"):
-        assert C.base_config(planned_config([*args[:1], override, *args[2:]]))[0] == key
+        assert C.base_config(planned_config(["grid=window_size", *micro, override]))[0] == key
     for override in ("train.base_steps=4", "train.lr=0.01", "data.n_train=3", "train.base_lr=1"):
-        assert C.base_config(planned_config([*args, override]))[0] != key
+        assert C.base_config(planned_config(["grid=window_size", *micro, override]))[0] != key
     # base_lr sets the base's rate, not the finetune's
-    with_lr = planned_config([*args, "train.base_lr=0.005"])
-    assert C.base_config(with_lr)[1].lr == 0.005 and C.train_config(with_lr).lr == 0.001
+    with_lr = planned_config(["grid=window_size", *micro, "train.base_lr=0.005"])
+    assert C.base_config(with_lr)[1].lr == 0.005 and C.train_config(with_lr).lr == 0.0003
 
 
 def planned_config(args: list[str]) -> dict:
