@@ -168,7 +168,9 @@ def sat_latency(
     }
 
 
-def _attention_macs(pattern: str, grids, dim: int, window_size: int, shifted: bool) -> float:
+def _attention_macs(
+    pattern: str, grids, dim: int, window_size: int, shifted: bool, rule: str = "v2"
+) -> float:
     """Multiply-accumulates of QK^T and PV for one attention layer (all heads)."""
     from hrsam.attention.windows import padded_shape, window_plan
 
@@ -183,7 +185,8 @@ def _attention_macs(pattern: str, grids, dim: int, window_size: int, shifted: bo
             for g in grids
         )
     else:  # window, shifted_pad: every slot is a query
-        queries = window_plan(grids, window_size, shifted and pattern != "window").num_slots
+        plan = window_plan(grids, window_size, shifted and pattern != "window", shift_rule=rule)
+        queries = plan.num_slots
     return 2.0 * queries * s * dim
 
 
@@ -206,7 +209,7 @@ def encoder_flops(preset, ts: int) -> float:
                 slots = (-(-g // ws) * ws) ** 2
                 macs += 2.0 * slots * ws * ws * c + 2.0 * slots * 2 * ws * c
         else:
-            macs += _attention_macs(p.attention, grids, c, p.window_size, i % 2 == 1)
+            macs += _attention_macs(p.attention, grids, c, p.window_size, i % 2 == 1, p.shift)
     if p.family == "sam":
         macs += tokens * c * p.out_dim + tokens * p.out_dim * p.out_dim * 9
     else:
