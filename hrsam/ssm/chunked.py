@@ -56,10 +56,10 @@ class ChunkedScanFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy):
-        u, dt, A, B, C, *states = ctx.saved_tensors  # noqa: N806
+        u, dt, A, B, C, *states = ctx.saved_tensors
         chunk, length = ctx.chunk, u.shape[-1]
-        du, ddt, dB, dC = (torch.empty_like(t) for t in (u, dt, B, C))  # noqa: N806
-        dA = torch.zeros_like(A)  # noqa: N806
+        du, ddt, dB, dC = (torch.empty_like(t) for t in (u, dt, B, C))
+        dA = torch.zeros_like(A)
         gh = torch.zeros_like(states[0])
         starts = list(range(0, length, chunk))
         for i in reversed(range(len(starts))):

@@ -84,8 +84,8 @@ class ScanBackend:
             return t.requires_grad_(backward)
 
         u, delta = rand(b, d, length), rand(b, d, length, scale=0.5)
-        A = -torch.rand(d, n, generator=gen).to(device).requires_grad_(backward)  # noqa: N806
-        Bm, Cm, D = rand(b, n, length), rand(b, n, length), rand(d)  # noqa: N806
+        A = -torch.rand(d, n, generator=gen).to(device).requires_grad_(backward)
+        Bm, Cm, D = rand(b, n, length), rand(b, n, length), rand(d)
         with torch.set_grad_enabled(backward):
             y = self.scan(u, delta, A, Bm, Cm, D, None, True)
             if backward:
