@@ -36,7 +36,7 @@ def _chunk(u, dt, A, B, C, h0):  # noqa: N803
         k *= 2
     h = x + a * h0[:, :, None]
     y = (h * C.transpose(1, 2)[:, None]).sum(-1)  # (b, d, T)
-    return y, h[:, :, -1]
+    return y, h[:, :, -1].clone()  # a view would keep the whole chunk alive with the state
 
 
 class ChunkedScanFn(torch.autograd.Function):
