@@ -32,7 +32,7 @@ def dtype(precision: str) -> torch.dtype:
 
 
 def autocast(device: torch.device | str, precision: str):
-    """A context that runs the enclosed forward in ``precision`` on ``device`` (nothing for fp32)."""
+    """A context running the enclosed forward in ``precision`` on ``device`` (none for fp32)."""
     if check_precision(precision) == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=dtype(precision))

@@ -149,6 +149,7 @@ def test_chunked_equals_ref_forward_and_backward(chunk):
         assert _norm_rel(g, r) <= 1e-5, name
 
 
+@pytest.mark.slow
 def test_chunked_peak_memory_stays_under_one_LCN_tensor():
     """At L = 49,152 the chunked scan's forward + backward peak stays under the size of one
     (L, C, N) tensor (N = 32, HRSAM's state size); what remains is the O(L (C + N)) inputs,
