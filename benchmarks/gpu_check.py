@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0],
     )
     p.add_argument("--out", type=Path, default=None, help="results folder")
-    p.add_argument("--tests-timeout-s", type=float, default=120.0)
+    p.add_argument("--tests-timeout-s", type=float, default=150.0)
     args = p.parse_args(argv)
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
