@@ -382,12 +382,13 @@ def _check_support(preset, device, resolved: dict) -> None:
 
     precision = resolved.get("precision", "fp32")
     reasons = variant_support(preset.attention, preset.kernel, device, dtype(precision))
-    what = f"attention {preset.attention} with kernel {preset.kernel} in {precision}"
+    what = f"attention {preset.attention} with kernel {preset.kernel}"
     if not reasons and preset.family == "hrsam" and preset.scan != "none":
         reasons = scan_backends.get_scan(preset.scan).support(device)
         what = f"scan backend {preset.scan}"
     if reasons:
-        reason = f"{what} cannot run on {device.type}: {'; '.join(reasons)}"
+        where = device.type if precision == "fp32" else f"{device.type} in {precision}"
+        reason = f"{what} cannot run on {where}: {'; '.join(reasons)}"
         raise UnsupportedError(reason, resolved)
 
 
