@@ -18,7 +18,7 @@ PIP_COMPILE := $(VENV)/bin/pip-compile -q --allow-unsafe --strip-extras --no-emi
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo test test-latest lock lock-check lint format bench bench-attention \
-	bench-scan bench-backbone mlflow-ui slurm-up slurm-down
+	bench-scan bench-backbone mlflow-ui slurm-up slurm-down info gpu-check
 
 help: ## list the tasks
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -82,6 +82,12 @@ lint: setup ## ruff lint and format check
 format: setup ## ruff format and autofix
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+
+info: setup ## what runs here: torch, CUDA, every kernel and scan backend with its probed status
+	$(PY) -m hrsam.info
+
+gpu-check: setup ## on a GPU (< 5 min): gpu tests, kernels in bf16, scans, encoders at ts 1024-4096 -> benchmarks/results/<gpu>/
+	$(PY) -m benchmarks.gpu_check
 
 bench: bench-attention bench-scan bench-backbone ## all benchmarks, recorded under benchmarks/results/
 

@@ -35,6 +35,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from hrsam.data import DataConfig
 from hrsam.interactive.evaluate import EvalConfig
+from hrsam.precision import PRECISIONS
 from hrsam.train.loop import TrainConfig
 
 CONF = Path(__file__).parent / "conf"
@@ -145,6 +146,8 @@ class SweepCfg:
     seed: int = 42
     repeats: int = 1
     device: str = "auto"
+    precision: str = "fp32"  # fp32 | bf16 | fp16: benchmark and evaluation (autocast)
+    tf32: bool = False  # TF32 float32 matmuls on CUDA (a recorded choice)
     model: ModelCfg = field(default_factory=ModelCfg)
     checkpoints: dict[str, str] = field(default_factory=dict)
     train: TrainCfg = field(default_factory=TrainCfg)
@@ -362,6 +365,8 @@ def _check(cfg: dict) -> None:
             raise ConfigError(f"executor.{key}={ex[key]} must be >= 1")
     if cfg["device"] not in DEVICES:
         raise ConfigError(f"device={cfg['device']!r}; valid: {', '.join(DEVICES)}")
+    if cfg["precision"] not in PRECISIONS:
+        raise ConfigError(f"precision={cfg['precision']!r}; valid: {', '.join(PRECISIONS)}")
     if cfg["repeats"] < 1:
         raise ConfigError(f"repeats={cfg['repeats']} must be >= 1")
     uri = cfg["mlflow"]["tracking_uri"]
@@ -379,6 +384,8 @@ def check_trial(cfg: dict, train: bool) -> None:
     from hrsam.data import list_datasets
     from hrsam.models import get_preset
 
+    if cfg.get("precision", "fp32") not in PRECISIONS:
+        raise ConfigError(f"precision={cfg['precision']!r}; valid: {', '.join(PRECISIONS)}")
     m = cfg["model"]
     try:
         get_preset(m["preset"], **model_overrides(m))
@@ -466,7 +473,25 @@ def training_key(cfg: dict) -> str:
     m = {k: v for k, v in cfg["model"].items() if k not in (*COMPUTE_KEYS, "checkpoint")}
     m["scan_on"] = cfg["model"]["scan"] != "none"
     data = {k: v for k, v in cfg["data"].items() if k not in ("limit", "roots")}
-    return short_hash({"model": m, "train": cfg["train"], "data": data, "seed": cfg["seed"]})
+    train = _hash_view({"train": cfg["train"]})["train"]
+    return short_hash({"model": m, "train": train, "data": data, "seed": cfg["seed"]})
+
+
+# Keys added after sweeps were recorded, with the value every earlier trial ran with: left out
+# of a hash while they hold it, so those sweeps keep their trial ids and resume.
+_LATER_KEYS = {"precision": "fp32", "tf32": False, "train.precision": None}
+
+
+def _hash_view(cfg: dict) -> dict:
+    out = copy.deepcopy(cfg)
+    for key, default in _LATER_KEYS.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict) and leaf in node and node[leaf] == default:
+            del node[leaf]
+    return out
 
 
 def expand(sweep_cfg: dict, grid_spec: dict) -> Sweep:
@@ -516,7 +541,7 @@ def expand(sweep_cfg: dict, grid_spec: dict) -> Sweep:
             check_trial(cfg, train)
             if not train:
                 cfg["train"] = {"enabled": False}
-            trial_id = short_hash(cfg)  # the config as requested: the same on every host
+            trial_id = short_hash(_hash_view(cfg))  # as requested: the same on every host
             if trial_id in seen:
                 continue
             seen.add(trial_id)

@@ -257,10 +257,14 @@ def _mirror(job: TrialJob, record: TrialRecord, folder: Path) -> None:
 
 
 def provenance(resolved: dict) -> dict:
-    """Where and with what a trial ran: git sha and dirty flag, versions, device, kernels, host."""
+    """Where and with what a trial ran: git sha and dirty flag, versions, device, precision,
+    kernels that run here in that precision, the environment report's summary
+    (`hrsam.info.summary`), host."""
     import torch
 
+    from hrsam import info
     from hrsam.attention.kernels import KERNELS, get_kernel
+    from hrsam.precision import dtype, tf32_enabled
 
     root = Path(__file__).resolve().parent.parent
 
@@ -277,7 +281,8 @@ def provenance(resolved: dict) -> dict:
         device_name = torch.cuda.get_device_name(device)
     else:
         device_name = _cpu_name()
-    kernels = [k for k in KERNELS.names() if not get_kernel(k).support(device, torch.float32)]
+    precision = resolved.get("precision", "fp32")
+    kernels = [k for k in KERNELS.names() if not get_kernel(k).support(device, dtype(precision))]
     return {
         "git_sha": git("rev-parse", "HEAD") or "unknown",
         "git_dirty": str(bool(git("status", "--porcelain", "--untracked-files=no"))),
@@ -285,7 +290,9 @@ def provenance(resolved: dict) -> dict:
         "python": platform.python_version(),
         "device": device.type,
         "device_name": device_name,
-        "precision": "fp32",
+        "precision": precision,
+        "tf32": str(tf32_enabled()),
+        "environment": info.summary(device),
         "threads": str(torch.get_num_threads()),
         "cores": str(len(os.sched_getaffinity(0))),
         "kernels_available": ",".join(kernels),
@@ -369,17 +376,19 @@ def _resolved(cfg: dict, device, preset) -> dict:
 
 
 def _check_support(preset, device, resolved: dict) -> None:
-    import torch
-
+    """UNSUPPORTED unless the kernel runs here in the dtype the trial's precision gives it."""
     from hrsam.attention import variant_support
+    from hrsam.precision import dtype
 
-    reasons = variant_support(preset.attention, preset.kernel, device, torch.float32)
+    precision = resolved.get("precision", "fp32")
+    reasons = variant_support(preset.attention, preset.kernel, device, dtype(precision))
     what = f"attention {preset.attention} with kernel {preset.kernel}"
     if not reasons and preset.family == "hrsam" and preset.scan != "none":
         reasons = scan_backends.get_scan(preset.scan).support(device)
         what = f"scan backend {preset.scan}"
     if reasons:
-        reason = f"{what} cannot run on {device.type}: {'; '.join(reasons)}"
+        where = device.type if precision == "fp32" else f"{device.type} in {precision}"
+        reason = f"{what} cannot run on {where}: {'; '.join(reasons)}"
         raise UnsupportedError(reason, resolved)
 
 
@@ -392,9 +401,12 @@ def _execute(
 
     from hrsam.interactive import evaluate
     from hrsam.models import get_preset, load_checkpoint, load_model
+    from hrsam.precision import set_tf32
     from hrsam.profiling import measure
 
     cfg = job.config
+    precision = cfg.get("precision", "fp32")
+    set_tf32(cfg.get("tf32", False))
     if job.threads:  # the cores the job was given (sweep.py also exports OMP/MKL_NUM_THREADS)
         torch.set_num_threads(job.threads)
     device = torch.device(resolve_device(cfg["device"]))
@@ -427,7 +439,14 @@ def _execute(
     if cfg["bench"]["enabled"]:
         b = resolved["bench"]
         progress(f"benchmark at ts {b['ts']}", force=True)
-        warm = measure(model, dataset[0].image, b["ts"], reps=b["reps"], sat_points=b["sat_points"])
+        warm = measure(
+            model,
+            dataset[0].image,
+            b["ts"],
+            reps=b["reps"],
+            sat_points=b["sat_points"],
+            precision=precision,
+        )
         record.metrics.update(warm)
     ev = C.eval_config(cfg)
     with torch.no_grad():
@@ -442,6 +461,7 @@ def _execute(
                 progress(f"evaluate {i}/{n}"),
                 series and series(i, {"eval_objects_done": i}),
             ),
+            precision=precision,
         )
     # a timing taken while another trial of this sweep ran on the same machine says so
     timing_end = time.time()

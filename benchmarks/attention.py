@@ -416,7 +416,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--kernels", nargs="+", choices=list_kernels(), default=list_kernels())
     p.add_argument("--dtype", choices=list(DTYPES), default="fp32")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    # explicit, never guessed from the host: the same command gives the same table on a GPU host
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:<index>")
     p.add_argument("--window-size", type=int, default=16)
     p.add_argument("--no-rope", action="store_true", help="leave out RoPE on q and k")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions per case (median)")

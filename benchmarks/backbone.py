@@ -236,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_VARIANTS,
         help="preset:attention:kernel rows, or 'all'",
     )
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    # explicit, never guessed from the host: the same command gives the same table on a GPU host
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:<index>")
     p.add_argument("--dtype", choices=list(DTYPES), default="fp32")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--budget-gb", type=float, default=None)

@@ -8,6 +8,10 @@ delta softplus with bias, D skip. L = 3 x tokens (three cycles): 12,288 at 1024 
 4096 px. Every backend is checked against ``ref`` (at the case's L when ref runs there, else at
 L = 512) before it is timed. The last lines compare with the cycle-scan issue's targets at
 L = 12,288 using ratios from this run.
+
+Tolerance against ``ref`` is each backend's own (``ScanBackend.tolerance``): max |y - ref| <=
+rtol * max |ref| + atol, with (1e-5, 0) for ``cpu`` and ``chunked`` and mamba-ssm's own test
+tolerance (rtol 6e-4, atol 2e-3) for ``mamba_ssm``, which is built with fast math.
 """
 
 from __future__ import annotations
@@ -64,8 +68,19 @@ def run_scan(backend: str, args, grad: bool):
     return y
 
 
-def estimate_s(backend: str, length: int, channels: int, grad: bool) -> float:
-    """Rough seconds for one call on a 2-core CPU (ref: ~0.25 ms per step at C=768, N=32)."""
+def allowed_error(backend: str, ref: torch.Tensor) -> float:
+    """The largest max-abs error relative to max |ref| that ``backend``'s tolerance admits."""
+    rtol, atol = get_scan(backend).tolerance
+    return rtol + atol / max(ref.abs().max().item(), 1e-30)
+
+
+def estimate_s(
+    backend: str, length: int, channels: int, grad: bool, device_type: str = "cpu"
+) -> float:
+    """Rough seconds for one call on a 2-core CPU (ref: ~0.25 ms per step at C=768, N=32;
+    chunked: ~0.5 ms, its log-depth scan moves more memory than a CPU has bandwidth for)."""
+    if backend == "chunked" and device_type == "cpu":
+        return length * 0.5e-3 * channels / 768 * (4.0 if grad else 1.0)
     if backend != "ref":
         return 0.0
     per_step = 0.25e-3 * channels / 768
@@ -88,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backends", nargs="+", choices=list_scans(), default=list_scans())
     p.add_argument("--channels", type=int, default=768)
     p.add_argument("--state", type=int, default=32)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    # explicit, never guessed from the host: the same command gives the same table on a GPU host
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:<index>")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument(
         "--max-case-s",
@@ -125,18 +141,16 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(row["status"], flush=True)
                 continue
-            if estimate_s(backend, length, args.channels, False) > args.max_case_s:
-                row["status"] = (
-                    f"skipped: ~{estimate_s(backend, length, args.channels, False):.0f}"
-                    f" s > --max-case-s {args.max_case_s:.0f}"
-                )
+            est = estimate_s(backend, length, args.channels, False, device.type)
+            if est > args.max_case_s:
+                row["status"] = f"skipped: ~{est:.0f} s > --max-case-s {args.max_case_s:.0f}"
                 rows.append(row)
                 print(row["status"], flush=True)
                 continue
             with torch.no_grad():
                 small = selective_scan(*check, delta_softplus=True, backend=backend).cpu()
                 err = ((small - ref_small).abs().max() / ref_small.abs().max()).item()
-                if err > 1e-5:
+                if err > allowed_error(backend, ref_small):
                     row["status"] = f"mismatch vs ref at L=512: {err:.1e}"
                     rows.append(row)
                     continue
@@ -153,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 elif ref_out is not None:
                     err = ((out - ref_out).abs().max() / ref_out.abs().max()).item()
                     row["max_rel_err_vs_ref"] = err
-                    if err > 1e-5:
+                    if err > allowed_error(backend, ref_out):
                         row["status"] = f"mismatch vs ref: {err:.1e}"
                         rows.append(row)
                         continue
@@ -167,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             row["fwd_ms"] = t.median_ms
             row["mtok_s"] = length / t.median_ms / 1e3
             budget = memory_budget_bytes(torch.device("cpu"))
-            if estimate_s(backend, length, args.channels, True) > args.max_case_s:
+            if estimate_s(backend, length, args.channels, True, device.type) > args.max_case_s:
                 row["status"] = "ok (fwd+bwd skipped: too slow)"
             elif (
                 backend == "ref"

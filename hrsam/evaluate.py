@@ -31,6 +31,9 @@ KEYS = {
     "max_clicks": (int, "clicks per object"),
     "seed": (int, "seed of hrsam's random tie-break (42)"),
     "kernel": (str, "attention kernel override"),
+    "device": (str, "cpu, cuda or cuda:<index>"),
+    "precision": (str, "fp32, bf16 or fp16 (autocast)"),
+    "tf32": (bool, "TF32 float32 matmuls on CUDA (recorded)"),
     "out": (str, "results folder (outputs/evaluate/<model>_<data>_<ts>)"),
 }
 DEFAULTS = {  # data.* and the evaluation settings: their dataclasses' defaults
@@ -39,6 +42,9 @@ DEFAULTS = {  # data.* and the evaluation settings: their dataclasses' defaults
     "data.split": "val",
     **asdict(EvalConfig()),
     "seed": 42,
+    "device": "cpu",
+    "precision": "fp32",
+    "tf32": False,
 }
 
 
@@ -50,9 +56,12 @@ def run(cfg: dict) -> dict:
     from hrsam.data import DatasetError
     from hrsam.interactive import evaluate
     from hrsam.models import CheckpointError, load_model
+    from hrsam.precision import check_precision, set_tf32
 
     try:
         EvalConfig(cfg["protocol"], cfg["ts"], cfg["max_clicks"])  # checks all three
+        check_precision(cfg["precision"])
+        device = _device(cfg["device"])
         overrides = {"kernel": cfg["kernel"]} if cfg.get("kernel") else {}
         model = load_model(cfg["model"], cfg.get("checkpoint"), **overrides)
         dataset = cli.data_config(cfg).build(cfg["data.split"])
@@ -60,7 +69,8 @@ def run(cfg: dict) -> dict:
         raise UsageError(str(e)) from None
     except ValueError as e:  # unknown preset / kernel / protocol / dataset name
         raise UsageError(str(e).splitlines()[0]) from None
-    model.eval()
+    set_tf32(cfg["tf32"])
+    model.to(device).eval()
     bar = cli.Progress(len(dataset), "obj")
     with torch.no_grad():
         result = evaluate(
@@ -71,12 +81,25 @@ def run(cfg: dict) -> dict:
             cfg["max_clicks"],
             cfg["seed"],
             progress=lambda i, n, name: bar(i, name),
+            precision=cfg["precision"],
         )
     summary = result.summary()
     out = Path(cfg.get("out") or f"outputs/evaluate/{cfg['model']}_{cfg['data.name']}_{cfg['ts']}")
     result.write_csv(out)
     summary["out"] = str(out)
     return summary
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"device={name!r} must be cpu, cuda or cuda:<index>") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"device={name!r} must be cpu, cuda or cuda:<index>")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device=cuda but CUDA is not available on this machine; use device=cpu")
+    return device
 
 
 def format_table(cfg: dict, s: dict) -> str:
@@ -91,14 +114,13 @@ def format_table(cfg: dict, s: dict) -> str:
         ("enc ms", "encoder_ms", 1),
         ("dec ms", "decoder_ms", 1),
     ]
-    head = "| model | data | ts | protocol | " + " | ".join(c[0] for c in cols) + " |"
+    head = "| model | data | ts | protocol | precision | " + " | ".join(c[0] for c in cols) + " |"
     vals = [f"{s[k]:.{nd}f}" if k in s else "-" for _, k, nd in cols]
     row = (
         f"| {cfg['model']} | {cfg['data.name']} | {cfg['ts']} | {cfg['protocol']} | "
-        + " | ".join(vals)
-        + " |"
+        f"{cfg.get('precision', 'fp32')} | " + " | ".join(vals) + " |"
     )
-    return "\n".join([head, "|" + "---|" * (4 + len(cols)), row])
+    return "\n".join([head, "|" + "---|" * (5 + len(cols)), row])
 
 
 def _main(cfg: dict) -> int:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from hrsam.models.predictor import Predictor
+from hrsam.precision import autocast, check_precision
 
 
 def sync(device: torch.device) -> None:
@@ -126,7 +127,12 @@ class PeakMemory:
 
 @torch.no_grad()
 def sat_latency(
-    model, image: np.ndarray, ts: int = 1024, points_per_side: int = 16, warmup: int = 1
+    model,
+    image: np.ndarray,
+    ts: int = 1024,
+    points_per_side: int = 16,
+    warmup: int = 1,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """SAT latency of ``model`` on one (H, W, 3) image at target size ``ts``.
 
@@ -146,6 +152,10 @@ def sat_latency(
     label = torch.ones(1, 1, dtype=torch.long, device=device)
 
     def run() -> tuple[float, list[float]]:
+        with autocast(device, precision):
+            return _run()
+
+    def _run() -> tuple[float, list[float]]:
         start = time.perf_counter()
         predictor.set_image(image)
         sync(device)
@@ -168,7 +178,9 @@ def sat_latency(
     }
 
 
-def _attention_macs(pattern: str, grids, dim: int, window_size: int, shifted: bool) -> float:
+def _attention_macs(
+    pattern: str, grids, dim: int, window_size: int, shifted: bool, rule: str = "v2"
+) -> float:
     """Multiply-accumulates of QK^T and PV for one attention layer (all heads)."""
     from hrsam.attention.windows import padded_shape, window_plan
 
@@ -183,7 +195,8 @@ def _attention_macs(pattern: str, grids, dim: int, window_size: int, shifted: bo
             for g in grids
         )
     else:  # window, shifted_pad: every slot is a query
-        queries = window_plan(grids, window_size, shifted and pattern != "window").num_slots
+        plan = window_plan(grids, window_size, shifted and pattern != "window", shift_rule=rule)
+        queries = plan.num_slots
     return 2.0 * queries * s * dim
 
 
@@ -206,7 +219,7 @@ def encoder_flops(preset, ts: int) -> float:
                 slots = (-(-g // ws) * ws) ** 2
                 macs += 2.0 * slots * ws * ws * c + 2.0 * slots * 2 * ws * c
         else:
-            macs += _attention_macs(p.attention, grids, c, p.window_size, i % 2 == 1)
+            macs += _attention_macs(p.attention, grids, c, p.window_size, i % 2 == 1, p.shift)
     if p.family == "sam":
         macs += tokens * c * p.out_dim + tokens * p.out_dim * p.out_dim * 9
     else:
@@ -221,9 +234,16 @@ def encoder_flops(preset, ts: int) -> float:
 
 @torch.no_grad()
 def measure(
-    model, image: np.ndarray, ts: int, reps: int = 5, warmup: int = 1, sat_points: int = 16
+    model,
+    image: np.ndarray,
+    ts: int,
+    reps: int = 5,
+    warmup: int = 1,
+    sat_points: int = 16,
+    precision: str = "fp32",
 ) -> dict[str, float]:
-    """What one sweep trial records about speed and size at target size ``ts``.
+    """What one sweep trial records about speed and size at target size ``ts``, in
+    ``precision`` (fp32, or bf16 / fp16 under autocast).
 
     Returns:
         ``encoder_ms`` (median of ``reps`` encoder forwards on a ts x ts input) and
@@ -231,13 +251,19 @@ def measure(
         encoder forward, see `PeakMemory`), SAT latency on ``image`` (``sat_s``, ``decoder_ms``
         median per prompt), ``params`` (all parameters) and ``gflops`` (encoder, analytic).
     """
+    check_precision(precision)
     model.eval()
     device = next(model.parameters()).device
     x = torch.randn(1, 3, ts, ts, device=device)
-    timing = time_fn(lambda: model.encode(x), device, warmup=warmup, reps=reps)
+
+    def encode():
+        with autocast(device, precision):
+            return model.encode(x)
+
+    timing = time_fn(encode, device, warmup=warmup, reps=reps)
     with PeakMemory(device) as peak:
-        model.encode(x)
-    sat = sat_latency(model, image, ts, sat_points, warmup=warmup)
+        encode()
+    sat = sat_latency(model, image, ts, sat_points, warmup=warmup, precision=precision)
     return {
         "encoder_ms": timing.median_ms,
         "encoder_ms_iqr": timing.spread_ms,

@@ -14,7 +14,13 @@ from torch import Tensor, nn
 
 from hrsam.attention.kernels import Kernel, get_kernel
 from hrsam.attention.rope import Rope2d
-from hrsam.attention.windows import Grid, WindowPlan, check_grids, check_window_size
+from hrsam.attention.windows import (
+    Grid,
+    WindowPlan,
+    check_grids,
+    check_shift_rule,
+    check_window_size,
+)
 from hrsam.registry import Registry
 
 ATTENTION: Registry[type[Pattern]] = Registry("attention")
@@ -27,14 +33,19 @@ class Pattern:
     Args:
         window_size: window side in tokens.
         shifted: whether this block uses shifted windows (odd blocks in HRSAM).
+        shift_rule: which grids a shifted block shifts: ``v2`` only grids larger than one
+            window, ``v1`` every grid (as the released checkpoints were trained; spec A.8).
     """
 
     name: str = ""
     needs_bias: bool = False  # True if the pattern passes an additive mask to the kernel
 
-    def __init__(self, window_size: int = 16, shifted: bool = False) -> None:
+    def __init__(
+        self, window_size: int = 16, shifted: bool = False, shift_rule: str = "v2"
+    ) -> None:
         self.window_size = check_window_size(window_size)
         self.shifted = bool(shifted)
+        self.shift_rule = check_shift_rule(shift_rule)
 
     def attend(
         self,
@@ -109,6 +120,7 @@ class Attention(nn.Module):
         kernel: registered kernel name (``list_kernels()``).
         window_size: window side in tokens.
         shifted: shifted windows in this block.
+        shift_rule: ``v1`` or ``v2`` (`Pattern`).
         rope: apply 2-D RoPE to q and k.
         qkv_bias: bias in the qkv projection.
     """
@@ -122,6 +134,7 @@ class Attention(nn.Module):
         kernel: str = "sdpa",
         window_size: int = 16,
         shifted: bool = False,
+        shift_rule: str = "v2",
         rope: bool = True,
         qkv_bias: bool = True,
     ) -> None:
@@ -135,7 +148,9 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         # The learnable pad token lives in post-LayerNorm space, one per block (spec A.7).
         self.padding = nn.Parameter(torch.zeros(1, dim))
-        self.pattern = get_attention(attention)(window_size=window_size, shifted=shifted)
+        self.pattern = get_attention(attention)(
+            window_size=window_size, shifted=shifted, shift_rule=shift_rule
+        )
         self.kernel = get_kernel(kernel)
         self.rope = Rope2d(self.head_dim) if rope else None
 

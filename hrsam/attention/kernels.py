@@ -12,6 +12,11 @@ Every kernel offers two calls:
 
 ``math`` is the reference (explicit softmax, as the original Swin and SAM code compute it).
 xformers and flash-attn are imported lazily; they are CUDA-only and say so.
+
+``support(device, dtype, backward)`` is probed, not guessed (`hrsam.probe`): the reasons this
+kernel cannot run this dtype on this device, else whether its package imports ("not installed" /
+"installed but broken: <error>"), else a tiny real call of every entry point the kernel offers on
+that device and dtype (cached per process), whose exception is "installed but broken: <error>".
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import itertools
 import logging
 import os
 import warnings
@@ -28,7 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hrsam.attention.gather import gather_rows, scatter_backward_enabled
-from hrsam.attention.windows import WindowPlan
+from hrsam.attention.windows import WindowPlan, window_plan
+from hrsam.probe import device_reasons, import_reason, probe_call
 from hrsam.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -59,12 +66,64 @@ class Kernel:
     # True if attend_windows runs all windows as one packed varlen call (flex, xformers, flash)
     # instead of grouping windows by query count over `attend`.
     packed: bool = False
+    # the optional package this kernel imports (module to import, name users install)
+    module: str | None = None
+    package: str = ""
 
     def support(
         self, device: torch.device | str, dtype: torch.dtype, backward: bool = False
     ) -> list[str]:
-        """Reasons this kernel cannot run on ``device`` in ``dtype``; empty when it can."""
-        return [] if dtype in _FLOATS else [f"dtype {dtype} is not a float type"]
+        """Reasons this kernel cannot run on ``device`` in ``dtype`` (with a backward pass when
+        ``backward``); empty when a tiny real call of it ran there (cached per process)."""
+        reasons = self.static_reasons(device, dtype, backward)
+        if self.module is not None:
+            missing = import_reason(self.module, self.package or self.name)
+            if missing:
+                reasons.append(missing)
+        if reasons:
+            return reasons
+        key = ("kernel", self.name, str(torch.device(device)), dtype, bool(backward))
+        failed = probe_call(
+            key, self.package or f"kernel {self.name}", lambda: self.probe(device, dtype, backward)
+        )
+        return [failed] if failed else []
+
+    def static_reasons(self, device, dtype, backward: bool = False) -> list[str]:
+        """What rules out this device or dtype before anything is imported or called."""
+        reasons = device_reasons(device)
+        if dtype not in _FLOATS:
+            reasons.append(f"dtype {dtype} is not a float type")
+        return reasons
+
+    def probe(self, device, dtype, backward: bool = False) -> None:
+        """A tiny real call of ``attend`` (with a bias when the kernel takes one) and of
+        ``attend_windows`` on ``device`` in ``dtype``; raises what the library raises."""
+        device = torch.device(device)
+        gen = torch.Generator().manual_seed(0)
+
+        def rand(*shape):
+            t = torch.randn(*shape, generator=gen).to(device, dtype)
+            return t.requires_grad_(backward)
+
+        scale = 32**-0.5
+        outs = []
+        with torch.set_grad_enabled(backward):
+            q, k, v = (rand(1, 2, 2, 16, 32) for _ in range(3))  # (B, windows, H, L, D)
+            outs.append(self.attend(q, k, v, scale))
+            if self.supports_bias:  # Swin's (windows, 1, S, S) mask, as the swin pattern passes
+                bias = torch.zeros(2, 1, 16, 16, device=device, dtype=dtype)
+                outs.append(self.attend(q, k, v, scale, bias=bias))
+            plan = window_plan([(6, 6)], 4, True, device)  # windows of 4 to 16 queries
+            qw = rand(1, plan.num_tokens, 2, 32)
+            kw, vw = (rand(1, plan.num_windows, 2, 16, 32) for _ in range(2))
+            outs.append(self.attend_windows(qw, kw, vw, plan, scale))
+            if backward:
+                sum(o.float().sum() for o in outs).backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        for o in outs:
+            if not torch.isfinite(o.float()).all():
+                raise RuntimeError(f"{self.name} returned non-finite values")
 
     def attend(
         self, q: Tensor, k: Tensor, v: Tensor, scale: float, bias: Tensor | None = None
@@ -169,9 +228,10 @@ class FlexKernel(Kernel):
     """
 
     packed = True
+    _eager_only = False  # set while probing on CPU: compiling there takes seconds per shape
 
-    def support(self, device, dtype, backward=False):
-        reasons = super().support(device, dtype, backward)
+    def static_reasons(self, device, dtype, backward=False):
+        reasons = super().static_reasons(device, dtype, backward)
         if importlib.util.find_spec("torch.nn.attention.flex_attention") is None:
             reasons.append(f"torch {torch.__version__} has no FlexAttention")
             return reasons
@@ -182,11 +242,19 @@ class FlexKernel(Kernel):
             reasons.append(f"FlexAttention does not run on {dev}")
         return reasons
 
-    @staticmethod
-    def _fn():
-        if os.environ.get("HRSAM_FLEX_COMPILE", "1") == "0":
+    def _fn(self):
+        if self._eager_only or os.environ.get("HRSAM_FLEX_COMPILE", "1") == "0":
             return _eager_flex
         return _compiled_flex()
+
+    def probe(self, device, dtype, backward=False):
+        # On CPU the probe runs eagerly (compiling takes seconds per shape there); on CUDA it
+        # runs what the trials run, compiled unless HRSAM_FLEX_COMPILE=0.
+        self._eager_only = torch.device(device).type == "cpu"
+        try:
+            super().probe(device, dtype, backward)
+        finally:
+            self._eager_only = False
 
     def attend(self, q, k, v, scale, bias=None):
         lead = q.shape[:-3]
@@ -248,8 +316,6 @@ def _doc_block_mask(plan: WindowPlan, s: int, block: int = 128):
 def _cuda_reasons(device, name: str) -> list[str]:
     if torch.device(device).type != "cuda":
         return [f"{name} runs on CUDA only (device is {torch.device(device).type})"]
-    if not torch.cuda.is_available():
-        return ["CUDA is not available on this machine"]
     return []
 
 
@@ -259,12 +325,10 @@ class XformersKernel(Kernel):
     (the kernel the official HRSAM code uses, spec A.7)."""
 
     packed = True
+    module, package = "xformers.ops", "xformers"
 
-    def support(self, device, dtype, backward=False):
-        reasons = super().support(device, dtype, backward) + _cuda_reasons(device, "xformers")
-        if importlib.util.find_spec("xformers") is None:
-            reasons.append("xformers is not installed (pip install -r requirements-gpu.txt)")
-        return reasons
+    def static_reasons(self, device, dtype, backward=False):
+        return super().static_reasons(device, dtype, backward) + _cuda_reasons(device, "xformers")
 
     @staticmethod
     def _ops():
@@ -277,7 +341,8 @@ class XformersKernel(Kernel):
         attn_bias = None
         if bias is not None:
             heads = q.shape[-3]
-            attn_bias = _flat_bias(bias.to(q.dtype), q, k).expand(-1, heads, -1, -1)
+            flat = aligned_bias(_flat_bias(bias.to(q.dtype), q, k))
+            attn_bias = flat.expand(-1, heads, -1, -1)
         out = self._ops().memory_efficient_attention(qx, kx, vx, attn_bias=attn_bias, scale=scale)
         out = out.transpose(1, 2)
         return out.reshape(*lead, *out.shape[1:])
@@ -285,16 +350,54 @@ class XformersKernel(Kernel):
     def attend_windows(self, q, k, v, plan, scale):
         b, length, h, d = q.shape
         s = k.shape[-2]
-        fmha = importlib.import_module("xformers.ops.fmha")
-        q_lens = plan.q_lengths.tolist() * b
-        mask = fmha.attn_bias.BlockDiagonalMask.from_seqlens(
-            q_seqlen=q_lens, kv_seqlen=[s] * len(q_lens)
-        )
+        mask = _block_diagonal_mask(plan, b, s, q.device)
         qp = q[:, plan.q_tokens].reshape(1, b * length, h, d)
         kp = k.transpose(2, 3).reshape(1, -1, h, d)
         vp = v.transpose(2, 3).reshape(1, -1, h, d)
         out = self._ops().memory_efficient_attention(qp, kp, vp, attn_bias=mask, scale=scale)
         return out.view(b, length, h, d)[:, plan.inverse]
+
+
+def aligned_bias(bias: Tensor, multiple: int = 8) -> Tensor:
+    """``bias`` (N, H, Lq, Lk) as a view whose strides but the last are multiples of ``multiple``.
+
+    xformers' memory-efficient kernels read an additive bias in aligned rows and refuse one whose
+    row stride is not a multiple of 8 in half precision: SAM's 14 x 14 windows give 196. The
+    bias is copied into zero-padded rows of a multiple of 8 and sliced back to Lk, the layout
+    the xformers documentation recommends."""
+    lk = bias.shape[-1]
+    strides_ok = all(st % multiple == 0 for st in bias.stride()[:-1])
+    if strides_ok and bias.stride(-1) == 1:
+        return bias
+    padded = bias.new_zeros(*bias.shape[:-1], -(-lk // multiple) * multiple)
+    padded[..., :lk] = bias
+    return padded[..., :lk]
+
+
+def _from_seqlens_takes_device(cls) -> bool:
+    import inspect
+
+    return "device" in inspect.signature(cls.from_seqlens).parameters
+
+
+@functools.lru_cache(maxsize=64)
+def _block_diagonal_mask(plan: WindowPlan, b: int, s: int, device: torch.device):
+    """xformers' BlockDiagonalMask of a plan's windows for ``b`` items, built once per shape on
+    the tensors' device from host-side lengths (no device-to-host read per layer)."""
+    cls = importlib.import_module("xformers.ops.fmha").attn_bias.BlockDiagonalMask
+    q_lens = list(plan.q_counts) * b
+    kwargs = {"device": device} if _from_seqlens_takes_device(cls) else {}
+    return cls.from_seqlens(q_seqlen=q_lens, kv_seqlen=[s] * len(q_lens), **kwargs)
+
+
+@functools.lru_cache(maxsize=64)
+def _cu_seqlens(plan: WindowPlan, b: int, s: int, device: torch.device):
+    """(cu_q, cu_k, max_q) of flash-attn's varlen call, built once per shape from host-side
+    lengths (``int(tensor.max())`` would wait for the device in every layer)."""
+    q_lens = list(plan.q_counts) * b
+    cu_q = torch.tensor([0, *itertools.accumulate(q_lens)], dtype=torch.int32, device=device)
+    cu_k = torch.arange(0, (len(q_lens) + 1) * s, s, dtype=torch.int32, device=device)
+    return cu_q, cu_k, max(q_lens)
 
 
 @register_kernel("flash")
@@ -303,13 +406,13 @@ class FlashKernel(Kernel):
 
     packed = True
     supports_bias = False
+    module, package = "flash_attn", "flash-attn"
 
-    def support(self, device, dtype, backward=False):
-        reasons = super().support(device, dtype, backward) + _cuda_reasons(device, "flash-attn")
+    def static_reasons(self, device, dtype, backward=False):
+        reasons = super().static_reasons(device, dtype, backward)
+        reasons += _cuda_reasons(device, "flash-attn")
         if dtype not in (torch.float16, torch.bfloat16):
             reasons.append(f"flash-attn needs float16 or bfloat16, not {dtype}")
-        if importlib.util.find_spec("flash_attn") is None:
-            reasons.append("flash-attn is not installed (pip install -r requirements-gpu.txt)")
         return reasons
 
     @staticmethod
@@ -327,14 +430,12 @@ class FlashKernel(Kernel):
     def attend_windows(self, q, k, v, plan, scale):
         b, length, h, d = q.shape
         s = k.shape[-2]
-        q_lens = plan.q_lengths.repeat(b)
-        cu_q = F.pad(torch.cumsum(q_lens, 0, dtype=torch.int32), (1, 0))
-        cu_k = torch.arange(0, (len(q_lens) + 1) * s, s, dtype=torch.int32, device=q.device)
+        cu_q, cu_k, max_q = _cu_seqlens(plan, b, s, q.device)
         qp = q[:, plan.q_tokens].reshape(b * length, h, d)
         kp = k.transpose(2, 3).reshape(-1, h, d)
         vp = v.transpose(2, 3).reshape(-1, h, d)
         out = self._fa().flash_attn_varlen_func(
-            qp, kp, vp, cu_q, cu_k, int(q_lens.max()), s, softmax_scale=scale
+            qp, kp, vp, cu_q, cu_k, max_q, s, softmax_scale=scale
         )
         return out.view(b, length, h, d)[:, plan.inverse]
 

@@ -20,11 +20,11 @@ class ShiftedKVAttention(Pattern):
     """Padded windows with queries on real tokens only; plain windows when not ``shifted``."""
 
     def local_plan(self, grids, device):
-        return window_plan(grids, self.window_size, self.shifted, device)
+        return window_plan(grids, self.window_size, self.shifted, device, self.shift_rule)
 
     def attend(self, qkv, grids, kernel, rope, scale):
         b, lp1, _, h, d = qkv.shape
-        plan = window_plan(grids, self.window_size, self.shifted, qkv.device)
+        plan = window_plan(grids, self.window_size, self.shifted, qkv.device, self.shift_rule)
         s = self.window_size**2
         if needs_grad(qkv):  # backward of the gather: a scatter-add (hrsam.attention.gather)
             q, kv = split_qkv(qkv, plan.slots)

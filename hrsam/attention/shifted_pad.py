@@ -20,7 +20,7 @@ class ShiftedPadAttention(Pattern):
 
     def attend(self, qkv, grids, kernel, rope, scale):
         b, _, _, h, d = qkv.shape
-        plan = window_plan(grids, self.window_size, self._shifted(), qkv.device)
+        plan = window_plan(grids, self.window_size, self._shifted(), qkv.device, self.shift_rule)
         s = self.window_size**2
         q, k, v = qkv[:, plan.slots].unbind(2)  # (B, nW * S, H, D)
         if rope is not None:

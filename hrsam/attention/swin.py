@@ -62,7 +62,7 @@ class SwinAttention(Pattern):
         outs, start = [], 0
         for grid in grids:
             gh, gw = grid
-            shifted = self.shifted and shift_applies(grid, ws)
+            shifted = self.shifted and shift_applies(grid, ws, self.shift_rule)
             shift = ws // 2 if shifted else 0
             _, ph, pw = padded_shape(grid, ws, False)
             t = qkv[:, start : start + gh * gw].view(b, gh, gw, 3, h, d)

@@ -5,8 +5,12 @@ padded to whole windows: plain windows pad bottom/right; shifted windows first p
 rows and columns top/left, then round bottom/right up to a multiple of ``Ws``. Windows never mix
 scales. Pad slots point at index ``num_tokens``: the row that holds the learnable pad token.
 
-A scale is shifted only if its grid is larger than one window (``H > Ws or W > Ws``, the v2 rule
-of spec A.8): a grid that fits in one window has nothing to shift.
+Which scales a shifted block shifts is the ``shift`` rule (spec A.8, issue 18):
+
+* ``v2`` (our presets): only grids larger than one window (``H > Ws or W > Ws``); a grid that fits
+  in one window has nothing to shift.
+* ``v1`` (the released HRSAM checkpoints, trained with the v1 code): every scale, including a
+  grid that fits in one window, which is padded ``Ws // 2`` top/left like any other grid.
 
 Positions are in padded-grid coordinates and restart at 0 for each scale (spec A.4).
 """
@@ -22,6 +26,7 @@ import torch
 from torch import Tensor
 
 Grid = tuple[int, int]
+SHIFT_RULES = ("v1", "v2")
 
 
 def check_grids(grids: Sequence[Sequence[int]], num_tokens: int | None = None) -> tuple[Grid, ...]:
@@ -47,16 +52,25 @@ def check_window_size(window_size: int) -> int:
     return window_size
 
 
-def shift_applies(grid: Grid, window_size: int) -> bool:
-    """Whether a shifted block shifts this grid (only grids larger than one window)."""
+def check_shift_rule(rule: str) -> str:
+    if rule not in SHIFT_RULES:
+        raise ValueError(f"shift={rule!r} must be one of {', '.join(SHIFT_RULES)}")
+    return rule
+
+
+def shift_applies(grid: Grid, window_size: int, rule: str = "v2") -> bool:
+    """Whether a shifted block shifts this grid: ``v2`` only grids larger than one window,
+    ``v1`` every grid."""
     h, w = grid
-    return h > window_size or w > window_size
+    return check_shift_rule(rule) == "v1" or h > window_size or w > window_size
 
 
-def padded_shape(grid: Grid, window_size: int, shifted: bool) -> tuple[int, int, int]:
+def padded_shape(
+    grid: Grid, window_size: int, shifted: bool, rule: str = "v2"
+) -> tuple[int, int, int]:
     """(top/left pad, padded H, padded W) of one grid."""
     h, w = grid
-    pad = window_size // 2 if shifted and shift_applies(grid, window_size) else 0
+    pad = window_size // 2 if shifted and shift_applies(grid, window_size, rule) else 0
     ph = math.ceil((pad + h) / window_size) * window_size
     pw = math.ceil((pad + w) / window_size) * window_size
     return pad, ph, pw
@@ -69,7 +83,7 @@ class WindowPlan:
     ``S = window_size ** 2`` slots per window; ``n = num_windows * S`` slots in all.
 
     Attributes:
-        grids, window_size, shifted: what the plan was built for.
+        grids, window_size, shifted, shift_rule: what the plan was built for.
         num_tokens: real tokens ``L`` (sum of H * W over scales).
         num_windows: windows over all scales.
         windows_per_scale: window count of each scale.
@@ -80,6 +94,8 @@ class WindowPlan:
         q_tokens: (L,) real tokens in window order (the packed queries of KV-only padding).
         q_positions: (L, 2) padded-grid (row, col) of the packed queries (``q_tokens`` order).
         q_lengths: (num_windows,) real tokens per window (never 0).
+        q_counts: ``q_lengths`` as host-side ints (varlen kernels build their masks from them
+            without reading the device).
         inverse: (L,) position of each raster token in ``q_tokens``.
         groups: ``(first window, end window, queries per window)`` ranges. Windows are ordered
             by decreasing query count (stable), so windows with equal counts are contiguous and
@@ -101,6 +117,8 @@ class WindowPlan:
     q_lengths: Tensor
     inverse: Tensor
     groups: tuple[tuple[int, int, int], ...]
+    q_counts: tuple[int, ...] = ()
+    shift_rule: str = "v2"
 
     @property
     def num_slots(self) -> int:
@@ -116,13 +134,15 @@ def _to_window_major(t: Tensor, ws: int) -> Tensor:
 
 
 @functools.lru_cache(maxsize=128)
-def _window_plan(grids: tuple[Grid, ...], ws: int, shifted: bool, device: str) -> WindowPlan:
+def _window_plan(
+    grids: tuple[Grid, ...], ws: int, shifted: bool, device: str, rule: str = "v2"
+) -> WindowPlan:
     num_tokens = sum(h * w for h, w in grids)
     slots, positions, per_scale = [], [], []
     offset = 0
     for grid in grids:
         h, w = grid
-        pad, ph, pw = padded_shape(grid, ws, shifted)
+        pad, ph, pw = padded_shape(grid, ws, shifted, rule)
         index = torch.full((ph, pw), num_tokens, dtype=torch.long)
         index[pad : pad + h, pad : pad + w] = torch.arange(h * w).view(h, w) + offset
         rows, cols = torch.meshgrid(torch.arange(ph), torch.arange(pw), indexing="ij")
@@ -169,6 +189,8 @@ def _window_plan(grids: tuple[Grid, ...], ws: int, shifted: bool, device: str) -
         q_lengths=q_lengths.to(device),
         inverse=inverse.to(device),
         groups=tuple(groups),
+        q_counts=tuple(int(n) for n in q_lengths.tolist()),
+        shift_rule=rule,
     )
 
 
@@ -177,10 +199,16 @@ def window_plan(
     window_size: int,
     shifted: bool,
     device: torch.device | str = "cpu",
+    shift_rule: str = "v2",
 ) -> WindowPlan:
-    """The (cached) window plan of ``grids`` for plain (``shifted=False``) or shifted windows."""
+    """The (cached) window plan of ``grids`` for plain (``shifted=False``) or shifted windows,
+    shifting the grids that ``shift_rule`` (``v1`` / ``v2``) shifts."""
     return _window_plan(
-        check_grids(grids), check_window_size(window_size), bool(shifted), str(torch.device(device))
+        check_grids(grids),
+        check_window_size(window_size),
+        bool(shifted),
+        str(torch.device(device)),
+        check_shift_rule(shift_rule),
     )
 
 

@@ -24,6 +24,7 @@ import torch
 from hrsam.interactive.clicker import Click, check_protocol, next_click
 from hrsam.interactive.metrics import boundary_iou, iou, summarize
 from hrsam.models.predictor import Predictor
+from hrsam.precision import autocast, check_precision
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +116,14 @@ def evaluate(
     max_clicks: int = 20,
     seed: int = 42,
     progress: Callable[[int, int, str], None] | None = None,
+    precision: str = "fp32",
 ) -> EvalResult:
-    """Runs the click loop on every sample; returns the IoU matrix, clicks and timings."""
+    """Runs the click loop on every sample; returns the IoU matrix, clicks and timings.
+
+    ``precision`` (fp32, bf16, fp16) runs encoder and decoder under autocast; logits are
+    thresholded in float32."""
     check_protocol(protocol)
+    check_precision(precision)
     if max_clicks < 1:
         raise ValueError(f"max_clicks={max_clicks} must be >= 1")
     predictor = Predictor(model, ts)
@@ -131,7 +137,8 @@ def evaluate(
         gt = np.asarray(sample.gt, bool)
         ignore = sample.ignore if protocol == "ritm" else None  # hrsam: ignore is background
         start = time.perf_counter()
-        predictor.set_image(sample.image)
+        with autocast(device, precision):
+            predictor.set_image(sample.image)
         _sync(device)
         result.encoder_ms.append((time.perf_counter() - start) * 1e3)
         pred = np.zeros_like(gt)
@@ -149,11 +156,12 @@ def evaluate(
                 pts = np.array([[c.y, c.x] for c in clicks])
                 labels = np.array([int(c.positive) for c in clicks])
                 start = time.perf_counter()
-                logits, prev = predictor.predict(pts, labels, prev)
+                with autocast(device, precision):
+                    logits, prev = predictor.predict(pts, labels, prev)
                 _sync(device)
                 result.decoder_ms.append((time.perf_counter() - start) * 1e3)
                 thr = _RITM_LOGIT if protocol == "ritm" else 0.0
-                pred = logits[0].cpu().numpy() > thr
+                pred = logits[0].float().cpu().numpy() > thr
             curve.append(iou(pred, gt, ignore))
             if k == biou_at:
                 result.biou.append(boundary_iou(pred, gt))

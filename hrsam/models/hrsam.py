@@ -50,6 +50,7 @@ class Block(nn.Module):
         shifted: bool,
         rope: bool,
         drop_path: float = 0.0,
+        shift_rule: str = "v2",
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
@@ -60,6 +61,7 @@ class Block(nn.Module):
             kernel=kernel,
             window_size=window_size,
             shifted=shifted,
+            shift_rule=shift_rule,
             rope=rope,
         )
         self.norm2 = nn.LayerNorm(dim)
@@ -150,6 +152,8 @@ class HRSAMViT(nn.Module):
         ssm_indexes: blocks preceded by a cycle-scan module (empty: no cycle-scan).
         out_indexes: blocks whose outputs feed the neck.
         state_dim, cycle_repeats, scan: cycle-scan shape and backend.
+        shift_rule: which grids shifted blocks shift: ``v2`` (larger than one window) or
+            ``v1`` (every grid, as the released checkpoints were trained; spec A.8).
         out_dim: embedding channels.
         drop_path: maximum stochastic-depth rate (linear over blocks).
     """
@@ -174,6 +178,7 @@ class HRSAMViT(nn.Module):
         scan: str = "auto",
         out_dim: int = 256,
         drop_path: float = 0.0,
+        shift_rule: str = "v2",
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
@@ -199,6 +204,7 @@ class HRSAMViT(nn.Module):
                 shifted=i % 2 == 1,
                 rope=rope,
                 drop_path=rates[i],
+                shift_rule=shift_rule,
             )
             for i in range(depth)
         )

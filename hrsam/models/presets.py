@@ -16,6 +16,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from hrsam.attention import get_attention, get_kernel, list_attention
+from hrsam.attention.windows import check_shift_rule
 from hrsam.models.hrsam import HRSAMPlusPlusViT, HRSAMViT
 from hrsam.models.mask_decoder import MaskDecoder
 from hrsam.models.prompt_encoder import PromptEncoder
@@ -55,6 +56,9 @@ class ModelPreset:
     decoder_mlp_dim: int = 2048
     image_format: str = "BGR"
     train_ts: int = 1024
+    # which grids shifted blocks shift (hrsam.attention.windows): the official checkpoints were
+    # trained with the v1 code (every grid, even one that fits one window); ours use v2
+    shift: str = "v2"
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> ValueError:
@@ -73,6 +77,10 @@ class ModelPreset:
         else:
             get_attention(self.attention)
         get_kernel(self.kernel)
+        try:
+            check_shift_rule(self.shift)
+        except ValueError as e:
+            raise bad(str(e)) from None
         if self.scan not in ("auto", "none"):
             get_scan(self.scan)
         if self.cycle_repeats < 1:
@@ -131,8 +139,8 @@ PRESETS: dict[str, ModelPreset] = {
         _sam("sam_vit_b", 768, 12, 12, (2, 5, 8, 11)),
         _sam("sam_vit_l", 1024, 24, 16, (5, 11, 17, 23)),
         _sam("sam_vit_h", 1280, 32, 16, (7, 15, 23, 31)),
-        ModelPreset("hrsam_vit_b", "hrsam"),
-        ModelPreset("hrsampp_vit_b", "hrsam", anchor_sizes=(512,)),
+        ModelPreset("hrsam_vit_b", "hrsam", shift="v1"),
+        ModelPreset("hrsampp_vit_b", "hrsam", anchor_sizes=(512,), shift="v1"),
         _TINY,
         dataclasses.replace(_TINY, name="hrsampp_tiny", anchor_sizes=(256,)),
         # SAM's layout at the tiny size (global attention in blocks 1 and 3): the baseline row of
@@ -149,7 +157,15 @@ PRESETS: dict[str, ModelPreset] = {
     ]
 }
 
-OVERRIDES = ("attention", "kernel", "window_size", "scan", "cycle_repeats", "anchor_sizes")
+OVERRIDES = (
+    "attention",
+    "kernel",
+    "window_size",
+    "scan",
+    "cycle_repeats",
+    "anchor_sizes",
+    "shift",
+)
 
 
 def list_presets() -> list[str]:
@@ -165,7 +181,7 @@ def get_preset(name: str, **overrides) -> ModelPreset:
         raise ValueError(f"unknown override {unknown[0]!r}; valid: {', '.join(OVERRIDES)}")
     base = PRESETS[name]
     if base.family == "sam":
-        for key in ("scan", "cycle_repeats", "anchor_sizes"):
+        for key in ("scan", "cycle_repeats", "anchor_sizes", "shift"):
             if overrides.get(key) not in (None, (), []):
                 raise ValueError(
                     f"override {key}={overrides[key]!r} does not apply to SAM "
@@ -202,6 +218,7 @@ def build_image_encoder(p: ModelPreset):
         cycle_repeats=p.cycle_repeats,
         scan="auto" if p.scan == "none" else p.scan,
         out_dim=p.out_dim,
+        shift_rule=p.shift,
     )
     if p.anchor_sizes:
         return HRSAMPlusPlusViT(anchor_sizes=p.anchor_sizes, **kwargs)
@@ -210,7 +227,8 @@ def build_image_encoder(p: ModelPreset):
 
 def build_model(preset: str | ModelPreset, **overrides) -> InteractiveSegmenter:
     """Builds the interactive segmenter of a preset (name or `ModelPreset`) with overrides
-    (``attention``, ``kernel``, ``window_size``, ``scan``, ``cycle_repeats``, ``anchor_sizes``)."""
+    (``attention``, ``kernel``, ``window_size``, ``scan``, ``cycle_repeats``, ``anchor_sizes``,
+    ``shift``)."""
     p = preset if isinstance(preset, ModelPreset) else get_preset(preset, **overrides)
     grid = p.train_ts // 16
     model = InteractiveSegmenter(

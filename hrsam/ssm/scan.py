@@ -15,21 +15,27 @@ Semantics and shapes of mamba-ssm's ``selective_scan_fn`` / VMamba's ``selective
 Computed in float32 whatever the input dtype; the result is cast back to ``u.dtype``.
 
 Backends: ``ref`` (the recurrence step by step in plain PyTorch, autograd for gradients: the
-ground truth), ``cpu`` (a fused C kernel built on first use, parallel over channels, that keeps
-the state in registers, with a hand-written reverse-time backward; the CPU default) and
-``mamba_ssm`` (the CUDA kernel, imported lazily).
+ground truth, run only when asked for), ``cpu`` (a fused C kernel built on first use, parallel
+over channels, that keeps the state in registers, with a hand-written reverse-time backward; the
+CPU default), ``chunked`` (plain PyTorch on any device: a parallel scan inside chunks of the
+sequence with the state carried between them, recomputed chunk by chunk in backward; the CUDA
+default when mamba_ssm is absent or broken) and ``mamba_ssm`` (the CUDA kernel, imported lazily).
+
+``support()`` is probed (`hrsam.probe`): a tiny real scan on the device, so an installed but
+broken mamba-ssm (no ``selective_scan_cuda``, a wheel built for another torch) says so and the
+default falls back to ``chunked`` instead of crashing every forward.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from hrsam.probe import device_reasons, import_reason, probe_call
 from hrsam.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -42,9 +48,52 @@ class ScanBackend:
     """Base class: ``support()`` gives reasons, ``scan()`` computes (with gradients)."""
 
     name: str = ""
+    module: str | None = None  # the optional package it imports, and the name users install
+    package: str = ""
+    # how far this backend may be from ``ref`` in float32 (rtol, atol): fast-math kernels differ
+    tolerance: tuple[float, float] = (1e-5, 0.0)
 
     def support(self, device: torch.device | str, backward: bool = False) -> list[str]:
-        return []
+        """Why this backend cannot run on ``device`` (with a backward pass when ``backward``);
+        empty when a tiny real scan ran there (cached per process)."""
+        reasons = self.static_reasons(device, backward)
+        if self.module is not None:
+            missing = import_reason(self.module, self.package or self.name)
+            if missing:
+                reasons.append(missing)
+        if reasons:
+            return reasons
+        key = ("scan", self.name, str(torch.device(device)), bool(backward))
+        failed = probe_call(
+            key, self.package or f"scan {self.name}", lambda: self.probe(device, backward)
+        )
+        return [failed] if failed else []
+
+    def static_reasons(self, device, backward: bool = False) -> list[str]:
+        """What rules out this device before anything is imported or called."""
+        return device_reasons(device)
+
+    def probe(self, device, backward: bool = False) -> None:
+        """A tiny real scan (and its backward when asked) on ``device``; raises what it raises."""
+        device = torch.device(device)
+        gen = torch.Generator().manual_seed(0)
+        b, d, n, length = 1, 4, 4, 16
+
+        def rand(*shape, scale=1.0):
+            t = (torch.randn(*shape, generator=gen) * scale).to(device)
+            return t.requires_grad_(backward)
+
+        u, delta = rand(b, d, length), rand(b, d, length, scale=0.5)
+        A = -torch.rand(d, n, generator=gen).to(device).requires_grad_(backward)
+        Bm, Cm, D = rand(b, n, length), rand(b, n, length), rand(d)
+        with torch.set_grad_enabled(backward):
+            y = self.scan(u, delta, A, Bm, Cm, D, None, True)
+            if backward:
+                y.sum().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if y.shape != u.shape or not torch.isfinite(y).all():
+            raise RuntimeError(f"scan {self.name} returned a wrong or non-finite result")
 
     def scan(self, u, delta, A, B, C, D, delta_bias, delta_softplus) -> Tensor:  # noqa: N803
         """Arguments already checked and converted to float32 with B, C as (B, N, L)."""
@@ -122,12 +171,14 @@ def get_scan(name: str) -> ScanBackend:
 
 
 def default_scan(device: torch.device | str) -> str:
-    """``mamba_ssm`` on CUDA when installed, ``cpu`` on CPU when it builds, else ``ref``."""
-    if torch.device(device).type == "cuda" and not get_scan("mamba_ssm").support(device):
+    """``mamba_ssm`` on CUDA when its probe runs, ``cpu`` on CPU when it builds and runs, else
+    ``chunked`` (any device). ``ref`` is never a default: it runs only when asked for."""
+    kind = torch.device(device).type
+    if kind == "cuda" and not get_scan("mamba_ssm").support(device, backward=True):
         return "mamba_ssm"
-    if not get_scan("cpu").support(device):
+    if kind == "cpu" and not get_scan("cpu").support(device, backward=True):
         return "cpu"
-    return "ref"
+    return "chunked"
 
 
 @register_scan("ref")
@@ -160,7 +211,7 @@ class CpuScan(ScanBackend):
     """Fused C kernel (OpenMP over channels, SIMD over states), built on first use
     (`hrsam.ssm.cpu_scan`); forward and reverse-time backward."""
 
-    def support(self, device, backward=False):
+    def static_reasons(self, device, backward=False):
         if torch.device(device).type != "cpu":
             return [f"the cpu scan runs on CPU tensors only (device is {device})"]
         from hrsam.ssm.cpu_scan import build_reason
@@ -178,18 +229,42 @@ class CpuScan(ScanBackend):
         return CpuScanFn.apply(u, delta, A, B, C, D)
 
 
+@register_scan("chunked")
+class ChunkedScan(ScanBackend):
+    """Plain PyTorch on any device: a parallel scan inside chunks with the state carried between
+    them; backward recomputes chunk by chunk (`hrsam.ssm.chunked`). No (L, D, N) tensor."""
+
+    def scan(self, u, delta, A, B, C, D, delta_bias, delta_softplus):  # noqa: N803
+        from hrsam.ssm.chunked import chunked_scan
+
+        if delta_bias is not None:
+            delta = delta + delta_bias[:, None]
+        if delta_softplus:
+            delta = F.softplus(delta)
+        return chunked_scan(u, delta, A, B, C, D)
+
+
 @register_scan("mamba_ssm")
 class MambaSsmScan(ScanBackend):
-    """mamba-ssm's CUDA ``selective_scan_fn`` (requirements-gpu.txt)."""
+    """mamba-ssm's CUDA ``selective_scan_fn`` (requirements-gpu.txt).
+
+    Built with fast math: its own tests compare with rtol 6e-4 / atol 2e-3 in float32."""
+
+    module, package = "mamba_ssm.ops.selective_scan_interface", "mamba-ssm"
+    tolerance = (6e-4, 2e-3)
+
+    def static_reasons(self, device, backward=False):
+        if torch.device(device).type != "cuda":
+            return [f"mamba_ssm runs on CUDA only (device is {torch.device(device).type})"]
+        return device_reasons(device)
 
     def support(self, device, backward=False):
-        reasons = []
-        if torch.device(device).type != "cuda":
-            reasons.append(f"mamba_ssm runs on CUDA only (device is {torch.device(device).type})")
-        elif not torch.cuda.is_available():
-            reasons.append("CUDA is not available on this machine")
-        if importlib.util.find_spec("mamba_ssm") is None:
-            reasons.append("mamba-ssm is not installed (pip install -r requirements-gpu.txt)")
+        reasons = super().support(device, backward)
+        if any("selective_scan_cuda" in r for r in reasons):  # pip built it without CUDA
+            reasons.append(
+                "reinstall with MAMBA_KEEP_CUDA_BUILD=TRUE pip install --no-deps "
+                "--no-build-isolation --no-binary mamba-ssm mamba-ssm (requirements-gpu.txt)"
+            )
         return reasons
 
     def scan(self, u, delta, A, B, C, D, delta_bias, delta_softplus):  # noqa: N803

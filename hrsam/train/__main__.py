@@ -51,6 +51,9 @@ KEYS = {
     "kernel": (str, "attention kernel override"),
     "scan": (str, "scan backend override"),
     "device": (str, "cpu or cuda"),
+    "precision": (str, "fp32, bf16 or fp16 (autocast; default: bf16 on CUDA, fp32 on CPU)"),
+    "tf32": (bool, "TF32 float32 matmuls on CUDA (recorded; default off)"),
+    "dist_timeout_min": (float, "process-group timeout in minutes (NCCL's default is 10)"),
     "out": (str, "output folder"),
 }
 RECIPES = {
@@ -83,12 +86,15 @@ TRAIN_FIELDS = {
     "loss": "loss",
     "loss_rounds": "loss_rounds",
     "ckpt_every": "ckpt_every",
+    "precision": "precision",
 }
 DEFAULTS = {
     "recipe": "interactive",
     **cli.data_defaults(),
     **{key: getattr(TrainConfig, f) for key, f in TRAIN_FIELDS.items()},
     "device": "cuda" if torch.cuda.is_available() else "cpu",
+    "tf32": False,
+    "dist_timeout_min": 60.0,
 }
 
 
@@ -190,26 +196,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(cfg: dict) -> int:
-    """Builds and trains; in a process group rank 0 builds first (it may generate the dataset
-    and the teacher embeddings) and the others follow."""
+    """Builds and trains. In a process group rank 0 builds first (it may generate the dataset
+    and the teacher embeddings) BEFORE joining the group, so the others wait in the rendezvous
+    (bounded by ``dist_timeout_min``), never inside a collective with NCCL's 10-minute timeout;
+    then they build from what rank 0 wrote."""
+    from hrsam.precision import set_tf32
     from hrsam.train import distributed
     from hrsam.train.loop import train
 
     device_type = torch.device(cfg["device"]).type
     if device_type == "cuda" and not torch.cuda.is_available():
         raise UsageError("device=cuda but CUDA is not available on this machine; use device=cpu")
-    d = distributed.init(device_type)
+    if cfg["dist_timeout_min"] <= 0:
+        raise UsageError(f"dist_timeout_min={cfg['dist_timeout_min']} must be > 0")
+    set_tf32(cfg["tf32"])
+    d = distributed.from_env()
     if d.active and device_type == "cuda":
         cfg = {**cfg, "device": f"cuda:{d.local_rank}"}
+    error = None
+    if d.is_main:
+        try:
+            model, dataset, teacher, train_cfg = build(cfg)
+            if teacher is not None:
+                teacher.fill()
+        except UsageError as e:
+            error = str(e)
+    distributed.init(device_type, cfg["dist_timeout_min"])
     try:
-        error = None
-        if d.is_main:
-            try:
-                model, dataset, teacher, train_cfg = build(cfg)
-                if teacher is not None:
-                    teacher.fill()
-            except UsageError as e:
-                error = str(e)
         error = distributed.share(error)  # the other ranks stop on rank 0's bad input too
         if error is not None:
             raise UsageError(error)

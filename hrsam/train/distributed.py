@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -49,13 +50,24 @@ def from_env() -> DistEnv:
     return DistEnv()
 
 
-def init(device_type: str) -> DistEnv:
-    """Joins the process group (NCCL on CUDA, Gloo on CPU) when the job has several processes."""
+DEFAULT_TIMEOUT_MIN = 60.0
+
+
+def init(device_type: str, timeout_min: float | None = None) -> DistEnv:
+    """Joins the process group (NCCL on CUDA, Gloo on CPU) when the job has several processes.
+
+    ``timeout_min`` bounds the rendezvous and every collective (default
+    ``$HRSAM_DIST_TIMEOUT_MIN``, else 60; NCCL's own default of 10 minutes kills jobs whose rank 0
+    prepares data for longer)."""
     d = from_env()
     if d.active and not dist.is_initialized():
+        if timeout_min is None:
+            timeout_min = float(os.environ.get("HRSAM_DIST_TIMEOUT_MIN", DEFAULT_TIMEOUT_MIN))
         if device_type == "cuda":
             torch.cuda.set_device(d.local_rank)
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        dist.init_process_group(
+            "nccl" if device_type == "cuda" else "gloo", timeout=timedelta(minutes=timeout_min)
+        )
     return d
 
 

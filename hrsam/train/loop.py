@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from hrsam.interactive.clicker import next_click
 from hrsam.models.checkpoint import CheckpointError, atomic_save, checkpoint_record, read_state
 from hrsam.models.common import DropPath
+from hrsam.precision import autocast, check_precision
 from hrsam.train import distributed
 from hrsam.train.losses import LOSSES
 from hrsam.train.optim import make_optimizer
@@ -65,7 +66,9 @@ class TrainConfig:
     flip: bool = True
     seed: int = 42
     ckpt_every: int = 0  # 0: only at the end
-    amp: bool = True  # bf16 autocast on CUDA only
+    amp: bool = True  # bf16 autocast on CUDA only (when precision is None)
+    # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler); None: bf16 on CUDA if amp
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         if self.recipe not in ("interactive", "distill"):
@@ -78,8 +81,17 @@ class TrainConfig:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
         if self.loss not in LOSSES:
             raise ValueError(f"loss={self.loss!r} must be one of {', '.join(LOSSES)}")
+        if self.precision is not None:
+            check_precision(self.precision)
         if self.loss_rounds not in ("last", "all"):
             raise ValueError(f"loss_rounds={self.loss_rounds!r} must be 'last' or 'all'")
+
+
+def training_precision(cfg: TrainConfig, device: torch.device) -> str:
+    """The precision a training runs in: ``cfg.precision``, else bf16 on CUDA when ``amp``."""
+    if cfg.precision is not None:
+        return cfg.precision
+    return "bf16" if cfg.amp and device.type == "cuda" else "fp32"
 
 
 def prepare(
@@ -277,7 +289,8 @@ def train(
         step, losses = int(state["step"]), list(state["losses"])
         torch.set_rng_state(state["torch_rng"])
         log.info("resumed %s at step %d", last, step)
-    use_amp = cfg.amp and device.type == "cuda"
+    precision = training_precision(cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     reuse_embedding = is_deterministic(model)
 
     def to_input(img: Tensor) -> Tensor:
@@ -295,7 +308,7 @@ def train(
             flip = cfg.flip and bool(rng.random() < 0.5)
             image, gt = prepare(sample.image, sample.gt, cfg.ts, flip, to_input)
             gt = gt.to(device)
-            with torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
+            with autocast(device, precision):
                 if cfg.recipe == "interactive" and cfg.loss_rounds == "all":
                     loss = all_rounds_loss(model, model.encode(image), gt, cfg, rng)
                 elif cfg.recipe == "interactive":
@@ -317,13 +330,15 @@ def train(
                 else:
                     target = teacher(index, image).to(device)
                     loss = F.mse_loss(model.encode(image).float(), target.float())
-            (loss / cfg.batch_size).backward()
+            scaler.scale(loss / cfg.batch_size).backward()
             total += loss.item() / cfg.batch_size
         distributed.average_gradients(model)
         total = distributed.mean(total, device)
+        scaler.unscale_(opt)  # no-op unless fp16
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         sched.step()
         step += 1
         losses.append(total)
