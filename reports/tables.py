@@ -1,9 +1,10 @@
 """Paper tables from the runs frame, and their Markdown, LaTeX (booktabs), HTML and CSV forms.
 
 `main_table` follows the HRSAM / SegNext main-table layout (rows: model and ts; per dataset
-5-mIoU, NoC90, NoC95, NoF95; then encoder latency and SAT). `ablation_tables` gives one table per
-grid: rows are the grid's points, and a point with no run is a ``missing`` row, never a shorter
-table. Repeats (seeds) are mean ± std.
+5-mIoU, NoC90, NoC95, NoF95; then encoder latency, per-click latency, peak memory and SAT).
+`ablation_tables` gives one table per grid: rows are the grid's points, and a point with no run
+is a ``missing`` row, never a shorter table. Repeats (seeds) are mean ± std; quality cells carry
+95% intervals over objects and each grid gets a table of paired differences (`reports.stats`).
 The best value per column is bold (`frame.Metric.higher_is_better` says which way is better).
 """
 
@@ -24,7 +25,7 @@ from reports import frame, stats
 from reports.frame import metric
 
 MAIN_QUALITY = ("miou_at_5", "noc90", "noc95", "nof95")
-MAIN_SYSTEM = ("encoder_ms", "sat_s")
+MAIN_SYSTEM = ("encoder_ms", "decoder_ms", "peak_mem_mb", "sat_s")
 ABLATION_METRICS = (
     "miou_at_5",
     "noc85",

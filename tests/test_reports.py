@@ -155,7 +155,12 @@ def test_main_table_layout_values_order_and_bold():
         ("hqseg44k", "miou_at_5"), ("hqseg44k", "noc90"), ("hqseg44k", "noc95"),
         ("hqseg44k", "nof95"), ("davis", "miou_at_5"),
     ]  # fmt: skip
-    assert [c.metric for c in t.columns[-2:]] == ["encoder_ms", "sat_s"]
+    assert [c.metric for c in t.columns[-4:]] == [
+        "encoder_ms",
+        "decoder_ms",
+        "peak_mem_mb",
+        "sat_s",
+    ]
     # rows: SAM first (the baseline), ts ascending
     assert [r[:2] for r in texts(t)] == [
         ["sam_vit_b", "1024"], ["sam_vit_b", "2048"], ["hrsam_vit_b", "1024"],
