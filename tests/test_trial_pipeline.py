@@ -231,9 +231,15 @@ def test_shared_base_training_is_trained_once_and_finetuned_per_trial(tmp_path, 
     # the base's key: the recipe and data, not the trial's architecture or finetune length
     key = C.base_config(planned_config(["grid=window_size", *micro]))[0]
     assert key == bases[0].name
-    for override in ("model.window_size=16", "train.steps=5"):
+    # (the finetune's lr too: the default recipe gives the base its own train.base_lr)
+    for override in ("model.window_size=16", "train.steps=5", "train.lr=0.01"):
         assert C.base_config(planned_config(["grid=window_size", *micro, override]))[0] == key
-    for override in ("train.base_steps=4", "train.lr=0.01", "data.n_train=3", "train.base_lr=1"):
+    for override in (
+        "train.base_steps=4",
+        "train.weight_decay=0.1",
+        "data.n_train=3",
+        "train.base_lr=1",
+    ):
         assert C.base_config(planned_config(["grid=window_size", *micro, override]))[0] != key
     # base_lr sets the base's rate, not the finetune's
     with_lr = planned_config(["grid=window_size", *micro, "train.base_lr=0.005"])
