@@ -187,7 +187,8 @@ def test_main_table_marks_failed_and_missing_cells():
     t = tables.main_table(pd.concat([runs, failed], ignore_index=True), [])
     rows = {tuple(r[:2]): r[2:] for r in texts(t)}
     assert rows[("sam_vit_b", "1024")][:4] == ["missing"] * 4  # no hqseg44k run
-    assert rows[("sam_vit_b", "4096")] == ["missing"] * 4 + ["failed"] * 8  # davis: 4 quality + 4 system
+    # hqseg44k: missing; davis: 4 quality + 4 system columns failed
+    assert rows[("sam_vit_b", "4096")] == ["missing"] * 4 + ["failed"] * 8
     assert any("missing: no run" in n for n in t.notes)
 
 
