@@ -57,6 +57,8 @@ def plan_table(sweep: C.Sweep, status: dict[str, str]) -> str:
 def results_table(sweep: C.Sweep, records: dict[str, TrialRecord | None]) -> str:
     """The trials' headline metrics; NoC90 with its 95% bootstrap interval over the objects
     (from the trial folder's ``ious.csv``), NoF90 out of the objects evaluated."""
+    from reports import stats
+
     head = [f"{k} [95% CI]" if k in INTERVAL_METRICS else k for k in TABLE_METRICS]
     rows = [[*(sweep.varying or ["trial"]), *head, "status"]]
     for t in sweep.trials:
@@ -68,8 +70,6 @@ def results_table(sweep: C.Sweep, records: dict[str, TrialRecord | None]) -> str
         for k in TABLE_METRICS:
             text = _num(m.get(k))
             if ious is not None and k in INTERVAL_METRICS:
-                from reports import stats
-
                 ci = stats.interval((list(range(len(ious))), stats.per_object(ious, k)), k)
                 text += f" [{_num(ci.lo)}, {_num(ci.hi)}]"
             elif ious is not None and k.startswith("nof") and m.get(k) is not None:
