@@ -74,9 +74,9 @@ def _schema_of(cls: type, name: str, extra: list[tuple] = (), exclude: tuple = (
 
 
 # train.*: every TrainConfig field (its seed is the trial's ``seed``), plus whether the grid trains
-# base_steps > 0: every trial finetunes ``steps`` (at ``lr``) from one base training of
-# ``base_steps`` at ``base_lr`` (0: ``lr``; the preset's own architecture, the same recipe
-# otherwise), trained once and cached across sweeps
+# base_steps > 0: every trial finetunes ``steps`` (at ``lr``, ``ts``) from one base training of
+# ``base_steps`` at ``base_lr`` and ``base_ts`` (0: ``lr``, ``ts``; the preset's own architecture,
+# the same recipe otherwise), trained once and cached across sweeps
 TrainCfg = _schema_of(
     TrainConfig,
     "TrainCfg",
@@ -84,10 +84,12 @@ TrainCfg = _schema_of(
         ("enabled", bool, field(default=True)),
         ("base_steps", int, field(default=0)),
         ("base_lr", float, field(default=0.0)),
+        ("base_ts", int, field(default=0)),
     ],
     exclude=("seed",),
 )
-SWEEP_TRAIN_KEYS = ("enabled", "base_steps", "base_lr")  # train.* keys not in TrainConfig
+# train.* keys not in TrainConfig
+SWEEP_TRAIN_KEYS = ("enabled", "base_steps", "base_lr", "base_ts")
 # data.*: DataConfig, plus a root per dataset name for grids over data.name
 DataCfg = _schema_of(
     DataConfig, "DataCfg", [("roots", dict[str, str], field(default_factory=dict))]
@@ -414,6 +416,12 @@ def check_trial(cfg: dict, train: bool) -> None:
             train_config(cfg)
         except ValueError as e:
             raise ConfigError(_in_section("train", e)) from None
+        base_ts = cfg["train"]["base_ts"]
+        if base_ts and (base_ts < 16 or base_ts % 16):
+            raise ConfigError(
+                f"train.base_ts={base_ts} must be 0 (the finetune's train.ts) or a positive "
+                "multiple of 16"
+            )
         if cfg["train"]["recipe"] != "interactive":
             raise ConfigError(
                 f"train.recipe={cfg['train']['recipe']!r}; sweeps train with: interactive"
@@ -444,7 +452,10 @@ def base_config(cfg: dict) -> tuple[str, TrainConfig] | None:
     if not steps:
         return None
     tc = train_config(cfg)
-    tc = dataclasses.replace(tc, steps=steps, lr=cfg["train"].get("base_lr") or tc.lr)
+    t = cfg["train"]
+    tc = dataclasses.replace(
+        tc, steps=steps, lr=t.get("base_lr") or tc.lr, ts=t.get("base_ts") or tc.ts
+    )
     data = {k: v for k, v in cfg["data"].items() if k not in ("limit", "roots")}
     spec = {"preset": cfg["model"]["preset"], "train": dataclasses.asdict(tc), "data": data}
     return short_hash(spec), tc

@@ -143,11 +143,17 @@ def training_facts(trials: pd.DataFrame) -> tuple[str, ...]:
         lr = g["train.lr"].iloc[0] if "train.lr" in g else "?"
         base_lr = g["train.base_lr"].iloc[0] if "train.base_lr" in g else 0
         base_lr = lr if frame.is_missing(base_lr) or not float(base_lr) else base_lr
+        base_ts = g["train.base_ts"].iloc[0] if "train.base_ts" in g else 0
+        if not frame.is_missing(base_ts) and float(base_ts):
+            ts_base = tables.key_text(base_ts)
+        else:
+            ts_base = ts  # 0: the finetune's
         if base:
             out.append(
                 f"training: each trial finetunes {steps} steps at ts {ts} (lr {lr}) from a base "
-                f"training of its preset shared by every trial and sweep ({base} steps, lr "
-                f"{base_lr}, the same recipe otherwise, the preset's own architecture)"
+                f"training of its preset shared by every trial and sweep ({base} steps at ts "
+                f"{ts_base}, lr {base_lr}, the same recipe otherwise, the preset's own "
+                "architecture)"
             )
         else:
             out.append(

@@ -264,7 +264,11 @@ def test_report_states_the_training_recipe():
     params = {**base, "train.base_steps": 2000, "train.base_lr": 0.003}
     shared = frame.tidy(runs_frame(run(params, {"noc90": 5.0})))
     [text] = report_build.training_facts(shared)
-    assert "finetunes 400 steps at ts 256 (lr 0.001)" in text and "(2000 steps, lr 0.003" in text
+    assert "finetunes 400 steps at ts 256 (lr 0.001)" in text
+    assert "(2000 steps at ts 256, lr 0.003" in text  # no base_ts: the finetune's ts
+    own_ts = frame.tidy(runs_frame(run({**params, "train.base_ts": 128}, {"noc90": 5.0})))
+    [text] = report_build.training_facts(own_ts)
+    assert "finetunes 400 steps at ts 256" in text and "(2000 steps at ts 128, lr 0.003" in text
     scratch = frame.tidy(runs_frame(run({**base, "train.base_steps": 0}, {"noc90": 5.0})))
     assert report_build.training_facts(scratch) == (
         "training: each trial trains 400 steps at ts 256 (lr 0.001) from scratch",

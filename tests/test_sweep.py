@@ -187,6 +187,7 @@ def test_paper_profile_evaluates_given_checkpoints(tmp_path):
         (["grid=window_size", "model.window_size=0"], "window_size=0 must be >= 1"),
         (["grid=window_size", "eval.ts=500"], "eval.ts=500 must be a positive multiple of 16"),
         (["grid=window_size", "eval.ts=abc"], "eval.ts"),
+        (["grid=window_size", "train.base_ts=100"], "train.base_ts=100 must be 0 (the finetune"),
         (["grid=attention", "model.kernel=fast"], "unknown kernel 'fast'; valid: flash, flex"),
         (["grid=window_size", "data.name=davis", "data.root=/nope"], "'/nope' (davis)"),
         (["grid=window_size", "executor=pbs"], "unknown executor 'pbs'"),

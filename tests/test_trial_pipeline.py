@@ -204,7 +204,8 @@ def test_shared_base_training_is_trained_once_and_finetuned_per_trial(tmp_path, 
     """train.base_steps: one base for every trial and every sweep under the same out, each trial
     finetunes from it, and the record says which base it came from."""
     monkeypatch.chdir(tmp_path)
-    micro = [*MICRO, "train.base_steps=3"]  # after MICRO: the last value of a key wins
+    # after MICRO: the last value of a key wins; the base trains at its own (smaller) ts
+    micro = [*MICRO, "train.base_steps=3", "train.base_ts=32"]
     assert sweep.main(["grid=window_size", "model.window_size=4,8", *micro]) == 0
     bases = list((tmp_path / "outputs/sweeps/_base").iterdir())
     assert len(bases) == 1 and (bases[0] / "model.pt").exists()
@@ -232,18 +233,24 @@ def test_shared_base_training_is_trained_once_and_finetuned_per_trial(tmp_path, 
     key = C.base_config(planned_config(["grid=window_size", *micro]))[0]
     assert key == bases[0].name
     # (the finetune's lr too: the default recipe gives the base its own train.base_lr)
-    for override in ("model.window_size=16", "train.steps=5", "train.lr=0.01"):
+    # base_ts set: the finetune's ts is not the base's either
+    for override in ("model.window_size=16", "train.steps=5", "train.lr=0.01", "train.ts=128"):
         assert C.base_config(planned_config(["grid=window_size", *micro, override]))[0] == key
     for override in (
         "train.base_steps=4",
         "train.weight_decay=0.1",
         "data.n_train=3",
         "train.base_lr=1",
+        "train.base_ts=48",
     ):
         assert C.base_config(planned_config(["grid=window_size", *micro, override]))[0] != key
     # base_lr sets the base's rate, not the finetune's
     with_lr = planned_config(["grid=window_size", *micro, "train.base_lr=0.005"])
     assert C.base_config(with_lr)[1].lr == 0.005 and C.train_config(with_lr).lr == 0.0003
+    # base_ts sets the base's canvas; 0 means the finetune's
+    assert C.base_config(with_lr)[1].ts == 32 and C.train_config(with_lr).ts == 64
+    same = planned_config(["grid=window_size", *micro, "train.base_ts=0"])
+    assert C.base_config(same)[1].ts == 64
 
 
 def planned_config(args: list[str]) -> dict:
