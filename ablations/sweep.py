@@ -82,13 +82,10 @@ def results_table(sweep: C.Sweep, records: dict[str, TrialRecord | None]) -> str
 
 def _ious(folder: Path):
     """The trial's (objects x clicks) IoU matrix, or None."""
-    import numpy as np
+    from reports.tracking import read_ious
 
-    path = folder / "ious.csv"
-    if not path.exists():
-        return None
-    rows = path.read_text().splitlines()[1:]
-    return np.array([[float(x) for x in row.split(",")[1:]] for row in rows]) if rows else None
+    table = read_ious(folder / "ious.csv")
+    return None if table is None else table[1]
 
 
 def _num(v) -> str:

@@ -33,6 +33,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from benchmarks._timing import (
@@ -391,6 +392,63 @@ def training_checks(results: list[BenchResult], grid: int) -> list[str]:
     return lines
 
 
+def paired_training(
+    runner: Runner, grid: int, kernel: str, dtype: str, window: int, rope: bool, rounds: int
+) -> dict:
+    """``swin`` against ``shifted_kv`` fwd+bwd with ``kernel``, interleaved: each round times one
+    of each (order alternating, ABBA), so drift of a shared machine hits both alike. Returns the
+    per-round ratios swin / shifted_kv, their geometric mean and its 95% percentile bootstrap
+    interval (2000 resamples of the rounds, seed 0)."""
+    cases = {
+        p: BenchCase(p, kernel, grid, dtype, window, True, rope) for p in ("swin", "shifted_kv")
+    }
+    qkv = runner.inputs(grid).to(DTYPES[dtype])
+    grad = torch.randn(qkv.shape[0], grid**2, HEADS, HEAD_DIM, device=qkv.device, dtype=qkv.dtype)
+
+    def once(pattern: str) -> float:
+        leaf = qkv.detach().requires_grad_(True)
+        sync(runner.device)
+        start = time.perf_counter()
+        _attend(cases[pattern], leaf).backward(grad)
+        sync(runner.device)
+        return time.perf_counter() - start
+
+    for p in cases:  # warm-up
+        once(p)
+    times = {p: [] for p in cases}
+    for i in range(rounds):
+        for p in ("swin", "shifted_kv") if i % 2 == 0 else ("shifted_kv", "swin"):
+            times[p].append(once(p))
+    ratios = np.array(times["swin"]) / np.array(times["shifted_kv"])
+    logs = np.log(ratios)
+    idx = np.random.default_rng(0).integers(0, len(logs), (2000, len(logs)))
+    lo, hi = np.exp(np.percentile(logs[idx].mean(1), [2.5, 97.5]))
+    return {
+        "grid": grid,
+        "kernel": kernel,
+        "swin_ms": 1e3 * float(np.median(times["swin"])),
+        "kv_ms": 1e3 * float(np.median(times["shifted_kv"])),
+        "ratio": float(np.exp(logs.mean())),
+        "lo": float(lo),
+        "hi": float(hi),
+        "rounds": rounds,
+    }
+
+
+def paired_lines(pairs: list[dict]) -> list[str]:
+    """The target `shifted_kv` fwd+bwd no slower than `swin` (ratio >= 1.00), from the paired
+    rounds, with the interval saying whether the two are separated at all."""
+    lines = ["Training target, paired (interleaved rounds, ratio = swin / shifted_kv fwd+bwd):"]
+    for r in pairs:
+        sep = "" if r["lo"] > 1.0 or r["hi"] < 1.0 else ", not separated from 1.00"
+        lines.append(
+            f"  {'PASS' if r['ratio'] >= 1.0 else 'FAIL'} {r['grid']}x{r['grid']} {r['kernel']}: "
+            f"{r['ratio']:.2f}x [{r['lo']:.2f}, {r['hi']:.2f}]{sep} (swin {r['swin_ms']:.0f} ms, "
+            f"shifted_kv {r['kv_ms']:.0f} ms, medians of {r['rounds']} rounds)"
+        )
+    return lines
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = cli.ArgumentParser(
         prog="python -m benchmarks.attention",
@@ -432,6 +490,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=60.0,
         help="skip cases estimated to take longer than this (default: 60)",
+    )
+    p.add_argument(
+        "--pair-rounds",
+        type=int,
+        default=6,
+        help="interleaved swin / shifted_kv fwd+bwd rounds per grid and kernel (0: none)",
     )
     p.add_argument("--quick", action="store_true", help="one repetition, no backward budget")
     p.add_argument(
@@ -500,6 +564,29 @@ def main(argv: list[str] | None = None) -> int:
     table = render(table_rows(results))
     grid = 128 if 128 in args.grids else args.grids[0]
     checks = summary(results, bmm, grid)
+    pairs = []
+    for g in args.grids if args.pair_rounds and not args.quick else ():
+        for k in args.kernels:
+            trained = {
+                r.case.pattern
+                for r in results
+                if r.case.grid == g and r.case.kernel == k and r.bwd_ms is not None
+            }
+            if {"swin", "shifted_kv"} <= trained:
+                print(f"paired swin / shifted_kv {k} {g}x{g} ...", flush=True)
+                pairs.append(
+                    paired_training(
+                        runner,
+                        g,
+                        k,
+                        args.dtype,
+                        args.window_size,
+                        not args.no_rope,
+                        args.pair_rounds,
+                    )
+                )
+    if pairs:
+        checks += paired_lines(pairs)
     print()
     print(table)
     print()

@@ -74,6 +74,27 @@ def probe_call(key: Hashable, package: str, fn: Callable[[], object]) -> str | N
     return _CACHE[key]
 
 
+def support_reasons(
+    static: list[str],
+    module: str | None,
+    package: str,
+    key: Hashable,
+    probe: Callable[[], object],
+) -> list[str]:
+    """The three steps in order: the ``static`` reasons, then whether ``module`` (when there is
+    one) imports, then, only when neither ruled it out, the cached tiny call ``probe``. Empty
+    when the call ran."""
+    reasons = list(static)
+    if module is not None:
+        missing = import_reason(module, package)
+        if missing:
+            reasons.append(missing)
+    if reasons:
+        return reasons
+    failed = probe_call(key, package, probe)
+    return [failed] if failed else []
+
+
 def clear_cache() -> None:
     """Forgets every probe result (the next support() call probes again)."""
     _CACHE.clear()

@@ -76,9 +76,20 @@ def load_ious(run_ids, tracking_uri: str) -> dict[str, tuple[list[str], np.ndarr
                 path = client.download_artifacts(run_id, IOUS, f"{tmp}/{run_id}")
             except (MlflowException, OSError):
                 continue
-            table = pd.read_csv(path, dtype={"name": str})
-            if table.empty:
-                continue
-            matrix = table.drop(columns="name").to_numpy(dtype=np.float64)
-            out[run_id] = (table["name"].tolist(), matrix)
+            table = read_ious(path)
+            if table is not None:
+                out[run_id] = table
     return out
+
+
+def read_ious(path: str | Path) -> tuple[list[str], np.ndarray] | None:
+    """(object names, IoU matrix) of an ``ious.csv`` (`hrsam.interactive.EvalResult.write_csv`:
+    a header, then a name and max_clicks exact floats per object); None when the file is missing
+    or holds no object."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    table = pd.read_csv(path, dtype={"name": str})
+    if table.empty:
+        return None
+    return table["name"].tolist(), table.drop(columns="name").to_numpy(dtype=np.float64)

@@ -21,6 +21,7 @@ from hrsam.attention import (
 )
 from hrsam.attention.rope import Rope2d
 from hrsam.attention.swin import swin_mask
+from hrsam.attention.windows import window_plan
 from hrsam.registry import UnknownNameError
 from tests.reference import dense_reference, rope_explicit
 
@@ -295,6 +296,35 @@ def test_gather_rows_backward_equals_indexing(permutation):
     (b[:, index, 1:] * g).sum().backward()
     assert (a.grad - b.grad).abs().max().item() <= 1e-6
     assert a.grad[:, :, 0].abs().max() == 0
+
+
+@pytest.mark.parametrize("used", ["qkv", "k"])
+def test_split_qkv_backward_equals_indexing(used):
+    """The gather backward that writes each real row once and sums the pad row equals autograd's
+    indexing backward, also when only some outputs get a gradient (the others' rows are 0)."""
+    from hrsam.attention.gather import split_qkv
+
+    plan = window_plan(((5, 7), (3, 3)), 4, True, "cpu")  # two scales, many pad slots
+    n = plan.num_tokens
+    assert int((plan.slots == n).sum()) > 1
+    torch.manual_seed(0)
+    x = torch.randn(2, n + 1, 3, 3, 4)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    fast = split_qkv(a, plan.slots, plan.token_slot)
+    plain = (b[:, :n, 0], b[:, plan.slots, 1], b[:, plan.slots, 2])
+    for f, p in zip(fast, plain, strict=True):
+        assert torch.equal(f, p)
+    picks = range(3) if used == "qkv" else [1]
+    for outs in (fast, plain):
+        sum(
+            (outs[i] * torch.randn(outs[i].shape, generator=torch.Generator().manual_seed(i))).sum()
+            for i in picks
+        ).backward()
+    assert torch.equal(a.grad[:, :n], b.grad[:, :n])  # real rows: pure gathers, exact
+    # the pad row: a sum over its slots, in another order than index_put's accumulation
+    torch.testing.assert_close(a.grad[:, n], b.grad[:, n], rtol=1e-5, atol=1e-5)
+    if used == "k":
+        assert a.grad[:, :, 0].abs().max() == 0 and a.grad[:, :, 2].abs().max() == 0
 
 
 @pytest.mark.parametrize("kernel", ["math", "sdpa"])

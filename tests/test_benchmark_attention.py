@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 
 import pytest
 import torch
@@ -124,3 +125,32 @@ def test_training_check_compares_fwd_plus_bwd_with_swin(kv_bwd, verdict):
     lines = training_checks([res("swin", 50.0, 100.0), res("shifted_kv", 40.0, kv_bwd)], 128)
     assert len(lines) == 1 and lines[0].strip().startswith(verdict)
     assert f"{150.0 / (40.0 + kv_bwd):.2f}x" in lines[0]
+
+
+def test_paired_rounds_interleave_and_bound_the_ratio(tmp_path):
+    """Without --quick the training target is also measured in interleaved rounds: one line per
+    grid and kernel, the geometric-mean ratio inside its bootstrap interval."""
+    argv = ["--grids", "20", "--patterns", "swin", "shifted_kv", "--kernels", "sdpa"]
+    argv += ["--reps", "1", "--pair-rounds", "3", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    md = (tmp_path / "attention.md").read_text()
+    [line] = [x for x in md.splitlines() if x.strip().startswith(("PASS 20x20", "FAIL 20x20"))]
+    ratio, lo, hi = (float(v) for v in re.findall(r"([\d.]+)x \[([\d.]+), ([\d.]+)\]", line)[0])
+    assert lo <= ratio <= hi and "medians of 3 rounds" in line
+
+
+@pytest.mark.parametrize(
+    ("ratio", "lo", "hi", "verdict", "separated"),
+    [
+        (1.2, 1.1, 1.3, "PASS", True),
+        (1.02, 0.95, 1.1, "PASS", False),
+        (0.9, 0.8, 0.95, "FAIL", True),
+    ],
+)
+def test_paired_lines_say_pass_fail_and_whether_separated(ratio, lo, hi, verdict, separated):
+    from benchmarks.attention import paired_lines
+
+    r = dict(grid=64, kernel="sdpa", swin_ms=10.0, kv_ms=9.0, ratio=ratio, lo=lo, hi=hi, rounds=6)
+    [_, line] = paired_lines([r])
+    assert line.strip().startswith(f"{verdict} 64x64 sdpa: {ratio:.2f}x")
+    assert ("not separated from 1.00" in line) != separated

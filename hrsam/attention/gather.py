@@ -8,7 +8,7 @@ and ``inverse`` are permutations of each other. `gather_rows` uses that: its bac
 pattern (`shifted_kv`) whenever gradients are needed; inference keeps the plain indexing.
 
 `split_qkv` does the same for the first split of the projected tokens into queries and
-window keys/values. `generic_index_backward` switches back to plain indexing (the code before
+window keys/values, using that every real token fills exactly one slot. `generic_index_backward` switches back to plain indexing (the code before
 this module) so that a benchmark can time both in one run.
 """
 
@@ -41,29 +41,43 @@ class _GatherRows(torch.autograd.Function):
 
 class _SplitQKV(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, qkv: Tensor, slots: Tensor):
+    def forward(ctx, qkv: Tensor, slots: Tensor, token_slot: Tensor):
         ctx.shape = qkv.shape
-        ctx.save_for_backward(slots)
+        ctx.save_for_backward(slots, token_slot)
         q = qkv[:, : qkv.shape[1] - 1, 0].contiguous()
-        return q, qkv[:, :, 1:].index_select(1, slots)
+        # k and v apart: one (B, M, 2, H, D) buffer is twice the size, and above glibc's 32 MB
+        # mmap threshold a fresh buffer page-faults on every call
+        return q, qkv[:, :, 1].index_select(1, slots), qkv[:, :, 2].index_select(1, slots)
 
     @staticmethod
-    def backward(ctx, grad_q: Tensor, grad_kv: Tensor):
-        (slots,) = ctx.saved_tensors
-        out = grad_kv.new_zeros(ctx.shape)
-        out[:, : ctx.shape[1] - 1, 0] = grad_q
-        out[:, :, 1:].index_add_(1, slots, grad_kv)
-        return out, None
+    def backward(ctx, grad_q: Tensor, grad_k: Tensor, grad_v: Tensor):
+        slots, token_slot = ctx.saved_tensors
+        length = ctx.shape[1] - 1
+        pad = (slots == length).nonzero().squeeze(1)
+        # Every real token sits in exactly one slot: its k/v gradient is a gather, not an
+        # accumulation; only the pad row sums over its slots. No zero fill, no index_add_.
+        ref = next(g for g in (grad_q, grad_k, grad_v) if g is not None)
+        out = ref.new_empty(ctx.shape)
+        out[:, :length, 0] = 0 if grad_q is None else grad_q
+        out[:, length, 0] = 0
+        for i, g in ((1, grad_k), (2, grad_v)):
+            if g is None:
+                out[:, :, i] = 0
+                continue
+            out[:, :length, i] = g.index_select(1, token_slot)
+            out[:, length, i] = g.index_select(1, pad).sum(1) if len(pad) else 0
+        return out, None, None
 
 
-def split_qkv(qkv: Tensor, slots: Tensor) -> tuple[Tensor, Tensor]:
-    """Queries of the real tokens and keys/values of every window slot, from the projected
-    tokens qkv (B, L + 1, 3, H, D) (row L: the pad token): q (B, L, H, D) and kv (B, M, 2, H, D)
-    with ``kv[:, j] = qkv[:, slots[j], 1:]``. The backward writes both into one zero tensor (plain
-    slicing would allocate and add a zero-filled qkv-sized gradient per slice)."""
+def split_qkv(qkv: Tensor, slots: Tensor, token_slot: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Queries of the real tokens and keys and values of every window slot, from the projected
+    tokens qkv (B, L + 1, 3, H, D) (row L: the pad token): q (B, L, H, D), k and v (B, M, H, D)
+    with ``k[:, j] = qkv[:, slots[j], 1]``. ``slots`` holds each real token exactly once
+    (``token_slot[t]``: its slot) and the pad row any number of times, so the backward gathers
+    the real rows' gradients and sums the pad row's, straight into one uninitialized tensor."""
     if not _ENABLED:
-        return qkv[:, : qkv.shape[1] - 1, 0], qkv[:, slots, 1:]
-    return _SplitQKV.apply(qkv, slots)
+        return qkv[:, : qkv.shape[1] - 1, 0], qkv[:, slots, 1], qkv[:, slots, 2]
+    return _SplitQKV.apply(qkv, slots, token_slot)
 
 
 def gather_rows(x: Tensor, index: Tensor, inverse: Tensor | None = None) -> Tensor:

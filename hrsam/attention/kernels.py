@@ -35,7 +35,7 @@ from torch import Tensor
 
 from hrsam.attention.gather import gather_rows, scatter_backward_enabled
 from hrsam.attention.windows import WindowPlan, window_plan
-from hrsam.probe import device_reasons, import_reason, probe_call
+from hrsam.probe import device_reasons, support_reasons
 from hrsam.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -75,18 +75,13 @@ class Kernel:
     ) -> list[str]:
         """Reasons this kernel cannot run on ``device`` in ``dtype`` (with a backward pass when
         ``backward``); empty when a tiny real call of it ran there (cached per process)."""
-        reasons = self.static_reasons(device, dtype, backward)
-        if self.module is not None:
-            missing = import_reason(self.module, self.package or self.name)
-            if missing:
-                reasons.append(missing)
-        if reasons:
-            return reasons
-        key = ("kernel", self.name, str(torch.device(device)), dtype, bool(backward))
-        failed = probe_call(
-            key, self.package or f"kernel {self.name}", lambda: self.probe(device, dtype, backward)
+        return support_reasons(
+            self.static_reasons(device, dtype, backward),
+            self.module,
+            self.package or (self.name if self.module else f"kernel {self.name}"),
+            ("kernel", self.name, str(torch.device(device)), dtype, bool(backward)),
+            lambda: self.probe(device, dtype, backward),
         )
-        return [failed] if failed else []
 
     def static_reasons(self, device, dtype, backward: bool = False) -> list[str]:
         """What rules out this device or dtype before anything is imported or called."""

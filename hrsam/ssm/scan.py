@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hrsam.probe import device_reasons, import_reason, probe_call
+from hrsam.probe import device_reasons, support_reasons
 from hrsam.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -56,18 +56,13 @@ class ScanBackend:
     def support(self, device: torch.device | str, backward: bool = False) -> list[str]:
         """Why this backend cannot run on ``device`` (with a backward pass when ``backward``);
         empty when a tiny real scan ran there (cached per process)."""
-        reasons = self.static_reasons(device, backward)
-        if self.module is not None:
-            missing = import_reason(self.module, self.package or self.name)
-            if missing:
-                reasons.append(missing)
-        if reasons:
-            return reasons
-        key = ("scan", self.name, str(torch.device(device)), bool(backward))
-        failed = probe_call(
-            key, self.package or f"scan {self.name}", lambda: self.probe(device, backward)
+        return support_reasons(
+            self.static_reasons(device, backward),
+            self.module,
+            self.package or (self.name if self.module else f"scan {self.name}"),
+            ("scan", self.name, str(torch.device(device)), bool(backward)),
+            lambda: self.probe(device, backward),
         )
-        return [failed] if failed else []
 
     def static_reasons(self, device, backward: bool = False) -> list[str]:
         """What rules out this device before anything is imported or called."""
