@@ -170,6 +170,9 @@ def test_paper_profile_evaluates_given_checkpoints(tmp_path):
     )
     assert len(s.trials) == 3 * 2 * 3
     assert all(t.train_key is None for t in s.trials)
+    # the embedded default's `set:` (window 4 for the tiny models) stays out: the official
+    # checkpoints run at their own window
+    assert {t.config["model"]["window_size"] for t in s.trials} == {None}
     hrsam = [t for t in s.trials if t.config["model"]["preset"] == "hrsam_vit_b"]
     assert {t.config["model"]["checkpoint"] for t in hrsam} == {str(ckpt)}
     assert {t.config["data"]["root"] for t in s.trials} == {
@@ -544,5 +547,9 @@ def test_paper_main_trains_once_per_model_at_one_ts_and_evaluates_at_1x_2x_4x():
     presets = {t.config["model"]["preset"] for t in sweep.trials}
     assert presets == {"sam_tiny", "hrsam_tiny", "hrsampp_tiny"}
     assert len({t.train_key for t in sweep.trials}) == 3  # one training per model
+    # the paper's window-to-grid ratio at the training ts (16 of 64 tokens): window 4 of 16
+    assert {t.config["model"]["window_size"] for t in sweep.trials} == {4}
+    # every model's base trains at the same ts as its finetune
+    assert {C.base_config(t.config)[1].ts for t in sweep.trials} == {256}
     cli = C.expand(*C.compose({"grid": "paper_main", "train.ts": "128"}))
     assert {t.config["train"]["ts"] for t in cli.trials} == {128}

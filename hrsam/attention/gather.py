@@ -7,9 +7,10 @@ and ``inverse`` are permutations of each other. `gather_rows` uses that: its bac
 ``index_add_`` into zeros, or with ``inverse`` given a plain gather. Used by the KV-only padded
 pattern (`shifted_kv`) whenever gradients are needed; inference keeps the plain indexing.
 
-`split_qkv` does the same for the first split of the projected tokens into queries and
-window keys/values, using that every real token fills exactly one slot. `generic_index_backward` switches back to plain indexing (the code before
-this module) so that a benchmark can time both in one run.
+`split_qkv` does the same for the first split of the projected tokens into queries and window
+keys/values, using that every real token fills exactly one slot: its backward gathers, and only
+the pad row sums. `generic_index_backward` switches back to plain indexing (the code before this
+module) so that a benchmark can time both in one run.
 """
 
 from __future__ import annotations
