@@ -512,6 +512,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--window-size {args.window_size}: must be >= 1")
     if args.reps < 1:
         p.error(f"--reps {args.reps}: must be >= 1")
+    if args.pair_rounds < 0:
+        p.error(f"--pair-rounds {args.pair_rounds}: must be >= 0 (0: no paired rounds)")
     try:
         args.device = torch.device(args.device)
     except RuntimeError:

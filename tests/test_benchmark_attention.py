@@ -19,6 +19,7 @@ from benchmarks.attention import BenchCase, BenchResult, main, parse_args, summa
         (["--kernels", "cuda_fast"], "invalid choice: 'cuda_fast'"),
         (["--grids", "0"], "--grids 0: a grid side must be >= 1 token"),
         (["--window-size", "0"], "--window-size 0: must be >= 1"),
+        (["--pair-rounds", "-1"], "--pair-rounds -1: must be >= 0"),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_value(argv, message, capsys):
