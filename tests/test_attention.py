@@ -310,7 +310,8 @@ def test_split_qkv_backward_equals_indexing(used):
     torch.manual_seed(0)
     x = torch.randn(2, n + 1, 3, 3, 4)
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
-    fast = split_qkv(a, plan.slots, plan.token_slot)
+    assert torch.equal(plan.pad_slots, (plan.slots == n).nonzero().squeeze(1))
+    fast = split_qkv(a, plan)
     plain = (b[:, :n, 0], b[:, plan.slots, 1], b[:, plan.slots, 2])
     for f, p in zip(fast, plain, strict=True):
         assert torch.equal(f, p)

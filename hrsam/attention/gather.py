@@ -42,9 +42,9 @@ class _GatherRows(torch.autograd.Function):
 
 class _SplitQKV(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, qkv: Tensor, slots: Tensor, token_slot: Tensor):
+    def forward(ctx, qkv: Tensor, slots: Tensor, token_slot: Tensor, pad_slots: Tensor):
         ctx.shape = qkv.shape
-        ctx.save_for_backward(slots, token_slot)
+        ctx.save_for_backward(token_slot, pad_slots)
         q = qkv[:, : qkv.shape[1] - 1, 0].contiguous()
         # k and v apart: one (B, M, 2, H, D) buffer is twice the size, and above glibc's 32 MB
         # mmap threshold a fresh buffer page-faults on every call
@@ -52,9 +52,8 @@ class _SplitQKV(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_q: Tensor, grad_k: Tensor, grad_v: Tensor):
-        slots, token_slot = ctx.saved_tensors
+        token_slot, pad = ctx.saved_tensors
         length = ctx.shape[1] - 1
-        pad = (slots == length).nonzero().squeeze(1)
         # Every real token sits in exactly one slot: its k/v gradient is a gather, not an
         # accumulation; only the pad row sums over its slots. No zero fill, no index_add_.
         ref = next(g for g in (grad_q, grad_k, grad_v) if g is not None)
@@ -67,18 +66,21 @@ class _SplitQKV(torch.autograd.Function):
                 continue
             out[:, :length, i] = g.index_select(1, token_slot)
             out[:, length, i] = g.index_select(1, pad).sum(1) if len(pad) else 0
-        return out, None, None
+        return out, None, None, None
 
 
-def split_qkv(qkv: Tensor, slots: Tensor, token_slot: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Queries of the real tokens and keys and values of every window slot, from the projected
-    tokens qkv (B, L + 1, 3, H, D) (row L: the pad token): q (B, L, H, D), k and v (B, M, H, D)
-    with ``k[:, j] = qkv[:, slots[j], 1]``. ``slots`` holds each real token exactly once
-    (``token_slot[t]``: its slot) and the pad row any number of times, so the backward gathers
-    the real rows' gradients and sums the pad row's, straight into one uninitialized tensor."""
+def split_qkv(qkv: Tensor, plan) -> tuple[Tensor, Tensor, Tensor]:
+    """Queries of the real tokens and keys and values of every window slot of ``plan`` (a
+    `hrsam.attention.windows.WindowPlan`), from the projected tokens qkv (B, L + 1, 3, H, D)
+    (row L: the pad token): q (B, L, H, D), k and v (B, M, H, D) with
+    ``k[:, j] = qkv[:, plan.slots[j], 1]``. The slots hold each real token exactly once
+    (``plan.token_slot``) and the pad row at ``plan.pad_slots``, so the backward gathers the real
+    rows' gradients and sums the pad row's, straight into one uninitialized tensor, with no
+    host sync."""
+    slots = plan.slots
     if not _ENABLED:
         return qkv[:, : qkv.shape[1] - 1, 0], qkv[:, slots, 1], qkv[:, slots, 2]
-    return _SplitQKV.apply(qkv, slots, token_slot)
+    return _SplitQKV.apply(qkv, slots, plan.token_slot, plan.pad_slots)
 
 
 def gather_rows(x: Tensor, index: Tensor, inverse: Tensor | None = None) -> Tensor:

@@ -27,7 +27,7 @@ class ShiftedKVAttention(Pattern):
         plan = window_plan(grids, self.window_size, self.shifted, qkv.device, self.shift_rule)
         s = self.window_size**2
         if needs_grad(qkv):  # gathers with their own backward (hrsam.attention.gather)
-            q, k, v = split_qkv(qkv, plan.slots, plan.token_slot)
+            q, k, v = split_qkv(qkv, plan)
         else:
             q = qkv[:, : lp1 - 1, 0]  # (B, L, H, D) raster order
             k, v = qkv[:, plan.slots, 1:].unbind(2)  # (B, nW * S, H, D)

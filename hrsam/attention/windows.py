@@ -91,6 +91,7 @@ class WindowPlan:
         slot_positions: (n, 2) padded-grid (row, col) of every slot.
         token_positions: (L, 2) padded-grid (row, col) of every real token, raster order.
         token_slot: (L,) slot of every real token (gathers slot outputs back to raster order).
+        pad_slots: (n - L,) the slots that hold the pad token, ascending.
         q_tokens: (L,) real tokens in window order (the packed queries of KV-only padding).
         q_positions: (L, 2) padded-grid (row, col) of the packed queries (``q_tokens`` order).
         q_lengths: (num_windows,) real tokens per window (never 0).
@@ -112,6 +113,7 @@ class WindowPlan:
     slot_positions: Tensor
     token_positions: Tensor
     token_slot: Tensor
+    pad_slots: Tensor
     q_tokens: Tensor
     q_positions: Tensor
     q_lengths: Tensor
@@ -184,6 +186,7 @@ def _window_plan(
         slot_positions=slot_pos.to(device),
         token_positions=slot_pos[token_slot].to(device),
         token_slot=token_slot.to(device),
+        pad_slots=(~real).nonzero().squeeze(1).to(device),
         q_tokens=q_tokens.to(device),
         q_positions=slot_pos[real_slots].to(device),
         q_lengths=q_lengths.to(device),
