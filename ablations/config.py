@@ -456,8 +456,11 @@ def base_config(cfg: dict) -> tuple[str, TrainConfig] | None:
     tc = dataclasses.replace(
         tc, steps=steps, lr=t.get("base_lr") or tc.lr, ts=t.get("base_ts") or tc.ts
     )
-    data = {k: v for k, v in cfg["data"].items() if k not in ("limit", "roots")}
-    spec = {"preset": cfg["model"]["preset"], "train": dataclasses.asdict(tc), "data": data}
+    spec = {
+        "preset": cfg["model"]["preset"],
+        "train": dataclasses.asdict(tc),
+        "data": _data_key(cfg),
+    }
     return short_hash(spec), tc
 
 
@@ -483,9 +486,14 @@ def training_key(cfg: dict) -> str:
     the same function), so e.g. every kernel of one attention pattern shares one training."""
     m = {k: v for k, v in cfg["model"].items() if k not in (*COMPUTE_KEYS, "checkpoint")}
     m["scan_on"] = cfg["model"]["scan"] != "none"
-    data = {k: v for k, v in cfg["data"].items() if k not in ("limit", "roots")}
     train = _hash_view({"train": cfg["train"]})["train"]
-    return short_hash({"model": m, "train": train, "data": data, "seed": cfg["seed"]})
+    return short_hash({"model": m, "train": train, "data": _data_key(cfg), "seed": cfg["seed"]})
+
+
+def _data_key(cfg: dict) -> dict:
+    """The data keys that change trained weights (not ``limit``, an evaluation subset, nor
+    ``roots``, where the files live)."""
+    return {k: v for k, v in cfg["data"].items() if k not in ("limit", "roots")}
 
 
 # Keys added after sweeps were recorded, with the value every earlier trial ran with: left out

@@ -72,6 +72,13 @@ class RunTrial(submitit.helpers.Checkpointable):
         return run_trial(job)
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file and a rename: readers never see half."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 @contextlib.contextmanager
 def file_lock(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,9 +100,7 @@ class _Progress:
         now = time.monotonic()
         if force or now - self.last > 1.0:
             self.last = now
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(text)
-            tmp.replace(self.path)
+            _write_atomic(self.path, text)
             log.info(text)
 
 
@@ -512,9 +517,7 @@ def train_base(job: TrialJob, device, dataset, progress: _Progress) -> tuple[Pat
             info = {"base_key": key, "base_train_s": time.perf_counter() - start}
             info["base_steps"] = tc.steps
             save_checkpoint(model.cpu(), ckpt, training=asdict(tc))
-            tmp = info_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(info))
-            tmp.replace(info_path)
+            _write_atomic(info_path, json.dumps(info))
         else:
             progress(f"reusing base training {key}", force=True)
         return ckpt, json.loads(info_path.read_text())
@@ -564,7 +567,5 @@ def train_cached(job: TrialJob, device, progress: _Progress, series=None) -> tup
         )
         info = {"train_s": time.perf_counter() - start, "train_loss": state.losses[-1], **base}
         save_checkpoint(model.cpu(), ckpt, training=asdict(tc), base=base.get("base_key"))
-        tmp = info_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info))
-        tmp.replace(info_path)
+        _write_atomic(info_path, json.dumps(info))
         return ckpt, info

@@ -51,6 +51,7 @@ from hrsam.attention import Rope2d, get_attention, get_kernel, list_attention, l
 from hrsam.attention import variant_support as _support
 from hrsam.attention.gather import generic_index_backward
 from hrsam.attention.windows import window_plan
+from reports import stats
 
 HEADS, HEAD_DIM = 12, 64
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -398,7 +399,7 @@ def paired_training(
     """``swin`` against ``shifted_kv`` fwd+bwd with ``kernel``, interleaved: each round times one
     of each (order alternating, ABBA), so drift of a shared machine hits both alike. Returns the
     per-round ratios swin / shifted_kv, their geometric mean and its 95% percentile bootstrap
-    interval (2000 resamples of the rounds, seed 0)."""
+    interval (`reports.stats.bootstrap`: 2000 resamples of the rounds, fixed seed)."""
     cases = {
         p: BenchCase(p, kernel, grid, dtype, window, True, rope) for p in ("swin", "shifted_kv")
     }
@@ -419,18 +420,16 @@ def paired_training(
     for i in range(rounds):
         for p in ("swin", "shifted_kv") if i % 2 == 0 else ("shifted_kv", "swin"):
             times[p].append(once(p))
-    ratios = np.array(times["swin"]) / np.array(times["shifted_kv"])
-    logs = np.log(ratios)
-    idx = np.random.default_rng(0).integers(0, len(logs), (2000, len(logs)))
-    lo, hi = np.exp(np.percentile(logs[idx].mean(1), [2.5, 97.5]))
+    # the reports' bootstrap, over rounds instead of objects, on the log ratios
+    ci = stats.bootstrap(np.log(np.array(times["swin"]) / np.array(times["shifted_kv"])))
     return {
         "grid": grid,
         "kernel": kernel,
         "swin_ms": 1e3 * float(np.median(times["swin"])),
         "kv_ms": 1e3 * float(np.median(times["shifted_kv"])),
-        "ratio": float(np.exp(logs.mean())),
-        "lo": float(lo),
-        "hi": float(hi),
+        "ratio": float(np.exp(ci.mean)),
+        "lo": float(np.exp(ci.lo)),
+        "hi": float(np.exp(ci.hi)),
         "rounds": rounds,
     }
 

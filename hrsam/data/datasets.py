@@ -49,10 +49,17 @@ class DataConfig:
     def build(self, split: str = "val", progress=None):
         """The dataset's ``split`` (synthetic: train or val; real datasets are val sets)."""
         if self.name == "synthetic":
-            kwargs = {"split": split, "size": self.size, "n_train": self.n_train}
-            kwargs.update(n_val=self.n_val, progress=progress, stroke=self.stroke)
-            kwargs.update(contrast=self.contrast)
-            dataset = build_dataset(self.name, self.root, **kwargs)
+            dataset = build_dataset(
+                self.name,
+                self.root,
+                split=split,
+                size=self.size,
+                n_train=self.n_train,
+                n_val=self.n_val,
+                progress=progress,
+                stroke=self.stroke,
+                contrast=self.contrast,
+            )
         else:
             dataset = build_dataset(self.name, self.root)
         if self.limit:
