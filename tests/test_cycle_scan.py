@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -128,27 +130,69 @@ def test_bad_arguments():
         CycleScan(8, state_dim=2)(torch.randn(1, 7, 8), lengths=[3, 3])
 
 
-@pytest.mark.parametrize("dim", [12, 40])  # 40: two channel tiles of 16 and a partial one
+@pytest.mark.parametrize(
+    "dim,n,r", [(12, 8, 3), (40, 8, 2), (20, 16, 1)]
+)  # 40: two 16-channel tiles and a partial one; N = 16: one partial 32-channel tile
 @pytest.mark.parametrize("lengths", [None, [16, 9, 4]])
-def test_fused_cpu_inference_matches_the_explicit_scan(monkeypatch, dim, lengths):
-    """Under no_grad the cpu scan runs the whole mix (bias, softplus, R repeats, gamma) as one
-    kernel on token-major rows; it equals the explicitly repeated `ref` scan."""
+def test_fused_cpu_cycle_scan_matches_the_explicit_scan(monkeypatch, dim, n, r, lengths):
+    """With the cpu scan the whole mix (bias, softplus, R repeats, gamma) runs as one kernel on
+    token-major rows, and with gradients its backward is one kernel too. Outputs and every
+    gradient equal the explicitly repeated `ref` scan of a float64 copy of the module; a chunk
+    boundary falls inside the sequence (R * 29 > 64 steps)."""
     from hrsam.ssm import cycle_scan
 
     calls = []
-    fused = cycle_scan.cycle_scan_inference
-    monkeypatch.setattr(cycle_scan, "cycle_scan_inference", lambda *a: calls.append(1) or fused(*a))
-    m = _module(dim=dim, n=8, scan="cpu")
+    fused = cycle_scan.fused_cycle_scan
+    monkeypatch.setattr(cycle_scan, "fused_cycle_scan", lambda *a: calls.append(1) or fused(*a))
+    m = _module(dim=dim, n=n, r=r, scan="cpu")
     with torch.no_grad():
         m.ssm_proj.bias.normal_(0, 3.0)  # step sizes both sides of softplus's threshold 20
         m.ssm_proj.bias[:3] = 25.0
-        x = torch.randn(2, 29, dim)
+    ref = copy.deepcopy(m).double()
+    ref.scan = "ref"
+    x = torch.randn(2, 29, dim)
+    parts = x.split(lengths, 1) if lengths else [x]
+    with torch.no_grad():
         got = m(x, lengths=lengths)
-        parts = x.split(lengths, 1) if lengths else [x]
-        expected = torch.cat([_explicit(m, p) for p in parts], 1)
+        expected = torch.cat([_explicit(ref, p.double()) for p in parts], 1)
     assert calls, "the fused kernel did not run"
     assert (got - expected).abs().max().item() <= 2e-5
-    with torch.enable_grad():  # with gradients the module takes the autograd path
-        calls.clear()
-        m(x.requires_grad_(True))
-        assert not calls
+
+    calls.clear()
+    xf, xr = x.clone().requires_grad_(True), x.double().requires_grad_(True)
+    w = torch.randn(x.shape)
+    (m(xf, lengths=lengths) * w).sum().backward()
+    (torch.cat([_explicit(ref, p) for p in xr.split(lengths or [29], 1)], 1) * w).sum().backward()
+    assert calls, "the fused kernel did not run with gradients"
+    grads = [("x", xf.grad, xr.grad)] + [
+        (name, pf.grad, pr.grad)
+        for (name, pf), (_, pr) in zip(m.named_parameters(), ref.named_parameters(), strict=True)
+    ]
+    for name, gf, gr in grads:
+        assert (gf - gr).abs().max().item() <= 2e-5 * max(1.0, gr.abs().max().item()), name
+
+
+def test_fused_backward_is_run_to_run_identical_and_can_be_switched_off(monkeypatch):
+    """The fused backward's sums over channels are per thread with a fixed assignment, so two
+    backward passes give bit-identical gradients; `unfused_cycle_scan` restores the repeated
+    generic scan (the comparison path of benchmarks.train_step), which agrees to 1e-5."""
+    from hrsam.ssm import cycle_scan
+
+    m = _module(dim=40, n=8, scan="cpu")
+    x = torch.randn(2, 70, 40)
+
+    def grads():
+        m.zero_grad(set_to_none=True)
+        m(x).square().sum().backward()
+        return [p.grad.clone() for p in m.parameters()]
+
+    first, second = grads(), grads()
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    calls = []
+    fused = cycle_scan.fused_cycle_scan
+    monkeypatch.setattr(cycle_scan, "fused_cycle_scan", lambda *a: calls.append(1) or fused(*a))
+    with cycle_scan.unfused_cycle_scan():
+        unfused = grads()
+    assert not calls
+    for a, b in zip(first, unfused, strict=True):
+        assert (a - b).abs().max().item() <= 1e-5 * max(1.0, b.abs().max().item())

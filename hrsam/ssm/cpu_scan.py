@@ -18,6 +18,12 @@ backwards in time::
     ddt_t = sum_n g_t (h_{t-1} a_t A + u_t B_t)   dA = sum_t g_t h_{t-1} a_t dt_t
 
 Bias and softplus of delta are applied in PyTorch before the kernel, so autograd handles them.
+
+`fused_cycle_scan` runs a whole `CycleScan` mix (bias, softplus, R repeats with the state
+carried across them, gamma mix) as one kernel on the token-major projections, and with
+gradients its backward as one more (`CycleScanFn`), so the R-fold copies of u, dt, B and C and
+their gradients never exist. Its tiles put channels in the vector lanes, which suits the small
+state sizes of the presets (N = 8 tiny, 32 ViT-B) better than a loop over states.
 """
 
 from __future__ import annotations
@@ -101,10 +107,10 @@ def library() -> ctypes.CDLL:
     lib.hrsam_scan_bwd.argtypes = [i32] * 6 + [ptr] * 14
     lib.hrsam_scan_fwd.restype = lib.hrsam_scan_bwd.restype = None
     i64 = ctypes.c_long
-    lib.hrsam_cycle_scan_infer.argtypes = (
-        [i32] * 6 + [ptr, i64, ptr, i64, ptr, ptr, i64] + [ptr] * 5
-    )
-    lib.hrsam_cycle_scan_infer.restype = None
+    rows = [ptr, i64, ptr, i64, ptr, ptr, i64]  # u, su, dt, sdt, Bm, Cm, sbc
+    lib.hrsam_cycle_scan_fwd.argtypes = [i32] * 8 + rows + [ptr] * 7
+    lib.hrsam_cycle_scan_bwd.argtypes = [i32] * 8 + rows + [ptr] * 9 + [i64] + [ptr] * 5
+    lib.hrsam_cycle_scan_fwd.restype = lib.hrsam_cycle_scan_bwd.restype = None
     return lib
 
 
@@ -204,7 +210,79 @@ class CpuScanFn(torch.autograd.Function):
         return du, ddl, dA_part.sum(0), dB, dC, dD
 
 
-def cycle_scan_inference(
+def _cycle_inputs(u, proj, A, D, delta_bias, gamma):  # noqa: N803
+    """Checks shapes; float32 operands laid out as the kernels read them."""
+    b, length, c = u.shape
+    n = A.shape[1]
+    if n > max_state():
+        raise ValueError(f"state size N={n} exceeds the CPU scan's maximum {max_state()}")
+    if proj.shape != (b, length, c + 2 * n):
+        expected = (b, length, c + 2 * n)
+        raise ValueError(f"proj has shape {tuple(proj.shape)}, expected {expected}")
+    u, proj = u.detach().float(), proj.detach().float().contiguous()
+    if u.stride(-1) != 1 or (b > 1 and u.stride(0) != length * u.stride(1)):
+        u = u.contiguous()  # the kernels walk rows of one stride across the batch
+    gamma = _c(gamma.reshape(c, -1))
+    D = _c(D) if D is not None else u.new_zeros(c)
+    return u, proj, _c(A), D, _c(delta_bias), gamma
+
+
+def lanes(n: int) -> int:
+    """Channels per tile of the cycle-scan kernels (the vector loops' width): 32 for N >= 16
+    states, else 16 (measured on the tiny and ViT-B shapes; see ``hrsam_cycle_scan_fwd``)."""
+    return 32 if n >= 16 else 16
+
+
+def _rows(u: torch.Tensor, proj: torch.Tensor, n: int) -> list:
+    """The kernels' (u, su, dt, sdt, Bm, Cm, sbc) arguments: row pointers and row strides."""
+    c, row = u.shape[2], proj.stride(1)
+    return [_p(u), u.stride(1), _p(proj), row, _p(proj[..., c:]), _p(proj[..., c + n :]), row]
+
+
+class CycleScanFn(torch.autograd.Function):
+    """The cycle-scan mix with gradients: forward and backward each one kernel call; see
+    `fused_cycle_scan`. The forward keeps the step sizes and the state every `CHUNK` steps of
+    the R-fold sequence; the backward recomputes each chunk's states from them."""
+
+    @staticmethod
+    def forward(ctx, u, proj, A, D, delta_bias, gamma):  # noqa: N803
+        has_d, gamma_shape = D is not None, gamma.shape
+        u, proj, A, D, bias, gamma = _cycle_inputs(u, proj, A, D, delta_bias, gamma)
+        (b, length, c), n, r = u.shape, A.shape[1], gamma.shape[1]
+        out = u.new_empty(b, length, c)
+        delta = u.new_empty(b, length, c)
+        w = lanes(n)
+        ckpt = u.new_empty(b, math.ceil(r * length / CHUNK), -(-c // w), n, w)
+        library().hrsam_cycle_scan_fwd(
+            b, c, length, n, r, CHUNK, torch.get_num_threads(), lanes(n), *_rows(u, proj, n),
+            _p(A), _p(D), _p(bias), _p(gamma), _p(out), _p(delta), _p(ckpt),
+        )  # fmt: skip
+        ctx.save_for_backward(u, proj, A, D, bias, gamma, delta, ckpt)
+        ctx.has_d, ctx.gamma_shape = has_d, gamma_shape
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        u, proj, A, D, bias, gamma, delta, ckpt = ctx.saved_tensors
+        (b, length, c), n, r = u.shape, A.shape[1], gamma.shape[1]
+        threads = torch.get_num_threads()
+        dout = _c(dout)
+        du = torch.zeros_like(u, memory_format=torch.contiguous_format)
+        dproj = proj.new_zeros(b, length, c + 2 * n)
+        dA, dgamma = A.new_empty(b, c, n), A.new_empty(b, c, r)
+        dD, dbias = A.new_empty(b, c), A.new_empty(b, c)
+        dbc = u.new_zeros(threads, b, length, 2 * n)
+        library().hrsam_cycle_scan_bwd(
+            b, c, length, n, r, CHUNK, threads, lanes(n), *_rows(u, proj, n),
+            _p(A), _p(D), _p(bias), _p(gamma), _p(delta), _p(ckpt), _p(dout), _p(du),
+            _p(dproj), dproj.stride(1), _p(dA), _p(dD), _p(dbias), _p(dgamma), _p(dbc),
+        )  # fmt: skip
+        dproj[..., c:] = dbc.sum(0)
+        dD = dD.sum(0) if ctx.has_d else None
+        return du, dproj, dA.sum(0), dD, dbias.sum(0), dgamma.sum(0).view(ctx.gamma_shape)
+
+
+def fused_cycle_scan(
     u: torch.Tensor,
     proj: torch.Tensor,
     A: torch.Tensor,  # noqa: N803
@@ -212,7 +290,7 @@ def cycle_scan_inference(
     delta_bias: torch.Tensor,
     gamma: torch.Tensor,
 ) -> torch.Tensor:
-    """The cycle-scan mix in one kernel call, for inference (no gradients).
+    """The cycle-scan mix in one kernel call (and, with gradients, one for the backward).
 
     Args:
         u: (B, L, C) gated tokens (any row stride, unit channel stride).
@@ -224,40 +302,20 @@ def cycle_scan_inference(
 
     Returns:
         (B, L, C): ``sum_r gamma_r * scan_r`` with the sequence traversed R times in one scan.
+        Nothing of the R-fold sequence is materialized: no repeated copies of u, dt, B, C in the
+        forward, none of their gradients in the backward.
     """
-    b, length, c = u.shape
-    n = A.shape[1]
-    if n > max_state():
-        raise ValueError(f"state size N={n} exceeds the CPU scan's maximum {max_state()}")
-    if proj.shape != (b, length, c + 2 * n):
-        expected = (b, length, c + 2 * n)
-        raise ValueError(f"proj has shape {tuple(proj.shape)}, expected {expected}")
-    u, proj = u.float(), proj.float().contiguous()
-    if u.stride(-1) != 1 or (b > 1 and u.stride(0) != length * u.stride(1)):
-        u = u.contiguous()  # the kernel walks rows of one stride across the batch
-    gamma = _c(gamma.reshape(c, -1))
-    A, bias = _c(A), _c(delta_bias)
-    D = _c(D) if D is not None else u.new_zeros(c)
+    if torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, proj, A, D, delta_bias, gamma)
+    ):
+        return CycleScanFn.apply(u, proj, A, D, delta_bias, gamma)
+    u, proj, A, D, bias, gamma = _cycle_inputs(u, proj, A, D, delta_bias, gamma)
+    (b, length, c), n = u.shape, A.shape[1]
     out = u.new_empty(b, length, c)
-    row = proj.stride(1)
-    library().hrsam_cycle_scan_infer(
-        b,
-        c,
-        length,
-        n,
-        gamma.shape[1],
-        torch.get_num_threads(),
-        _p(u),
-        u.stride(1),
-        _p(proj),
-        row,
-        _p(proj[..., c:]),
-        _p(proj[..., c + n :]),
-        row,
-        _p(A),
-        _p(D),
-        _p(bias),
-        _p(gamma),
-        _p(out),
-    )
+    null = ctypes.c_void_p(None)
+    library().hrsam_cycle_scan_fwd(
+        b, c, length, n, gamma.shape[1], CHUNK, torch.get_num_threads(), lanes(n),
+        *_rows(u, proj, n),
+        _p(A), _p(D), _p(bias), _p(gamma), _p(out), null, null,
+    )  # fmt: skip
     return out

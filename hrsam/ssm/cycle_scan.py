@@ -20,14 +20,30 @@ scan).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from hrsam.ssm.cpu_scan import cycle_scan_inference
+from hrsam.ssm.cpu_scan import fused_cycle_scan
 from hrsam.ssm.scan import default_scan, get_scan, selective_scan
+
+_UNFUSED = False
+
+
+@contextlib.contextmanager
+def unfused_cycle_scan() -> Iterator[None]:
+    """Within the block, `CycleScan` with the ``cpu`` scan repeats u, dt, B and C R times and
+    runs the generic selective scan on them (the path before the fused kernel), for same-run
+    comparisons (``python -m benchmarks.train_step``)."""
+    global _UNFUSED
+    before, _UNFUSED = _UNFUSED, True
+    try:
+        yield
+    finally:
+        _UNFUSED = before
 
 
 class CycleScan(nn.Module):
@@ -98,9 +114,9 @@ class CycleScan(nn.Module):
         b, length, c = x.shape
         r, n = self.cycle_repeats, self.state_dim
         proj = self.ssm_proj(x)
-        if self._fused_inference(x):
+        if self._fused(x):
             A = -torch.exp(self.As_log.float())
-            return cycle_scan_inference(x, proj, A, self.Ds, self.ssm_proj_bias, self.gamma)
+            return fused_cycle_scan(x, proj, A, self.Ds, self.ssm_proj_bias, self.gamma)
         dt, bm, cm = proj.split([c, n, n], -1)
         u = x.transpose(1, 2).repeat(1, 1, r)  # (B, C, R * L): the sequence R times
         delta = dt.transpose(1, 2).repeat(1, 1, r)
@@ -120,10 +136,11 @@ class CycleScan(nn.Module):
         y = (y.view(b, c, r, length) * self.gamma).sum(2)  # per-channel mix of all cycles
         return y.transpose(1, 2)
 
-    def _fused_inference(self, x: Tensor) -> bool:
-        """Whether `mix` runs as one CPU kernel call: inference (no gradients) in float32 on
-        CPU with the ``cpu`` scan (chosen or picked by ``auto``)."""
-        if torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32:
+    def _fused(self, x: Tensor) -> bool:
+        """Whether `mix` runs as one CPU kernel call (and one for its backward): float32 on CPU
+        with the ``cpu`` scan (chosen or picked by ``auto``), unless `unfused_cycle_scan` is
+        active."""
+        if _UNFUSED or x.device.type != "cpu" or x.dtype != torch.float32:
             return False
         return (default_scan(x.device) if self.scan == "auto" else self.scan) == "cpu"
 
