@@ -7,6 +7,7 @@ import csv
 import os
 import platform
 
+import numpy as np
 import torch
 
 from hrsam.profiling import PeakMemory, Timing, sync, time_fn
@@ -18,6 +19,7 @@ __all__ = [
     "matmul_gflops",
     "memory_budget_bytes",
     "peak_memory_kind",
+    "ratio_interval",
     "sync",
     "time_fn",
     "write_csv",
@@ -70,3 +72,13 @@ def write_csv(path, fieldnames: list[str], rows: list[dict]) -> None:
         w.writeheader()
         w.writerows(rows)
     tmp.replace(path)
+
+
+def ratio_interval(before, after) -> tuple[float, float, float]:
+    """Paired timings (one pair per round or step) -> the geometric mean of the ratios
+    before / after and its 95% percentile bootstrap interval (`reports.stats.bootstrap` over the
+    pairs, on the log ratios, fixed seed)."""
+    from reports import stats
+
+    ci = stats.bootstrap(np.log(np.asarray(before, float) / np.asarray(after, float)))
+    return float(np.exp(ci.mean)), float(np.exp(ci.lo)), float(np.exp(ci.hi))

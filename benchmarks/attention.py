@@ -42,6 +42,7 @@ from benchmarks._timing import (
     matmul_gflops,
     memory_budget_bytes,
     peak_memory_kind,
+    ratio_interval,
     sync,
     time_fn,
     write_csv,
@@ -51,7 +52,6 @@ from hrsam.attention import Rope2d, get_attention, get_kernel, list_attention, l
 from hrsam.attention import variant_support as _support
 from hrsam.attention.gather import generic_index_backward
 from hrsam.attention.windows import window_plan
-from reports import stats
 
 HEADS, HEAD_DIM = 12, 64
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -420,16 +420,15 @@ def paired_training(
     for i in range(rounds):
         for p in ("swin", "shifted_kv") if i % 2 == 0 else ("shifted_kv", "swin"):
             times[p].append(once(p))
-    # the reports' bootstrap, over rounds instead of objects, on the log ratios
-    ci = stats.bootstrap(np.log(np.array(times["swin"]) / np.array(times["shifted_kv"])))
+    ratio, lo, hi = ratio_interval(times["swin"], times["shifted_kv"])
     return {
         "grid": grid,
         "kernel": kernel,
         "swin_ms": 1e3 * float(np.median(times["swin"])),
         "kv_ms": 1e3 * float(np.median(times["shifted_kv"])),
-        "ratio": float(np.exp(ci.mean)),
-        "lo": float(np.exp(ci.lo)),
-        "hi": float(np.exp(ci.hi)),
+        "ratio": ratio,
+        "lo": lo,
+        "hi": hi,
         "rounds": rounds,
     }
 

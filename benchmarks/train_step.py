@@ -1,7 +1,7 @@
 """Where a training step of the tiny recipe spends its time, part by part.
 
     python -m benchmarks.train_step                         # hrsam_tiny, ts 512, 30 steps
-    python -m benchmarks.train_step --steps 60 --variants scatter generic
+    python -m benchmarks.train_step --steps 60 --variants default unfused
 
 Runs the interactive step of `hrsam.train.loop.train` (spec B.3) on the ``tiny-synthetic`` recipe
 (``hrsam_tiny`` at ts 512 on the synthetic dataset, lr 1e-3, warm-up 50, gamma 0.8), with a
@@ -13,11 +13,16 @@ step's median and steps/s come from the rest. Step FLOPs are the encoder's (anal
 count x 3 for forward and backward; decoder and clicks left out, so the share is a lower bound),
 compared with a dense matmul measured in the same run.
 
-Variants train the same initial weights on the same samples, one step of each in turn, so the
-comparison is within one run: ``scatter`` (the scatter-add gathers of `hrsam.attention.gather`,
-the default) and ``generic`` (autograd's generic index backward, the path before them). The
-losses of the variants are checked equal before anything is reported, and a test checks that
-the step computes what `hrsam.train.loop.train` computes.
+Variants train the same initial weights on the same samples, one step of each in turn (the
+order rotating from step to step), so the comparison is within one run: ``default`` (the code as
+it is), ``unfused`` (the cycle-scan as R-fold copies of u, dt, B, C through the generic
+selective scan, the path before the fused training kernel of
+`hrsam.ssm.cpu_scan.fused_cycle_scan`) and ``generic`` (autograd's generic index backward for
+the window gathers, the path before `hrsam.attention.gather`). The losses of
+the variants are checked equal before anything is reported, and a test checks that the step
+computes what `hrsam.train.loop.train` computes. Each earlier path is compared with ``default``
+step by step: the geometric mean of the per-step ratios of a part's time, with a 95% bootstrap
+interval over the steps (`reports.stats.bootstrap`, fixed seed).
 """
 
 from __future__ import annotations
@@ -36,20 +41,29 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks._timing import device_name, write_csv
+from benchmarks._timing import device_name, ratio_interval, write_csv
 from benchmarks.attention import render
 from benchmarks.backbone import matmul_gflops
 from hrsam import cli
 from hrsam.attention.gather import generic_index_backward
 from hrsam.models import build_model
 from hrsam.profiling import encoder_flops
+from hrsam.ssm.cycle_scan import unfused_cycle_scan
 from hrsam.train.loop import TrainConfig, _points, is_deterministic, prepare, simulate_clicks
 from hrsam.train.losses import LOSSES
 from hrsam.train.optim import make_optimizer
 
 RESULTS = Path(__file__).parent / "results"
 PARTS = ["data", "enc fwd", "clicks", "dec fwd+loss", "dec bwd", "enc bwd", "optimizer"]
-VARIANTS = {"scatter": contextlib.nullcontext, "generic": generic_index_backward}
+VARIANTS = {
+    "default": contextlib.nullcontext,
+    "unfused": unfused_cycle_scan,
+    "generic": generic_index_backward,
+}
+BEFORE = {  # what each earlier path is, for the paired lines
+    "unfused": "cycle-scan as R-fold copies + generic scan",
+    "generic": "window gathers through autograd's generic index backward",
+}
 # the tiny-synthetic recipe (hrsam.train.__main__.TINY)
 TINY = dict(ts=512, lr=1e-3, warmup=50, gamma=0.8, steps=3000)
 
@@ -61,7 +75,7 @@ class Trainer:
     model: torch.nn.Module
     dataset: object
     cfg: TrainConfig
-    variant: str = "scatter"
+    variant: str = "default"
     step: int = 0
     losses: list[float] = field(default_factory=list)
     parts: list[dict[str, float]] = field(default_factory=list)
@@ -149,12 +163,57 @@ def summarize(trainer: Trainer, warmup: int) -> dict[str, float]:
     return out
 
 
+def paired(trainers: dict[str, Trainer], warmup: int) -> list[dict]:
+    """Each earlier path against ``default``, step by step (same step index, same sample): for the
+    encoder backward and the whole step, the geometric mean of the per-step ratios
+    earlier / default and its 95% bootstrap interval over the steps."""
+    if "default" not in trainers:
+        return []
+
+    def times(tr: Trainer, part: str) -> np.ndarray:
+        parts = tr.parts[warmup:]
+        return np.array([sum(s.values()) if part == "step" else s[part] for s in parts])
+
+    out = []
+    for v, tr in trainers.items():
+        if v == "default":
+            continue
+        for part in ("enc bwd", "step"):
+            before, after = times(tr, part), times(trainers["default"], part)
+            ratio, lo, hi = ratio_interval(before, after)
+            out.append(
+                {
+                    "variant": v,
+                    "part": part,
+                    "before_ms": round(1e3 * float(np.median(before)), 2),
+                    "after_ms": round(1e3 * float(np.median(after)), 2),
+                    "ratio": round(ratio, 3),
+                    "lo": round(lo, 3),
+                    "hi": round(hi, 3),
+                    "steps": len(before),
+                }
+            )
+    return out
+
+
+def paired_lines(pairs: list[dict]) -> list[str]:
+    lines = []
+    for v in dict.fromkeys(r["variant"] for r in pairs):
+        lines.append(f"default against {v} ({BEFORE[v]}), paired by step:")
+        for r in (r for r in pairs if r["variant"] == v):
+            lines.append(
+                f"  {r['part']}: {r['before_ms']:.1f} -> {r['after_ms']:.1f} ms (medians); "
+                f"{r['ratio']:.2f}x [{r['lo']:.2f}, {r['hi']:.2f}] over {r['steps']} steps"
+            )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = cli.ArgumentParser(
         prog="python -m benchmarks.train_step",
         description="Time per part of a tiny-recipe training step (data, encoder, clicks, "
         "decoder, backward, optimizer), steps/s and FLOP share of the matmul rate.",
-        epilog="example:\n  python -m benchmarks.train_step --steps 30 --variants scatter generic",
+        epilog="example:\n  python -m benchmarks.train_step --steps 30 --variants default unfused",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--preset", default="hrsam_tiny")
@@ -184,8 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     flops = step_flops(model.preset, cfg.ts)
+    order = list(trainers.values())
     for i in range(args.steps):  # one step of each variant in turn: same load, same samples
-        for tr in trainers.values():
+        k = i % len(order)  # rotated, so that no variant always runs first (cold caches)
+        for tr in order[k:] + order[:k]:
             tr.run_step()
         print(f"\rstep {i + 1}/{args.steps}", end="", flush=True)
     print()
@@ -218,12 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  {v}: largest part {top} {1e3 * s[top]:.1f} ms = {100 * s[top] / s['step']:.0f}% "
             f"of the step"
         )
-    if "scatter" in stats and "generic" in stats:
-        a, b = stats["generic"], stats["scatter"]
-        lines.append("Scatter-add gathers against the generic index backward (same run):")
-        for part in ("enc bwd", "step"):
-            before, after = 1e3 * a[part], 1e3 * b[part]
-            lines.append(f"  {part}: {before:.1f} -> {after:.1f} ms ({before / after:.2f}x)")
+    pairs = paired(trainers, args.warmup)
+    lines += paired_lines(pairs)
     print()
     print(table)
     print()
@@ -243,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
             for v, s in stats.items()
         ],
     )
+    if pairs:
+        write_csv(out_dir / "train_step_paired.csv", list(pairs[0]), pairs)
     (out_dir / "train_step.md").write_text(
         f"# Training step of the tiny recipe, part by part\n\n- device: {device_name(device)}\n"
         f"- torch: {torch.__version__}\n- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n"
