@@ -116,7 +116,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         options = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
-        unknown = [w for w in message.replace(",", " ").split() if w.startswith("-")]
+        words = message.replace(",", " ").replace(":", " ").split()
+        unknown = [w for w in words if w.startswith("-") and w.split("=")[0] not in options]
         hints = [difflib.get_close_matches(u.split("=")[0], options, n=1) for u in unknown]
         hint = "; ".join(f"did you mean {h[0]!r}?" for h in hints if h)
         print(f"error: {message}" + (f"; {hint}" if hint else ""), file=sys.stderr)

@@ -245,20 +245,19 @@ class CycleScanFn(torch.autograd.Function):
     the R-fold sequence; the backward recomputes each chunk's states from them."""
 
     @staticmethod
-    def forward(ctx, u, proj, A, D, delta_bias, gamma):  # noqa: N803
+    def forward(ctx, u, proj, A, D, delta_bias, gamma, w):  # noqa: N803
         has_d, gamma_shape = D is not None, gamma.shape
         u, proj, A, D, bias, gamma = _cycle_inputs(u, proj, A, D, delta_bias, gamma)
         (b, length, c), n, r = u.shape, A.shape[1], gamma.shape[1]
         out = u.new_empty(b, length, c)
         delta = u.new_empty(b, length, c)
-        w = lanes(n)
         ckpt = u.new_empty(b, math.ceil(r * length / CHUNK), -(-c // w), n, w)
         library().hrsam_cycle_scan_fwd(
-            b, c, length, n, r, CHUNK, torch.get_num_threads(), lanes(n), *_rows(u, proj, n),
+            b, c, length, n, r, CHUNK, torch.get_num_threads(), w, *_rows(u, proj, n),
             _p(A), _p(D), _p(bias), _p(gamma), _p(out), _p(delta), _p(ckpt),
         )  # fmt: skip
         ctx.save_for_backward(u, proj, A, D, bias, gamma, delta, ckpt)
-        ctx.has_d, ctx.gamma_shape = has_d, gamma_shape
+        ctx.has_d, ctx.gamma_shape, ctx.lanes = has_d, gamma_shape, w
         return out
 
     @staticmethod
@@ -273,13 +272,14 @@ class CycleScanFn(torch.autograd.Function):
         dD, dbias = A.new_empty(b, c), A.new_empty(b, c)
         dbc = u.new_zeros(threads, b, length, 2 * n)
         library().hrsam_cycle_scan_bwd(
-            b, c, length, n, r, CHUNK, threads, lanes(n), *_rows(u, proj, n),
+            b, c, length, n, r, CHUNK, threads, ctx.lanes, *_rows(u, proj, n),
             _p(A), _p(D), _p(bias), _p(gamma), _p(delta), _p(ckpt), _p(dout), _p(du),
             _p(dproj), dproj.stride(1), _p(dA), _p(dD), _p(dbias), _p(dgamma), _p(dbc),
         )  # fmt: skip
         dproj[..., c:] = dbc.sum(0)
         dD = dD.sum(0) if ctx.has_d else None
-        return du, dproj, dA.sum(0), dD, dbias.sum(0), dgamma.sum(0).view(ctx.gamma_shape)
+        dgamma = dgamma.sum(0).view(ctx.gamma_shape)
+        return du, dproj, dA.sum(0), dD, dbias.sum(0), dgamma, None
 
 
 def fused_cycle_scan(
@@ -289,6 +289,7 @@ def fused_cycle_scan(
     D: torch.Tensor | None,  # noqa: N803
     delta_bias: torch.Tensor,
     gamma: torch.Tensor,
+    w: int | None = None,
 ) -> torch.Tensor:
     """The cycle-scan mix in one kernel call (and, with gradients, one for the backward).
 
@@ -299,22 +300,26 @@ def fused_cycle_scan(
         D: (C,) skip, or None.
         delta_bias: (C,) added to the step sizes before softplus.
         gamma: (C, R, 1) or (C, R) per-channel weights of the R cycles.
+        w: channels per tile, 16 or 32; None: `lanes` of the state size.
 
     Returns:
         (B, L, C): ``sum_r gamma_r * scan_r`` with the sequence traversed R times in one scan.
         Nothing of the R-fold sequence is materialized: no repeated copies of u, dt, B, C in the
         forward, none of their gradients in the backward.
     """
+    w = lanes(A.shape[1]) if w is None else w
+    if w not in (16, 32):
+        raise ValueError(f"w={w}: the cycle-scan kernels tile 16 or 32 channels")
     if torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (u, proj, A, D, delta_bias, gamma)
     ):
-        return CycleScanFn.apply(u, proj, A, D, delta_bias, gamma)
+        return CycleScanFn.apply(u, proj, A, D, delta_bias, gamma, w)
     u, proj, A, D, bias, gamma = _cycle_inputs(u, proj, A, D, delta_bias, gamma)
     (b, length, c), n = u.shape, A.shape[1]
     out = u.new_empty(b, length, c)
     null = ctypes.c_void_p(None)
     library().hrsam_cycle_scan_fwd(
-        b, c, length, n, gamma.shape[1], CHUNK, torch.get_num_threads(), lanes(n),
+        b, c, length, n, gamma.shape[1], CHUNK, torch.get_num_threads(), w,
         *_rows(u, proj, n),
         _p(A), _p(D), _p(bias), _p(gamma), _p(out), null, null,
     )  # fmt: skip

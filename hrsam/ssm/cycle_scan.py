@@ -111,12 +111,17 @@ class CycleScan(nn.Module):
 
     def mix(self, x: Tensor) -> Tensor:
         """The SSM path on (B, L, C) gated tokens ``x`` and one zero initial state: (B, L, C)."""
-        b, length, c = x.shape
-        r, n = self.cycle_repeats, self.state_dim
         proj = self.ssm_proj(x)
         if self._fused(x):
             A = -torch.exp(self.As_log.float())
             return fused_cycle_scan(x, proj, A, self.Ds, self.ssm_proj_bias, self.gamma)
+        return self.repeated_scan(x, proj)
+
+    def repeated_scan(self, x: Tensor, proj: Tensor) -> Tensor:
+        """`mix` written out, for any scan backend: u, dt, B and C repeated R times along the
+        sequence, one selective scan over the R-fold sequence, the cycles mixed with gamma."""
+        b, length, c = x.shape
+        r, n = self.cycle_repeats, self.state_dim
         dt, bm, cm = proj.split([c, n, n], -1)
         u = x.transpose(1, 2).repeat(1, 1, r)  # (B, C, R * L): the sequence R times
         delta = dt.transpose(1, 2).repeat(1, 1, r)
