@@ -18,7 +18,8 @@ PIP_COMPILE := $(VENV)/bin/pip-compile -q --allow-unsafe --strip-extras --no-emi
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo test test-latest lock lock-check lint format bench bench-attention \
-	bench-scan bench-backbone mlflow-ui slurm-up slurm-down info gpu-check
+	bench-scan bench-cycle-scan bench-train-step bench-backbone mlflow-ui slurm-up slurm-down info \
+	gpu-check
 
 help: ## list the tasks
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -89,13 +90,19 @@ info: setup ## what runs here: torch, CUDA, every kernel and scan backend with i
 gpu-check: setup ## on a GPU (< 5 min): gpu tests, kernels in bf16, scans, encoders at ts 1024-4096 -> benchmarks/results/<gpu>/
 	$(PY) -m benchmarks.gpu_check
 
-bench: bench-attention bench-scan bench-backbone ## all benchmarks, recorded under benchmarks/results/
+bench: bench-attention bench-scan bench-cycle-scan bench-train-step bench-backbone ## all benchmarks, recorded under benchmarks/results/
 
 bench-attention: setup ## attention pattern x kernel x grid table (benchmarks/results/<device>/)
 	$(PY) -m benchmarks.attention
 
 bench-scan: setup ## selective-scan backends vs sequence length (benchmarks/results/<device>/)
 	$(PY) -m benchmarks.scan
+
+bench-cycle-scan: setup ## the cycle-scan mix, fused vs repeated, training and inference
+	$(PY) -m benchmarks.cycle_scan
+
+bench-train-step: setup ## the tiny recipe's training step part by part, paired variants
+	$(PY) -m benchmarks.train_step
 
 bench-backbone: setup ## encoder latency / memory / FLOP efficiency, SAM vs HRSAM (slow on CPU)
 	$(PY) -m benchmarks.backbone
