@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import datetime as dt
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,8 +74,10 @@ def build_revision(rev: str) -> ctypes.CDLL:
         text=True,
     )
     if built.returncode != 0:
+        shutil.rmtree(tmp)
         raise ValueError(f"--baseline-rev {rev}: its kernel does not build here")
     lib = ctypes.CDLL(str(tmp / "scan.so"))
+    shutil.rmtree(tmp)  # the loaded library stays mapped
     if not hasattr(lib, "hrsam_cycle_scan_infer"):
         raise ValueError(
             f"--baseline-rev {rev}: no hrsam_cycle_scan_infer in that revision "
