@@ -94,7 +94,9 @@ def build_revision(rev: str) -> ctypes.CDLL:
 class Case:
     """A module and its inputs; ``run(path, mode)`` computes the mix (and its backward)."""
 
-    def __init__(self, channels: int, state: int, ts: int, seed: int = 0) -> None:
+    def __init__(
+        self, channels: int, state: int, ts: int, rev: ctypes.CDLL | None = None, seed: int = 0
+    ) -> None:
         torch.manual_seed(seed)
         self.module = CycleScan(channels, state, 3, scan="cpu")
         with torch.no_grad():
@@ -104,7 +106,7 @@ class Case:
             self.proj = self.module.ssm_proj(self.x)
         self.grad = torch.randn(self.x.shape)
         self.default = f"fused-{cpu_scan.lanes(state)}"
-        self.rev: ctypes.CDLL | None = None
+        self.rev = rev  # an earlier revision's kernel (`build_revision`), timed for inference
 
     def mix(self, path: str, x: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
         m = self.module
@@ -121,11 +123,10 @@ class Case:
         A = (-torch.exp(m.As_log)).detach().contiguous()
         gamma = m.gamma.detach().reshape(c, -1).contiguous()
         out = x.new_empty(b, length, c)
-        p = cpu_scan._p
+        ptrs = [ctypes.c_void_p(t.data_ptr()) for t in (A, m.Ds, m.ssm_proj_bias, gamma, out)]
         self.rev.hrsam_cycle_scan_infer(
             b, c, length, n, gamma.shape[1], torch.get_num_threads(),
-            *cpu_scan._rows(x, proj, n), p(A), p(m.Ds.detach()),
-            p(m.ssm_proj_bias.detach()), p(gamma), p(out),
+            *cpu_scan.row_args(x, proj, n), *ptrs,
         )  # fmt: skip
         return out
 
@@ -191,13 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.cases:
         c, n, ts = CASES[name]
-        case = Case(c, n, ts)
-        case.rev = rev
+        case = Case(c, n, ts, rev)
         for mode in args.modes:
             print(f"{name} {mode} ...", flush=True)
             times = measure(case, mode, args.rounds)
-            for path, ts_ in times.items():
-                ratio, lo, hi = ratio_interval(ts_, times[case.default])
+            for path, secs in times.items():
+                ratio, lo, hi = ratio_interval(secs, times[case.default])
                 label = f"rev:{args.baseline_rev}" if path == "rev" else path
                 rows.append(
                     {
@@ -207,11 +207,11 @@ def main(argv: list[str] | None = None) -> int:
                         "L": (ts // 16) ** 2,
                         "mode": mode,
                         "path": label + (" (default)" if path == case.default else ""),
-                        "ms": round(1e3 * float(np.median(ts_)), 2),
+                        "ms": round(1e3 * float(np.median(secs)), 2),
                         "ratio": round(ratio, 3),
                         "lo": round(lo, 3),
                         "hi": round(hi, 3),
-                        "rounds": len(ts_),
+                        "rounds": len(secs),
                     }
                 )
     header = ["case", "tokens", "mode", "path", "median ms", "path / default [95% CI]"]

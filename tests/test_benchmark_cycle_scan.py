@@ -45,8 +45,7 @@ def test_table_pairs_every_path_with_the_default(tmp_path):
 
 @pytest.mark.skipif(not _has_revision(BASELINE), reason=f"{BASELINE} not in this clone's history")
 def test_earlier_revision_kernel_computes_the_same_inference():
-    case = bench.Case(40, 8, 128)  # 64 tokens, three tiles
-    case.rev = bench.build_revision(BASELINE)
+    case = bench.Case(40, 8, 128, bench.build_revision(BASELINE))  # 64 tokens, three tiles
     ref = case.run(case.default, "infer")
     for path in case.paths("infer"):
         assert (case.run(path, "infer") - ref).abs().max().item() <= 1e-5 * max(

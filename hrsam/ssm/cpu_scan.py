@@ -233,7 +233,7 @@ def lanes(n: int) -> int:
     return 32 if n >= 16 else 16
 
 
-def _rows(u: torch.Tensor, proj: torch.Tensor, n: int) -> list:
+def row_args(u: torch.Tensor, proj: torch.Tensor, n: int) -> list:
     """The kernels' (u, su, dt, sdt, Bm, Cm, sbc) arguments: row pointers and row strides."""
     c, row = u.shape[2], proj.stride(1)
     return [_p(u), u.stride(1), _p(proj), row, _p(proj[..., c:]), _p(proj[..., c + n :]), row]
@@ -253,7 +253,7 @@ class CycleScanFn(torch.autograd.Function):
         delta = u.new_empty(b, length, c)
         ckpt = u.new_empty(b, math.ceil(r * length / CHUNK), -(-c // w), n, w)
         library().hrsam_cycle_scan_fwd(
-            b, c, length, n, r, CHUNK, torch.get_num_threads(), w, *_rows(u, proj, n),
+            b, c, length, n, r, CHUNK, torch.get_num_threads(), w, *row_args(u, proj, n),
             _p(A), _p(D), _p(bias), _p(gamma), _p(out), _p(delta), _p(ckpt),
         )  # fmt: skip
         ctx.save_for_backward(u, proj, A, D, bias, gamma, delta, ckpt)
@@ -272,7 +272,7 @@ class CycleScanFn(torch.autograd.Function):
         dD, dbias = A.new_empty(b, c), A.new_empty(b, c)
         dbc = u.new_zeros(threads, b, length, 2 * n)
         library().hrsam_cycle_scan_bwd(
-            b, c, length, n, r, CHUNK, threads, ctx.lanes, *_rows(u, proj, n),
+            b, c, length, n, r, CHUNK, threads, ctx.lanes, *row_args(u, proj, n),
             _p(A), _p(D), _p(bias), _p(gamma), _p(delta), _p(ckpt), _p(dout), _p(du),
             _p(dproj), dproj.stride(1), _p(dA), _p(dD), _p(dbias), _p(dgamma), _p(dbc),
         )  # fmt: skip
@@ -320,7 +320,7 @@ def fused_cycle_scan(
     null = ctypes.c_void_p(None)
     library().hrsam_cycle_scan_fwd(
         b, c, length, n, gamma.shape[1], CHUNK, torch.get_num_threads(), w,
-        *_rows(u, proj, n),
+        *row_args(u, proj, n),
         _p(A), _p(D), _p(bias), _p(gamma), _p(out), null, null,
     )  # fmt: skip
     return out
