@@ -60,7 +60,7 @@ def results_table(sweep: C.Sweep, records: dict[str, TrialRecord | None]) -> str
     from reports import stats
 
     head = [f"{k} [95% CI]" if k in INTERVAL_METRICS else k for k in TABLE_METRICS]
-    rows = [[*(sweep.varying or ["trial"]), *head, "status"]]
+    rows = [[*(sweep.varying or ["trial"]), *head, "kernel", "status"]]
     for t in sweep.trials:
         r = records.get(t.trial_id)
         m = r.metrics if r else {}
@@ -76,7 +76,8 @@ def results_table(sweep: C.Sweep, records: dict[str, TrialRecord | None]) -> str
                 text = f"{int(m[k])}/{len(ious)}"
             cells.append(text)
         status = "missing" if r is None else r.headline() if not r.ok else r.status
-        rows.append([*values, *cells, status])
+        kernel = str(r.resolved.get("model.kernel") or "-") if r else "-"  # the timings' kernel
+        rows.append([*values, *cells, kernel, status])
     return _markdown(rows)
 
 

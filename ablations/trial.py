@@ -342,6 +342,18 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
+def resolve_kernel(model_cfg: dict, device, precision: str, training: bool = False) -> str:
+    """The attention kernel this trial runs: a named one as asked, else (``None`` / ``auto``) the
+    fastest exact kernel probed to run on this device in this precision
+    (`hrsam.models.ModelPreset.for_device`, the same rule for every family)."""
+    from hrsam.models import get_preset
+    from hrsam.precision import dtype
+
+    asked = C.model_overrides(model_cfg, (*C.ARCH_KEYS, "kernel"))
+    preset = get_preset(model_cfg["preset"], **asked)
+    return preset.for_device(device, dtype(precision), backward=training).kernel
+
+
 def resolve_scan(requested: str | None, device) -> str:
     """The scan backend this trial runs with: a named one as asked, ``none`` as asked, else
     (``None`` / ``auto``) this device's default (`hrsam.ssm.scan.default_scan`)."""
@@ -418,7 +430,7 @@ def _execute(
     seed_everything(cfg["seed"])
     m = cfg["model"]
     family = get_preset(m["preset"]).family
-    compute = {"kernel": m["kernel"]} if m["kernel"] else {}
+    compute = {"kernel": resolve_kernel(m, device, precision)}
     if family == "hrsam":
         compute["scan"] = resolve_scan(m["scan"], device)
     if cfg["train"]["enabled"]:
@@ -484,6 +496,15 @@ def _execute(
     return resolved
 
 
+def _training_build(tc, device) -> dict:
+    """`build_model`'s where-and-how for a training: the kernel ``auto`` resolves to the fastest
+    exact kernel with a backward pass on this device in the training's precision."""
+    from hrsam.precision import dtype
+    from hrsam.train.loop import training_precision
+
+    return {"device": device, "dtype": dtype(training_precision(tc, device)), "training": True}
+
+
 def train_base(job: TrialJob, device, dataset, progress: _Progress) -> tuple[Path, dict]:
     """The shared base training (`ablations.config.base_config`): the preset's own architecture
     trained with the trial's recipe for ``train.base_steps`` steps, once per key for every sweep
@@ -505,7 +526,7 @@ def train_base(job: TrialJob, device, dataset, progress: _Progress) -> tuple[Pat
                 {"scan": resolve_scan(None, device)} if get_preset(preset).family == "hrsam" else {}
             )
             torch.manual_seed(tc.seed)
-            model = build_model(preset, **scan).to(device)
+            model = build_model(preset, **_training_build(tc, device), **scan).to(device)
             start = time.perf_counter()
             train(
                 model,
@@ -549,7 +570,7 @@ def train_cached(job: TrialJob, device, progress: _Progress, series=None) -> tup
         tc = C.train_config(cfg)
         dataset = C.data_config(cfg).build("train")
         torch.manual_seed(tc.seed)  # the initial weights: the trial's seed, nothing before it
-        model = build_model(m["preset"], **overrides).to(device)
+        model = build_model(m["preset"], **_training_build(tc, device), **overrides).to(device)
         base = {}
         if C.base_config(cfg) is not None:  # finetune from the shared base training
             base_ckpt, base = train_base(job, device, dataset, progress)

@@ -100,8 +100,10 @@ def main_table(
     other varying param; columns: `MAIN_QUALITY` per dataset, then `MAIN_SYSTEM`. ``ious``
     (run id -> (object names, IoU matrix)) gives the quality cells their intervals."""
     t = _with_columns(trials.assign(model=model_labels(trials)), MAIN_QUALITY + MAIN_SYSTEM)
+    # the kernel that produced a row's timings stands beside them (issue #29)
+    t = t.assign(**{"model.kernel": t.get("model.kernel", pd.Series("?", t.index)).fillna("?")})
     skip = (*MODEL_KEYS, "eval.ts", "data.name", *frame.REPEAT_KEYS)
-    keys = ["model", *(["eval.ts"] if "eval.ts" in t else [])]
+    keys = ["model", *(["eval.ts"] if "eval.ts" in t else []), "model.kernel"]
     keys += [k for k in varying if k in t and k not in skip]
     datasets = _values(t["data.name"]) if "data.name" in t else [None]
     if "data.name" not in t:
@@ -249,6 +251,7 @@ def conditions(trials: pd.DataFrame, metrics: Iterable[str]) -> tuple[str, ...]:
             }
         )
         notes.append(f"timings on {'; '.join(where)}.")
+        notes += kernel_notes(ok)
         notes += [f"{metric(m).short}: {R.TIMING_PROTOCOL[m]}." for m in timings]
     quality = [m for m in metrics if m in R.QUALITY_METRICS or R.clicks_of(m) is not None]
     if quality and len(ok) and "eval.protocol" in ok:
@@ -259,6 +262,23 @@ def conditions(trials: pd.DataFrame, metrics: Iterable[str]) -> tuple[str, ...]:
             + (f", {', '.join(clicks)} clicks per object." if clicks else ".")
         )
     return tuple(notes)
+
+
+def kernel_notes(ok: pd.DataFrame) -> list[str]:
+    """The attention kernel behind the timings; when model families ran different kernels, a
+    warning that their latencies compare kernels as well as models."""
+    if "model.kernel" not in ok:
+        return []
+    family = ok.get("model.preset", pd.Series("?", ok.index)).fillna("?").astype(str)
+    family = family.str.split("_").str[0]
+    kernels = ok["model.kernel"].fillna("?").astype(str)
+    per_family = {f: sorted(set(kernels[family == f])) for f in dict.fromkeys(family)}
+    if len(set(kernels)) <= 1:
+        return [f"attention kernel: {_text(kernels.iloc[0]) if len(kernels) else '?'} in every row."]
+    text = "; ".join(f"{f} {', '.join(k)}" for f, k in per_family.items())
+    mixed = len({tuple(k) for k in per_family.values()}) > 1
+    warn = " Families ran different kernels: their latencies compare kernels too." if mixed else ""
+    return [f"attention kernels: {text}.{warn}"]
 
 
 def _text(v) -> str:

@@ -61,3 +61,28 @@ def test_interleaved_rounds_time_every_checked_case(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("round 2/2") == 4  # one call per case per round
     assert "interleaved rounds" in (tmp_path / "backbone.md").read_text()
+
+
+def test_a_bare_preset_is_the_default_build_and_every_row_names_its_kernel(tmp_path):
+    """Issue #29: ``sam_tiny`` alone is the model as ``build_model`` gives it (kernel ``auto``,
+    resolved here to the fused kernel); the table and CSV name the kernel of every row."""
+    from benchmarks.backbone import main, parse_variant
+
+    assert parse_variant("sam_vit_b") == ("sam_vit_b", None, "auto")
+    argv = ["--ts", "64", "--variants", "sam_tiny", "sam_tiny:global:math", "--reps", "1"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    rows = {r["variant"]: r for r in csv.DictReader(open(tmp_path / "backbone.csv"))}
+    assert rows["sam_tiny"]["kernel"] == "sdpa" and rows["sam_tiny:global:math"]["kernel"] == "math"
+    md = (tmp_path / "backbone.md").read_text()
+    assert "| variant" in md and "| kernel" in md and "| sam_tiny " in md
+
+
+@pytest.mark.parametrize(("ours_ms", "verdict"), [(600.0, "PASS"), (700.0, "FAIL")])
+def test_the_default_build_must_run_at_one_and_a_half_times_the_official_at_1024(ours_ms, verdict):
+    rows = [
+        Row(OFFICIAL, 1024, 4096, enc_ms=1000.0, kernel="official"),
+        Row("sam_vit_b", 1024, 4096, enc_ms=ours_ms, kernel="sdpa"),
+    ]
+    [line] = official_ratios(rows)[1:]
+    assert line.strip().startswith(verdict) and "(target >= 1.50x)" in line
+    assert "sam_vit_b (sdpa)" in line

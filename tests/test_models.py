@@ -436,3 +436,67 @@ def test_sam_encoder_fused_path_gradients_match_math(chunk, monkeypatch):
         grads[-1]["out"] = out.detach()
     for name, g in grads[0].items():
         assert _max_diff(grads[1][name], g) <= 1e-5 * max(1.0, g.abs().max().item()), name
+
+
+# -- kernel auto (issue #29): every preset runs the fastest exact kernel its device has ---------
+
+
+def test_auto_resolves_to_one_kernel_per_device_and_dtype_for_every_family():
+    """Every preset asks for ``auto``; on this CPU every family gets the same fused kernel (not
+    the ``math`` reference) in fp32 and bf16, and the choice is the kernel's own probe."""
+    from hrsam.attention.kernels import AUTO, resolve_kernel
+    from hrsam.models import PRESETS
+
+    for dtype in (torch.float32, torch.bfloat16):
+        chosen = {}
+        for name, preset in PRESETS.items():
+            assert preset.kernel == AUTO, name
+            chosen[name] = preset.for_device("cpu", dtype).kernel
+        assert set(chosen.values()) == {"sdpa"}, (dtype, chosen)
+        assert resolve_kernel(AUTO, "cpu", dtype, needs_bias=True) == "sdpa"
+    # a kernel asked for by name is kept; the default build names what it chose
+    assert get_preset("sam_tiny", kernel="math").for_device("cpu").kernel == "math"
+    assert build_model("sam_tiny").preset.kernel == "sdpa"
+    assert build_model("sam_tiny").image_encoder.blocks[0].attn.kernel.name == "sdpa"
+
+
+def test_auto_takes_only_kernels_whose_probe_runs_and_that_apply_the_bias(monkeypatch):
+    """The rule, with the probe answers replaced: the first kernel of the device's order whose
+    probe passes; a bias (SAM's relative positions, Swin's mask) rules out flash-attn; nothing
+    that runs leaves the reference."""
+    from hrsam.attention import kernels
+
+    runs = {"flash", "xformers", "sdpa"}
+    monkeypatch.setattr(
+        kernels.Kernel,
+        "support",
+        lambda self, device, dtype, backward=False: [] if self.name in runs else ["no"],
+    )
+    auto = functools.partial(kernels.resolve_kernel, "auto", "cuda", torch.bfloat16)
+    assert auto() == "flash"
+    assert auto(needs_bias=True) == "xformers"
+    runs.discard("xformers")
+    assert auto(needs_bias=True) == "sdpa"
+    runs.clear()
+    assert auto() == "math"
+    runs.add("flash")  # SAM's family always adds a bias: flash never runs it
+    assert get_preset("hrsam_tiny").for_device("cuda", torch.bfloat16).kernel == "flash"
+    assert get_preset("sam_tiny").for_device("cuda", torch.bfloat16).kernel == "math"
+    with pytest.raises(UnknownNameError, match=r"unknown kernel 'fast'; valid: .*sdpa.*auto"):
+        kernels.resolve_kernel("fast", "cpu")
+
+
+@pytest.mark.gpu
+def test_auto_on_this_gpu_is_a_fused_kernel_that_matches_math():
+    from hrsam.attention.kernels import resolve_kernel
+
+    kernel = resolve_kernel("auto", "cuda", torch.bfloat16)
+    assert kernel != "math"
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 256, 256, device="cuda")
+    ref = build_model("hrsam_tiny", kernel="math").cuda().eval()
+    fast = build_model("hrsam_tiny", device="cuda", dtype=torch.bfloat16).cuda().eval()
+    fast.load_state_dict(ref.state_dict())
+    assert fast.preset.kernel == kernel
+    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
+        assert (ref.encode(x).float() - fast.encode(x).float()).abs().max() < 5e-2

@@ -150,7 +150,7 @@ def main_runs() -> pd.DataFrame:
 
 def test_main_table_layout_values_order_and_bold():
     t = tables.main_table(main_runs(), ["model.preset", "eval.ts", "data.name"])
-    assert t.index == ("model", "ts")
+    assert t.index == ("model", "ts", "kernel")
     assert [(c.group, c.metric) for c in t.columns[:5]] == [
         ("hqseg44k", "miou_at_5"), ("hqseg44k", "noc90"), ("hqseg44k", "noc95"),
         ("hqseg44k", "nof95"), ("davis", "miou_at_5"),
@@ -162,10 +162,11 @@ def test_main_table_layout_values_order_and_bold():
         "sat_s",
     ]
     # rows: SAM first (the baseline), ts ascending
-    assert [r[:2] for r in texts(t)] == [
-        ["sam_vit_b", "1024"], ["sam_vit_b", "2048"], ["hrsam_vit_b", "1024"],
-        ["hrsam_vit_b", "2048"],
+    assert [r[:3] for r in texts(t)] == [
+        ["sam_vit_b", "1024", "sdpa"], ["sam_vit_b", "2048", "sdpa"],
+        ["hrsam_vit_b", "1024", "sdpa"], ["hrsam_vit_b", "2048", "sdpa"],
     ]  # fmt: skip
+    assert "attention kernel: sdpa in every row." in t.notes
     # repeats: mean ± std; lower NoC is better, higher mIoU; ties are all bold
     assert column(t, "davis NoC95 (clicks)") == ["8.00", "7.00", "6.50 ± 0.71", "*5.00*"]
     assert column(t, "davis 5-mIoU (%)") == ["81.02", "*82.05*", "81.02 ± 0.00", "*82.05*"]
@@ -185,11 +186,23 @@ def test_main_table_marks_failed_and_missing_cells():
         )
     )  # fmt: skip
     t = tables.main_table(pd.concat([runs, failed], ignore_index=True), [])
-    rows = {tuple(r[:2]): r[2:] for r in texts(t)}
+    rows = {tuple(r[:2]): r[3:] for r in texts(t)}
     assert rows[("sam_vit_b", "1024")][:4] == ["missing"] * 4  # no hqseg44k run
     # hqseg44k: missing; davis: 4 quality + 4 system columns failed
     assert rows[("sam_vit_b", "4096")] == ["missing"] * 4 + ["failed"] * 8
     assert any("missing: no run" in n for n in t.notes)
+
+
+def test_main_table_names_each_rows_kernel_and_warns_when_families_differ():
+    """Issue #29: latency cells stand beside the kernel that produced them; families timed on
+    different kernels are called out in the notes."""
+    runs = main_runs()
+    runs.loc[runs["model.preset"] == "sam_vit_b", "model.kernel"] = "math"
+    t = tables.main_table(runs, [])
+    kernels = {(r[0], r[2]) for r in texts(t)}
+    assert kernels == {("sam_vit_b", "math"), ("hrsam_vit_b", "sdpa")}
+    [note] = [n for n in t.notes if n.startswith("attention kernels:")]
+    assert "hrsam sdpa" in note and "sam math" in note and "compare kernels too" in note
 
 
 def grid_runs(points: dict, repeats: int = 1) -> list[dict]:
@@ -301,11 +314,11 @@ def test_latex_main_table_groups_datasets_with_cmidrule():
     t = tables.main_table(main_runs(), [])
     tex = tables.to_latex(t)
     assert r"\multicolumn{4}{c}{hqseg44k} & \multicolumn{4}{c}{davis}" in tex
-    assert r"\cmidrule(lr){3-6} \cmidrule(lr){7-10}" in tex
+    assert r"\cmidrule(lr){4-7} \cmidrule(lr){8-11}" in tex
     assert r"\textbf{5.00}" in tex and r"$\pm$" in tex
     assert "±" not in tex and "†" not in tex  # unicode only as LaTeX commands
-    n_cols = 2 + len(t.columns)
-    assert rf"\begin{{tabular}}{{{'l' * 2}{'r' * len(t.columns)}}}" in tex
+    n_cols = 3 + len(t.columns)
+    assert rf"\begin{{tabular}}{{{'l' * 3}{'r' * len(t.columns)}}}" in tex
     for line in tex.splitlines():
         if line.startswith(("sam", "hrsam")):
             assert line.count(" & ") == n_cols - 1

@@ -255,3 +255,24 @@ def test_shared_base_training_is_trained_once_and_finetuned_per_trial(tmp_path, 
 
 def planned_config(args: list[str]) -> dict:
     return C.expand(*C.compose(C.parse_args(args)[0])).trials[0].config
+
+
+@pytest.mark.slow
+def test_paper_main_trial_of_sam_records_the_kernel_it_ran_and_it_is_not_the_reference(
+    tmp_path, monkeypatch
+):
+    """Issue #29: a sweep that does not set ``model.kernel`` times every family on the kernel
+    ``auto`` resolves to in the job; the record, MLflow and the results table name it."""
+    monkeypatch.chdir(tmp_path)
+    args = ["grid=paper_main", "model.preset=sam_tiny", "eval.ts=64", *MICRO]
+    assert sweep.main(args) == 0
+    [record] = records(tmp_path, "paper_main")
+    assert record.ok and record.params["model.kernel"] is None
+    assert record.resolved["model.kernel"] == "sdpa"
+    [run] = mlflow_params(tmp_path, "paper_main").to_dict("records")
+    assert run["params.model.kernel"] == "sdpa"
+    assert run["params.requested.model.kernel"] == "None"
+    table = (tmp_path / "outputs/sweeps/paper_main/results.md").read_text()
+    header, _, row = table.splitlines()[:3]
+    cells = dict(zip(header.split("|"), row.split("|"), strict=True))
+    assert {k.strip(): v.strip() for k, v in cells.items()}["kernel"] == "sdpa"

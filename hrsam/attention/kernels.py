@@ -36,7 +36,7 @@ from torch import Tensor
 from hrsam.attention.gather import gather_rows, scatter_backward_enabled
 from hrsam.attention.windows import WindowPlan, window_plan
 from hrsam.probe import device_reasons, support_reasons
-from hrsam.registry import Registry
+from hrsam.registry import Registry, UnknownNameError
 
 log = logging.getLogger(__name__)
 
@@ -441,5 +441,55 @@ def list_kernels(pattern: str = "*") -> list[str]:
 
 
 def get_kernel(name: str) -> Kernel:
-    """A kernel instance by name; an unknown name lists the valid ones."""
+    """A kernel instance by name; an unknown name lists the valid ones (``auto`` is not a kernel
+    but a request: `resolve_kernel` turns it into one)."""
+    if name == AUTO:
+        raise ValueError(
+            "kernel 'auto' must be resolved for a device first (resolve_kernel); "
+            f"kernels: {', '.join(list_kernels())}"
+        )
     return KERNELS.get(name)()
+
+
+# -- auto: the fastest exact kernel a device runs ----------------------------------------------
+
+AUTO = "auto"
+# Fastest first, per device type; every one computes softmax(q k^T * scale + bias) v exactly
+# (no approximation), so `auto` changes speed, never the function. ``flex`` is left out (eager it
+# materializes the scores, compiled it costs seconds per shape) and ``math`` is the reference that
+# every device runs, the last resort.
+AUTO_ORDER = {"cuda": ("flash", "xformers", "sdpa"), "cpu": ("sdpa",)}
+
+
+def check_kernel_name(name: str) -> str:
+    """``name`` when it is a registered kernel or ``auto``; else the one-line error listing both."""
+    if name != AUTO and name not in KERNELS:
+        valid = ", ".join([*list_kernels(), AUTO])
+        raise UnknownNameError(f"unknown kernel {name!r}; valid: {valid}")
+    return name
+
+
+def resolve_kernel(
+    name: str,
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float32,
+    *,
+    needs_bias: bool = False,
+    backward: bool = False,
+) -> str:
+    """The kernel that runs for ``name``: a named kernel as it is; ``auto`` the first kernel of
+    `AUTO_ORDER` for the device's type whose probe (`Kernel.support`: a tiny real call on
+    ``device`` in ``dtype``, with a backward pass when ``backward``) succeeds and that applies an
+    additive bias when ``needs_bias`` (SAM's relative positions, Swin's mask); else ``math``.
+
+    The same rule for every model family: the result depends only on the device, the dtype, the
+    backward and whether the caller adds a bias."""
+    if name != AUTO:
+        return check_kernel_name(name)
+    for candidate in AUTO_ORDER.get(torch.device(device).type, ()):
+        kernel = get_kernel(candidate)
+        if needs_bias and not kernel.supports_bias:
+            continue
+        if not kernel.support(device, dtype, backward):
+            return candidate
+    return "math"

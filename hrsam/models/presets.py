@@ -8,6 +8,11 @@ for HRSAM++). Every ablation axis is an override of ``build_model``::
     build_model("hrsam_vit_b", scan="none")                          # HRSAM without cycle-scan
     build_model("hrsam_vit_b", anchor_sizes=(512,))                  # = HRSAM++ layout
     build_model("sam_vit_b", attention="window")                     # SAM with window attention
+
+Every preset's kernel is ``auto``: `build_model` resolves it for the device and dtype the model
+will run in (``device="cpu"``, fp32 unless told) to the fastest exact kernel a tiny probe call
+finds working there (`hrsam.attention.kernels.resolve_kernel`), the same rule for every family;
+``model.preset.kernel`` names the kernel that was chosen. ``kernel="math"`` asks for the reference.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from hrsam.attention import get_attention, get_kernel, list_attention
+import torch
+
+from hrsam.attention import get_attention, list_attention
+from hrsam.attention.kernels import AUTO, check_kernel_name, resolve_kernel
 from hrsam.attention.windows import check_shift_rule
 from hrsam.models.hrsam import HRSAMPlusPlusViT, HRSAMViT
 from hrsam.models.mask_decoder import MaskDecoder
@@ -43,7 +51,7 @@ class ModelPreset:
     img_size: int = 224  # HRSAM: sizes the 14x14 abs-pos grid; SAM: the 1024 training input
     window_size: int = 16
     attention: str = "shifted_kv"
-    kernel: str = "sdpa"
+    kernel: str = AUTO  # resolved where the model runs: `for_device`
     global_attn_indexes: tuple[int, ...] = ()
     ssm_indexes: tuple[int, ...] = (2, 5, 8, 11)
     out_indexes: tuple[int, ...] = (2, 5, 8, 11)
@@ -76,7 +84,7 @@ class ModelPreset:
                 )
         else:
             get_attention(self.attention)
-        get_kernel(self.kernel)
+        check_kernel_name(self.kernel)
         try:
             check_shift_rule(self.shift)
         except ValueError as e:
@@ -96,6 +104,24 @@ class ModelPreset:
             if not 0 <= i < self.depth:
                 raise bad(f"block index {i} is outside depth {self.depth}")
 
+    @property
+    def attention_bias(self) -> bool:
+        """Whether the kernel must add a bias: SAM's relative positions, Swin's mask."""
+        return self.family == "sam" or get_attention(self.attention).needs_bias
+
+    def for_device(
+        self,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        backward: bool = False,
+    ) -> ModelPreset:
+        """This preset with its kernel resolved for ``device`` and ``dtype`` (``auto``: the
+        fastest exact kernel probed to run there, with a backward pass when ``backward``)."""
+        kernel = resolve_kernel(
+            self.kernel, device, dtype, needs_bias=self.attention_bias, backward=backward
+        )
+        return self if kernel == self.kernel else dataclasses.replace(self, kernel=kernel)
+
 
 def _sam(name: str, dim: int, depth: int, heads: int, globals_: tuple[int, ...]) -> ModelPreset:
     return ModelPreset(
@@ -107,7 +133,6 @@ def _sam(name: str, dim: int, depth: int, heads: int, globals_: tuple[int, ...])
         img_size=1024,
         window_size=14,
         attention="global",
-        kernel="math",
         global_attn_indexes=globals_,
         ssm_indexes=(),
         out_indexes=(),
@@ -225,11 +250,20 @@ def build_image_encoder(p: ModelPreset):
     return HRSAMViT(**kwargs)
 
 
-def build_model(preset: str | ModelPreset, **overrides) -> InteractiveSegmenter:
+def build_model(
+    preset: str | ModelPreset,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    training: bool = False,
+    **overrides,
+) -> InteractiveSegmenter:
     """Builds the interactive segmenter of a preset (name or `ModelPreset`) with overrides
     (``attention``, ``kernel``, ``window_size``, ``scan``, ``cycle_repeats``, ``anchor_sizes``,
-    ``shift``)."""
+    ``shift``), on the CPU. ``device``, ``dtype`` and ``training`` say where and how it will run:
+    a kernel ``auto`` is resolved for them (`ModelPreset.for_device`)."""
     p = preset if isinstance(preset, ModelPreset) else get_preset(preset, **overrides)
+    p = p.for_device(device, dtype, backward=training)
     grid = p.train_ts // 16
     model = InteractiveSegmenter(
         build_image_encoder(p),
