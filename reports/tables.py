@@ -274,7 +274,8 @@ def kernel_notes(ok: pd.DataFrame) -> list[str]:
     kernels = ok["model.kernel"].fillna("?").astype(str)
     per_family = {f: sorted(set(kernels[family == f])) for f in dict.fromkeys(family)}
     if len(set(kernels)) <= 1:
-        return [f"attention kernel: {_text(kernels.iloc[0]) if len(kernels) else '?'} in every row."]
+        only = _text(kernels.iloc[0]) if len(kernels) else "?"
+        return [f"attention kernel: {only} in every row."]
     text = "; ".join(f"{f} {', '.join(k)}" for f, k in per_family.items())
     mixed = len({tuple(k) for k in per_family.values()}) > 1
     warn = " Families ran different kernels: their latencies compare kernels too." if mixed else ""
