@@ -6,14 +6,15 @@
     python -m benchmarks.backbone --ts 1024 --variants hrsam_vit_b:shifted_kv:sdpa \
         hrsam_vit_b:shifted_kv:sdpa+compile                        # torch.compile vs eager
 
-Variants are ``preset:attention:kernel`` rows (``sam_vit_b:global:math`` is SAM as the official
-code computes it, materialized attention scores), or a bare preset name: the model as
+Variants are ``preset:attention:kernel`` rows (``sam_vit_b:global:math`` is SAM as the official code
+computes it, materialized attention scores), or a bare preset name: the model as
 ``build_model(preset)`` builds it by default (kernel ``auto``, resolved for the device and dtype of
 this run). The ``kernel`` column names the kernel every row ran. FLOPs come from
 `hrsam.profiling.encoder_flops` (a pure count); achieved FLOP/s is compared with a dense matmul
-measured in the same run. Cases estimated to exceed the memory budget are ``oom`` rows, cases estimated to take longer than
-``--max-case-s`` are ``skipped`` rows. The summary fits latency ~ tokens^k from 1024 to the
-largest size measured and checks the performance issue's CPU targets with ratios from this run.
+measured in the same run. Cases estimated to exceed the memory budget are ``oom`` rows, cases
+estimated to take longer than ``--max-case-s`` are ``skipped`` rows. The summary fits latency ~
+tokens^k from 1024 to the largest size measured and checks the performance issue's CPU targets with
+ratios from this run.
 ``official:sam_vit_b`` is the official ``segment-anything`` ViT-B image encoder (and its prompt
 encoder and mask decoder for the ``dec ms`` column), built with ``img_size=ts`` because its
 position embedding has a fixed size: a row of its own, in the same run, timed and measured
