@@ -66,6 +66,19 @@ BENCH_METRICS = ("encoder_ms", "encoder_ms_iqr", "decoder_ms", "sat_s", "peak_me
 EVAL_PREFIX = "eval_"  # evaluate()'s encoder_ms / decoder_ms / peak_mem_mb become eval_*
 EVAL_TIMINGS = ("eval_encoder_ms", "eval_decoder_ms", "eval_peak_mem_mb", "spc_s")
 QUALITY_METRICS = ("noc85", "noc90", "noc95", "nof85", "nof90", "nof95", "biou")
+# click use (hrsam.interactive.metrics.click_use): what clicks 2-5 and the previous mask add;
+# ``click_gain`` = mIoU@5 - mIoU@1 with its 95% interval over objects in ``_lo`` / ``_hi``
+CLICK_USE_METRICS = (
+    "click_gain",
+    "click_gain_lo",
+    "click_gain_hi",
+    "neg_click_delta",
+    "pos_click_delta",
+    "harmful_clicks",
+    "oracle_miou",
+    "oracle_gain",
+)
+UPSAMPLED = "upsampled"  # share of objects evaluated at a ts above their native size
 MIOU_SERIES = "miou"  # mIoU after k clicks, logged as a step series (step = k)
 _MIOU = re.compile(r"^miou@(\d+)$")
 _MIOU_MLFLOW = re.compile(r"^miou_at_(\d+)$")

@@ -105,26 +105,16 @@ def _markdown(rows: list[list[str]]) -> str:
 def prepare_data(sweep: C.Sweep) -> None:
     """Generates each synthetic dataset the trials use, once, here (jobs would race)."""
     from hrsam.cli import Progress
-    from hrsam.data.synthetic import generate
 
     seen = set()
     for t in sweep.trials:
-        d = t.config["data"]
-        key = (d["root"], d["size"], d["n_train"], d["n_val"], d["stroke"], d["contrast"])
-        if d["name"] != "synthetic" or key in seen:
+        data = C.data_config(t.config)
+        key = (data.root, *data.synthetic_spec().values())
+        if data.name != "synthetic" or key in seen:
             continue
         seen.add(key)
-        bar = Progress(d["n_train"] + d["n_val"], "img")
-        progress = lambda i, n, bar=bar: bar(i, "synthetic data")  # noqa: E731
-        generate(
-            d["root"],
-            d["n_train"],
-            d["n_val"],
-            d["size"],
-            progress=progress,
-            stroke=d["stroke"],
-            contrast=d["contrast"],
-        )
+        bar = Progress(data.n_train + data.n_val, "img")
+        data.prepare(progress=lambda i, n, bar=bar: bar(i, "synthetic data"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,8 +19,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from hrsam import cli
 from hrsam.interactive.metrics import iou
@@ -37,9 +35,7 @@ DEFAULTS = {**cli.data_defaults(), "ts": "512,1024,2048"}
 def ceiling(gt: np.ndarray, ts: int) -> float:
     """IoU of the ideal ts/4 logit map of ``gt`` (H, W) bool after the evaluation's upsampling."""
     p = Predictor(None, ts)
-    canvas = p.to_canvas(torch.from_numpy(np.asarray(gt, np.float32))[None, None], mode="area")
-    low = F.avg_pool2d(canvas, 4) - 0.5
-    return iou(p.postprocess(low)[0, 0].numpy() > 0, np.asarray(gt, bool))
+    return iou(p.postprocess(p.ideal_logits(gt))[0, 0].numpy() > 0, np.asarray(gt, bool))
 
 
 def run(cfg: dict) -> int:

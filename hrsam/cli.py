@@ -51,6 +51,8 @@ DATA_KEYS = {  # the dataset keys every key=value CLI shares (hrsam.data.DataCon
     "data.n_val": (int, "synthetic: validation images"),
     "data.stroke": (float, "synthetic: scale of the fine structure (1: 1-3 px branches)"),
     "data.contrast": (float, "synthetic: object / background contrast (1: as drawn)"),
+    "data.version": (int, "synthetic: generator version (3: multi-object scenes, 2: one blob)"),
+    "data.objects": (str, "synthetic v3: objects per scene, N or MIN-MAX"),
     "data.limit": (int, "use only the first N objects (0: all)"),
 }
 

@@ -86,6 +86,15 @@ METRICS = {
     "params": Metric("params", "parameters", "M", scale=1e-6),
     "gflops": Metric("GFLOPs", "encoder GFLOPs", decimals=1),
     "train_s": Metric("train", "training time", "s", decimals=0),
+    # click use (hrsam.interactive.metrics.click_use): what clicks 2-5 and the previous mask add
+    "click_gain": Metric("5-1 gain", "mIoU@5 - mIoU@1", "%", True, 100.0),
+    "neg_click_delta": Metric("neg Δ", "IoU change after a negative click", "%", True, 100.0),
+    "pos_click_delta": Metric("pos Δ", "IoU change after a positive click", "%", True, 100.0),
+    "harmful_clicks": Metric("harmful", "share of clicks that lower IoU", "%", False, 100.0),
+    "oracle_gain": Metric(
+        "oracle gain", "ideal previous mask: gain over 1 click", "%", True, 100.0
+    ),
+    "upsampled": Metric("upsampled", "objects evaluated above native size", "%", False, 100.0),
 }
 
 

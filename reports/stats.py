@@ -20,11 +20,12 @@ import numpy as np
 
 from hrsam.interactive import metrics as M
 
-LEVEL = 0.95
+LEVEL = M.LEVEL
 RESAMPLES = 2000
 SEED = 0  # bootstrap indices: the same for every report of the same objects
 _NOC = re.compile(r"^no([cf])(\d+)$")
 _MIOU = re.compile(r"^miou_at_(\d+)$")
+CLICK_GAIN = "click_gain"  # mIoU@5 - mIoU@1 per object (hrsam.interactive.metrics.click_use)
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,8 @@ class Interval:
 
 
 def has_objects(metric: str) -> bool:
-    """Whether ``metric`` is a mean of per-object values (NoC, NoF, mIoU@k)."""
-    return bool(_NOC.match(metric) or _MIOU.match(metric))
+    """Whether ``metric`` is a mean of per-object values (NoC, NoF, mIoU@k, the 5-1 gain)."""
+    return bool(_NOC.match(metric) or _MIOU.match(metric) or metric == CLICK_GAIN)
 
 
 def per_object(ious: np.ndarray, metric: str, max_clicks: int | None = None) -> np.ndarray:
@@ -55,7 +56,12 @@ def per_object(ious: np.ndarray, metric: str, max_clicks: int | None = None) -> 
         return clicks if m.group(1) == "c" else (clicks == k).astype(np.float64)
     if m := _MIOU.match(metric):
         return ious[:, int(m.group(1)) - 1].copy()
-    raise ValueError(f"metric {metric!r} is not a per-object metric (noc<t>, nof<t>, miou_at_<k>)")
+    if metric == CLICK_GAIN:
+        first, last = M.GAIN_CLICKS
+        return ious[:, min(last, ious.shape[1]) - 1] - ious[:, first - 1]
+    raise ValueError(
+        f"metric {metric!r} is not a per-object metric (noc<t>, nof<t>, miou_at_<k>, click_gain)"
+    )
 
 
 def is_count(metric: str) -> bool:
@@ -64,20 +70,11 @@ def is_count(metric: str) -> bool:
     return bool(m and m.group(1) == "f")
 
 
-def resample_indices(n: int, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
-    """(resamples, n) object indices drawn with replacement."""
-    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-
-
 def bootstrap(values: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED) -> Interval:
-    """Mean of ``values`` (one per object) with its percentile bootstrap interval."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim != 1 or len(values) == 0:
-        raise ValueError(f"values must be a non-empty 1-d array, got shape {values.shape}")
-    means = values[resample_indices(len(values), resamples, seed)].mean(axis=1)
-    alpha = (1 - LEVEL) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return Interval(float(values.mean()), float(lo), float(hi), len(values))
+    """Mean of ``values`` (one per object) with its percentile bootstrap interval (the library's
+    `hrsam.interactive.metrics.mean_interval`, which the trials' click-use intervals use too)."""
+    mean, lo, hi = M.mean_interval(values, resamples, seed, LEVEL)
+    return Interval(mean, lo, hi, len(values))
 
 
 Values = tuple[list[str], np.ndarray]  # object names and one value per object

@@ -28,6 +28,9 @@ MAIN_QUALITY = ("miou_at_5", "noc90", "noc95", "nof95")
 MAIN_SYSTEM = ("encoder_ms", "decoder_ms", "peak_mem_mb", "sat_s")
 ABLATION_METRICS = (
     "miou_at_5",
+    "click_gain",
+    "neg_click_delta",
+    "oracle_gain",
     "noc85",
     "noc90",
     "noc95",
@@ -253,7 +256,11 @@ def conditions(trials: pd.DataFrame, metrics: Iterable[str]) -> tuple[str, ...]:
         notes.append(f"timings on {'; '.join(where)}.")
         notes += kernel_notes(ok)
         notes += [f"{metric(m).short}: {R.TIMING_PROTOCOL[m]}." for m in timings]
-    quality = [m for m in metrics if m in R.QUALITY_METRICS or R.clicks_of(m) is not None]
+    quality = [
+        m
+        for m in metrics
+        if m in R.QUALITY_METRICS or m in R.CLICK_USE_METRICS or R.clicks_of(m) is not None
+    ]
     if quality and len(ok) and "eval.protocol" in ok:
         protocols = sorted({str(v) for v in ok["eval.protocol"].dropna()})
         clicks = sorted({str(v) for v in ok.get("eval.max_clicks", pd.Series()).dropna()})
@@ -261,6 +268,14 @@ def conditions(trials: pd.DataFrame, metrics: Iterable[str]) -> tuple[str, ...]:
             f"NoC / NoF / mIoU: click protocol {', '.join(protocols)}"
             + (f", {', '.join(clicks)} clicks per object." if clicks else ".")
         )
+    if quality and len(ok) and R.UPSAMPLED in ok:
+        up = ok[ok[R.UPSAMPLED].fillna(0) > 0]
+        if len(up):
+            where = sorted({_text(v) for v in up.get("eval.ts", pd.Series("?", up.index))})
+            notes.append(
+                f"UPSAMPLED: at ts {', '.join(where)} objects were evaluated above their "
+                "image's native size: not a high-resolution result."
+            )
     return tuple(notes)
 
 

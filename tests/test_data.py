@@ -101,15 +101,15 @@ def test_corrupt_or_missing_files_and_wrong_roots(tmp_path):
 
 
 def test_synthetic_is_deterministic_and_resolution_matters(tmp_path):
-    a = generate(tmp_path / "a", n_train=2, n_val=1, size=512, seed=3)
-    b = generate(tmp_path / "b", n_train=2, n_val=1, size=512, seed=3)
+    a = generate(tmp_path / "a", n_train=2, n_val=1, size=512, seed=3, version=2)
+    b = generate(tmp_path / "b", n_train=2, n_val=1, size=512, seed=3, version=2)
     for split, name in (("train", "00000"), ("val", "00002")):
         for suffix in (".png", "_mask.png"):
             assert (a / split / f"{name}{suffix}").read_bytes() == (
                 b / split / f"{name}{suffix}"
             ).read_bytes()
     # the val split does not move when the training split grows
-    c = generate(tmp_path / "c", n_train=5, n_val=1, size=512, seed=3)
+    c = generate(tmp_path / "c", n_train=5, n_val=1, size=512, seed=3, version=2)
     assert (c / "val" / "00005_mask.png").read_bytes() == (
         a / "val" / "00002_mask.png"
     ).read_bytes()
@@ -136,7 +136,8 @@ def test_synthetic_reuses_a_complete_folder_and_reports_progress(tmp_path):
         size=128,
         progress=lambda i, n: calls.append((i, n)),
     )
-    assert calls == [(1, 3), (2, 3), (3, 3)] and len(ds) == 2
+    assert calls == [(1, 3), (2, 3), (3, 3)]  # progress per scene
+    assert len({s.name.split("_")[0] for s in ds}) == 2 and len(ds) >= 2  # instances of 2 scenes
     assert ds[0].gt.any() and ds[0].image.shape[2] == 3
     calls.clear()
     build_dataset(
@@ -161,7 +162,7 @@ def test_two_specs_under_one_root_keep_their_own_folders(tmp_path):
     assert generate(tmp_path, n_train=1, n_val=1, size=64) == small
     assert (small / "manifest.json").stat().st_mtime_ns == stamp  # reused, not rewritten
     val = DataConfig(root=str(tmp_path), size=128, n_train=1, n_val=1).build("val")
-    assert len(val) == 1 and max(val[0].image.shape[:2]) == 128
+    assert len({s.name.split("_")[0] for s in val}) == 1 and max(val[0].image.shape[:2]) == 128
 
 
 def test_stroke_coarsens_the_same_objects_in_their_own_folder(tmp_path):
@@ -172,10 +173,11 @@ def test_stroke_coarsens_the_same_objects_in_their_own_folder(tmp_path):
     inter = (fine & coarse).sum() / fine.sum()
     assert inter > 0.8  # the fine object's body is still there
     assert np.array_equal(make_sample(7, 256, stroke=3)[1], coarse)  # deterministic
-    default = generate(tmp_path, n_train=1, n_val=1, size=64)
-    wide = generate(tmp_path, n_train=1, n_val=1, size=64, stroke=3)
+    default = generate(tmp_path, n_train=1, n_val=1, size=64, version=2)
+    wide = generate(tmp_path, n_train=1, n_val=1, size=64, stroke=3, version=2)
     assert wide.name == default.name + "_stroke3" and default.name.endswith("_s0")
-    val = DataConfig(root=str(tmp_path), size=64, n_train=1, n_val=1, stroke=3).build("val")
+    val = DataConfig(root=str(tmp_path), size=64, n_train=1, n_val=1, stroke=3, version=2)
+    val = val.build("val")
     assert (
         val[0].gt.sum()
         == np.asarray(Image.open(wide / "val" / "00001_mask.png")).astype(bool).sum()
@@ -191,7 +193,86 @@ def test_contrast_moves_the_object_colour_away_from_the_background(tmp_path):
     assert np.array_equal(base[~mask], strong[~mask])  # the same background
     gap = lambda img: np.abs(img[mask].astype(float).mean(0) - img[~mask].mean(0)).sum()  # noqa: E731
     assert gap(strong) > 1.7 * gap(base)
-    folder = generate(tmp_path, n_train=1, n_val=1, size=64, stroke=2, contrast=2)
+    folder = generate(tmp_path, n_train=1, n_val=1, size=64, stroke=2, contrast=2, version=2)
     assert folder.name.endswith("_s0_stroke2_contrast2")
     with pytest.raises(ValueError, match=r"contrast=-1 must be in"):
         generate(tmp_path, n_train=1, n_val=1, size=64, contrast=-1)
+
+
+# -- version 3: multi-object scenes (issue #30) ----------------------------------------------------
+
+
+def test_scenes_are_deterministic_with_disjoint_non_empty_instances(tmp_path):
+    from hrsam.data.scenes import MIN_AREA, SceneSpec, make_scene
+
+    spec = SceneSpec(size=256)
+    for seed in range(8):
+        image, labels = make_scene(seed, spec)
+        again, same = make_scene(seed, spec)
+        assert np.array_equal(image, again) and np.array_equal(labels, same)
+        assert max(image.shape[:2]) == 256 and labels.shape == image.shape[:2]
+        ids = [int(v) for v in np.unique(labels) if v]
+        assert ids == list(range(1, len(ids) + 1))  # numbered without gaps
+        for k in ids:  # one label per pixel: disjoint by construction; each big enough
+            assert (labels == k).sum() >= MIN_AREA * labels.size
+    # the files: the same bytes twice, one sample per instance, masks equal to the label image
+    a = generate(tmp_path / "a", n_train=2, n_val=2, size=128)
+    b = generate(tmp_path / "b", n_train=2, n_val=2, size=128)
+    assert a.name == "v3_128px_2+2_s0"
+    for p in sorted(a.rglob("*.png")):
+        assert p.read_bytes() == (b / p.relative_to(a)).read_bytes()
+    val = DataConfig(root=str(tmp_path / "a"), size=128, n_train=2, n_val=2).build("val")
+    labels = np.asarray(Image.open(a / "val" / "00002_labels.png"))
+    mine = [s for s in val if s.name.startswith("00002_")]
+    assert len(mine) == len(np.unique(labels)) - 1 >= 1
+    total = np.zeros(labels.shape, int)
+    for s in mine:
+        assert s.gt.any() and np.array_equal(s.gt, labels == int(s.name.split("_")[1]))
+        total += s.gt
+    assert total.max() == 1  # instances never overlap
+
+
+def test_scenes_hold_look_alike_neighbours_and_detail_only_high_resolution_keeps():
+    """A scene's point: some object touches another of the same colour (a first click cannot
+    tell them apart), and downscaling 4x loses a share of the objects' pixels."""
+    from hrsam.data.scenes import SceneSpec, make_scene
+
+    touching_twins, lost = 0, []
+    for seed in range(12):
+        image, labels = make_scene(seed, SceneSpec(size=1024))
+        ids = [int(v) for v in np.unique(labels) if v]
+        colour = {k: image[labels == k].astype(float).mean(0) for k in ids}
+        for a in ids:
+            grown = (
+                torch.nn.functional.max_pool2d(
+                    torch.from_numpy((labels == a).astype(np.float32))[None, None], 3, 1, 1
+                )[0, 0].numpy()
+                > 0
+            )
+            for b in ids:
+                near = b != a and (grown & (labels == b)).any()
+                if near and np.abs(colour[a] - colour[b]).sum() < 30:
+                    touching_twins += 1
+            m = torch.from_numpy((labels == a).astype(np.float32))[None, None]
+            small = torch.nn.functional.interpolate(m, scale_factor=0.25, mode="area")
+            back = torch.nn.functional.interpolate(small, size=m.shape[-2:], mode="bilinear")
+            lost.append(1 - iou(back[0, 0].numpy() > 0.5, labels == a))
+    assert touching_twins >= 6, touching_twins
+    assert np.mean(lost) > 0.02, np.mean(lost)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"objects": "0"}, r"objects=0-0 must be 1 <= min <= max <= 12"),
+        ({"objects": "5-2"}, r"objects=5-2 must be 1 <= min <= max"),
+        ({"objects": "many"}, r"objects='many' must be N or MIN-MAX"),
+        ({"size": 64, "stroke": 8}, r"size=64 px is below the largest structure .* >= 400 px"),
+        ({"version": 4}, r"version=4 must be one of 2, 3"),
+    ],
+)
+def test_impossible_scene_specs_are_one_line_errors(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message) as e:
+        DataConfig(root=str(tmp_path), **kwargs)
+    assert "\n" not in str(e.value)
+    assert not any(tmp_path.iterdir())  # nothing written

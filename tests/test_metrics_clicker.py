@@ -204,3 +204,36 @@ def test_nothing_left_to_click_and_bad_protocol():
     assert next_click(gt, gt.copy(), np.zeros_like(gt), "ritm") is None
     with pytest.raises(ValueError, match="unknown protocol 'simpleclick'; valid: ritm, hrsam"):
         next_click(gt, gt, gt, "simpleclick")
+
+
+def test_click_use_diagnostics_match_a_hand_computation():
+    """Two objects, 5 clicks. Object A: +,-,-,+,- ; object B: +,+,- then the clicker stopped
+    (perfect mask): its IoU row stays flat and only its 3 clicks count."""
+    from hrsam.interactive.metrics import click_deltas, click_use, mean_interval
+
+    ious = np.array(
+        [
+            [0.50, 0.60, 0.55, 0.70, 0.80],
+            [0.90, 0.95, 1.00, 1.00, 1.00],
+        ]
+    )
+    labels = [[True, False, False, True, False], [True, True, False]]
+    deltas, positive = click_deltas(ious, labels)
+    assert np.allclose(deltas, [0.10, -0.05, 0.15, 0.10, 0.05, 0.05])
+    assert positive.tolist() == [False, False, True, False, True, False]
+    out = click_use(ious, labels, oracle=np.array([0.70, 0.85]))
+    assert out["click_gain"] == pytest.approx(((0.80 - 0.50) + (1.00 - 0.90)) / 2)
+    # negative clicks: A's 2nd (+0.10), 3rd (-0.05), 5th (+0.10); B's 3rd (+0.05)
+    assert out["neg_click_delta"] == pytest.approx((0.10 - 0.05 + 0.10 + 0.05) / 4)
+    assert out["pos_click_delta"] == pytest.approx((0.15 + 0.05) / 2)
+    assert out["harmful_clicks"] == pytest.approx(1 / 6)
+    assert out["oracle_miou"] == pytest.approx(0.775)
+    assert out["oracle_gain"] == pytest.approx(((0.70 - 0.50) + (0.85 - 0.90)) / 2)
+    assert out["click_gain_lo"] <= out["click_gain"] <= out["click_gain_hi"]
+    # the interval: percentile bootstrap of the per-object gains, the reports' own
+    mean, lo, hi = mean_interval(ious[:, 4] - ious[:, 0])
+    assert (out["click_gain"], out["click_gain_lo"], out["click_gain_hi"]) == (mean, lo, hi)
+    assert lo == pytest.approx(0.10) and hi == pytest.approx(0.30)
+    # no corrective click at all: the deltas are NaN, not 0
+    flat = click_use(np.array([[1.0, 1.0]]), [[True]])
+    assert np.isnan(flat["neg_click_delta"]) and np.isnan(flat["harmful_clicks"])

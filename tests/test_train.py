@@ -155,7 +155,7 @@ def test_click_simulation_reuses_the_training_embedding_only_when_modes_agree():
     dropout = build_model("hrsam_tiny")
     dropout.add_module("extra", torch.nn.Dropout2d(0.1))
     assert not is_deterministic(dropout)
-    cfg = TrainConfig(ts=128, gamma=0.9)
+    cfg = TrainConfig(ts=128, gamma=0.9, mask_rounds=0)
     sample = _dataset(1)[0]
     image, gt = prepare(sample.image, sample.gt, 128, False, model.normalize)
     model.train()
@@ -184,7 +184,7 @@ def test_all_rounds_loss_is_the_mean_over_rounds_of_an_explicit_replay():
 
     torch.manual_seed(0)
     model = build_model("hrsam_tiny").train()
-    cfg = TrainConfig(ts=128, gamma=0.95, loss_rounds="all")
+    cfg = TrainConfig(ts=128, gamma=0.95, loss_rounds="all", mask_rounds=0)
     sample = _dataset(1)[0]
     image, gt = prepare(sample.image, sample.gt, 128, False, model.normalize)
     calls = []
@@ -265,6 +265,10 @@ def test_distillation_lowers_the_mse():
         (["preset=hrsam_tiny", "loss=dice"], "loss='dice' must be one of nfl, bce_dice"),
         (["preset=hrsam_tiny", "loss_rounds=every"], "loss_rounds='every' must be 'last' or"),
         (["preset=hrsam_tiny", "step=3"], "unknown key 'step'; did you mean 'steps'?"),
+        (["preset=hrsam_tiny", "mask_rounds=-1"], "mask_rounds=-1 must be >= 0"),
+        (["preset=hrsam_tiny", "inner_k=0.5"], "inner_k=0.5 must be >= 1"),
+        (["preset=hrsam_tiny", "protocol=clicky"], "unknown protocol 'clicky'"),
+        (["preset=hrsam_tiny", "data.objects=0"], "objects=0-0 must be 1 <= min <= max"),
         (
             ["preset=hrsam_tiny", "checkpoint=/nonexistent.pt"],
             "checkpoint /nonexistent.pt does not exist",
@@ -297,3 +301,78 @@ def test_train_cli_runs_and_resumes(tmp_path, capsys):
     assert main([*argv[:1], "steps=3", *argv[2:]]) == 0
     out = capsys.readouterr()
     assert "trained 3 steps" in out.out and "3/3" in out.err
+
+
+def test_round_plan_draws_the_click_rounds_it_claims_and_its_mask_rounds():
+    """P(n click rounds) ~ gamma^n on 0..max_clicks; exactly ``mask_rounds`` mask-only rounds,
+    placed uniformly among the click rounds (including first and last place)."""
+    from hrsam.train.loop import round_plan
+
+    cfg = TrainConfig(gamma=0.8, max_clicks=4, mask_rounds=1)
+    rng = np.random.default_rng(0)
+    plans = [round_plan(cfg, rng) for _ in range(20000)]
+    assert all(p.count(False) == 1 for p in plans)
+    counts = np.bincount([p.count(True) for p in plans], minlength=5) / len(plans)
+    want = 0.8 ** np.arange(5) / (0.8 ** np.arange(5)).sum()
+    assert np.abs(counts - want).max() < 0.012, (counts, want)
+    # with 2 click rounds the mask round is first, between or last, each a third of the time
+    places = np.bincount([p.index(False) for p in plans if len(p) == 3], minlength=3)
+    assert np.abs(places / places.sum() - 1 / 3).max() < 0.03
+    none = TrainConfig(gamma=0.5, max_clicks=3, mask_rounds=0)
+    assert all(all(p) for p in (round_plan(none, rng) for _ in range(100)))
+    assert round_plan(TrainConfig(max_clicks=0, mask_rounds=2), rng) == [False, False]
+
+
+def test_a_mask_round_decodes_the_same_clicks_with_the_previous_mask_and_is_in_the_loss():
+    from hrsam.train.loop import all_rounds_loss, prepare
+
+    torch.manual_seed(0)
+    model = build_model("hrsam_tiny").train()
+    cfg = TrainConfig(ts=128, max_clicks=0, mask_rounds=1, loss_rounds="all")
+    sample = _dataset(1)[0]
+    image, gt = prepare(sample.image, sample.gt, 128, False, model.normalize)
+    calls = []
+    decode = model.decode
+
+    def spy(emb, pts, labels, prev):
+        out = decode(emb, pts, labels, prev)
+        calls.append((pts.clone(), prev, out[0]))
+        return out
+
+    model.decode = spy
+    emb = model.encode(image)
+    loss = all_rounds_loss(model, emb, gt, cfg, np.random.default_rng(0))
+    model.decode = decode
+    assert len(calls) == 2  # the first click, then one mask-only round
+    (p0, prev0, low0), (p1, prev1, low1) = calls
+    assert prev0 is None and torch.equal(p0, p1)  # no click added
+    assert torch.equal(prev1, low0.detach())  # only the previous mask is new
+    import torch.nn.functional as F
+
+    up = [F.interpolate(x, size=gt.shape[-2:], mode="bilinear") for x in (low0, low1)]
+    mean = np.mean([normalized_focal_loss(u, gt).item() for u in up])
+    assert loss.item() == pytest.approx(mean, rel=1e-6)
+
+
+def test_every_training_knob_reaches_trainconfig_from_the_command_line(tmp_path, monkeypatch):
+    """``python -m hrsam.train`` has a key per TrainConfig knob of the interactive recipe, each
+    with the dataclass's default, and each value arrives in the TrainConfig the loop gets."""
+    import dataclasses
+
+    import hrsam.train.__main__ as cli_main
+    from hrsam.train import loop
+
+    knobs = {"max_clicks": 3, "inner_k": 1.0, "mask_rounds": 2, "protocol": "ritm",
+             "gamma": 0.7, "loss_rounds": "last", "loss": "bce_dice"}  # fmt: skip
+    for key in knobs:
+        assert cli_main.DEFAULTS[key] == getattr(TrainConfig, cli_main.TRAIN_FIELDS[key])
+    seen = []
+    monkeypatch.setattr(
+        loop, "train", lambda m, d, cfg, out, **kw: seen.append(cfg) or loop.TrainState(1, [0.0])
+    )
+    argv = ["preset=hrsam_tiny", "steps=1", "ts=64", f"data.root={tmp_path}", "data.size=64",
+            "data.n_train=1", "data.n_val=1", f"out={tmp_path / 'run'}"]  # fmt: skip
+    cli_main.main([*argv, *(f"{k}={v}" for k, v in knobs.items())])
+    [cfg] = seen
+    assert {k: getattr(cfg, k) for k in knobs} == knobs
+    assert dataclasses.replace(cfg, **knobs) == cfg

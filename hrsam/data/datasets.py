@@ -44,21 +44,33 @@ class DataConfig:
     n_val: int = 16
     stroke: float = 1.0  # synthetic: scale of the fine structure (hrsam.data.synthetic)
     contrast: float = 1.0  # synthetic: object / background colour contrast
+    version: int = 3  # synthetic: generator version (3: multi-object scenes; 2: one blob)
+    objects: str = "3-6"  # synthetic v3: objects per scene, N or MIN-MAX
     limit: int = 0
+
+    def __post_init__(self) -> None:
+        if self.name == "synthetic":
+            from hrsam.data.synthetic import check_spec
+
+            check_spec(self.size, self.stroke, self.contrast, self.version, self.objects)
+
+    def synthetic_spec(self) -> dict:
+        """The generator's arguments (`hrsam.data.synthetic.generate`), for the synthetic set."""
+        keys = ("n_train", "n_val", "size", "stroke", "contrast", "version", "objects")
+        return {k: getattr(self, k) for k in keys}
+
+    def prepare(self, progress=None) -> None:
+        """Generates the synthetic set now (a sweep does it once, before its jobs race)."""
+        if self.name == "synthetic":
+            from hrsam.data.synthetic import generate
+
+            generate(self.root, progress=progress, **self.synthetic_spec())
 
     def build(self, split: str = "val", progress=None):
         """The dataset's ``split`` (synthetic: train or val; real datasets are val sets)."""
         if self.name == "synthetic":
             dataset = build_dataset(
-                self.name,
-                self.root,
-                split=split,
-                size=self.size,
-                n_train=self.n_train,
-                n_val=self.n_val,
-                progress=progress,
-                stroke=self.stroke,
-                contrast=self.contrast,
+                self.name, self.root, split=split, progress=progress, **self.synthetic_spec()
             )
         else:
             dataset = build_dataset(self.name, self.root)

@@ -1,12 +1,16 @@
-"""A deterministic synthetic high-resolution dataset whose fine structure only survives at high
-resolution: a jagged blob with holes and thin branches (1-3 px wide) on a textured background.
-``stroke`` scales that structure (branch width and hole size up, outline jaggedness down): 1 is
-the dataset as designed; 3 (branches 4-10 px) is what an interactive model of the CPU size can
-segment to 0.9 IoU at ts 512 (`benchmarks/results/cpu/mask_ceiling_synthetic_tiny.md`).
-``contrast`` scales how far the object's mean colour sits from the background's (1: as drawn;
-a quarter of the objects are then nearly background-coloured).
+"""The deterministic synthetic high-resolution dataset, in two generator versions.
 
-Generated once into a cache folder (``<root>/<split>/<name>.png`` + ``<name>_mask.png``) with a
+* version 3 (the default): scenes of several objects drawn at their native size, each object an
+  evaluation instance, with look-alike distractors touching their targets, lobes joined by thin
+  necks, holes and 1-3 px structure (`hrsam.data.scenes`). Stored as ``<name>.png`` plus
+  ``<name>_labels.png`` (instance ids); a sample is one (scene, instance) pair named
+  ``<name>_<id>``.
+* version 2: one jagged blob per image with holes and thin branches on a textured background,
+  kept reproducible byte for byte (``data.version=2``). ``stroke`` scales that structure
+  (branch width and hole size up, outline jaggedness down); ``contrast`` scales how far the
+  object's mean colour sits from the background's.
+
+Generated once into a folder per generator spec (``<root>/v<version>_<size>px_...``) with a
 manifest written last, so a half-written folder is regenerated rather than used. The same seed
 gives the same bytes, and the val split is the same whatever ``n_train`` is.
 """
@@ -21,10 +25,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from hrsam.data.scenes import SceneSpec, make_scene
 from hrsam.interactive.evaluate import Sample
 
 MANIFEST = "manifest.json"
-VERSION = 2  # 2: val samples no longer depend on n_train
+VERSION = 3  # 3: multi-object scenes (hrsam.data.scenes); 2: one blob per image
+VERSIONS = (2, 3)
+DEFAULT_OBJECTS = "3-6"
 VAL_OFFSET = 500_000  # val sample i is generated from seed index VAL_OFFSET + i
 
 
@@ -88,6 +95,18 @@ def make_sample(
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
+def parse_objects(objects: str | int) -> tuple[int, int]:
+    """``"3-6"`` -> (3, 6); ``4`` or ``"4"`` -> (4, 4). A bad value is a one-line ValueError."""
+    text = str(objects).strip()
+    try:
+        lo, _, hi = text.partition("-")
+        pair = (int(lo), int(hi or lo))
+    except ValueError:
+        raise ValueError(f"objects={objects!r} must be N or MIN-MAX objects per scene") from None
+    SceneSpec(objects=pair)  # validates the range
+    return pair
+
+
 def spec_folder(
     root: str | Path,
     n_train: int,
@@ -96,12 +115,30 @@ def spec_folder(
     seed: int = 0,
     stroke: float = 1.0,
     contrast: float = 1.0,
+    version: int = VERSION,
+    objects: str = DEFAULT_OBJECTS,
 ) -> Path:
-    """``root/v<VERSION>_<size>px_<n_train>+<n_val>_s<seed>[_stroke<x>][_contrast<y>]``: the
-    folder of one generator spec."""
+    """``root/v<version>_<size>px_<n_train>+<n_val>_s<seed>[_stroke<x>][_contrast<y>]
+    [_objects<a-b>]``: the folder of one generator spec."""
     suffix = "" if stroke == 1 else f"_stroke{stroke:g}"
     suffix += "" if contrast == 1 else f"_contrast{contrast:g}"
-    return Path(root) / f"v{VERSION}_{size}px_{n_train}+{n_val}_s{seed}{suffix}"
+    if version >= 3 and str(objects) != DEFAULT_OBJECTS:
+        suffix += f"_objects{objects}"
+    return Path(root) / f"v{version}_{size}px_{n_train}+{n_val}_s{seed}{suffix}"
+
+
+def check_spec(size: int, stroke: float, contrast: float, version: int, objects: str) -> None:
+    """One-line ValueErrors for a generator spec that cannot be drawn."""
+    if version not in VERSIONS:
+        raise ValueError(f"version={version} must be one of {', '.join(map(str, VERSIONS))}")
+    if size < 64:
+        raise ValueError(f"size={size} must be >= 64 px")
+    if not 0.5 <= stroke <= 8:
+        raise ValueError(f"stroke={stroke} must be in [0.5, 8]")
+    if not 0 <= contrast <= 8:
+        raise ValueError(f"contrast={contrast} must be in [0, 8]")
+    if version >= 3:
+        SceneSpec(size, parse_objects(objects), stroke, contrast)
 
 
 def generate(
@@ -113,33 +150,40 @@ def generate(
     progress: Callable[[int, int], None] | None = None,
     stroke: float = 1.0,
     contrast: float = 1.0,
+    version: int = VERSION,
+    objects: str = DEFAULT_OBJECTS,
 ) -> Path:
     """Writes the dataset into ``spec_folder(root, ...)`` unless a complete one is there; returns
     that folder. Each generator spec has its own folder, so entry points asking for different
     specs under one ``root`` never regenerate each other's data."""
-    if size < 64:
-        raise ValueError(f"size={size} must be >= 64 px")
-    if not 0.5 <= stroke <= 8:
-        raise ValueError(f"stroke={stroke} must be in [0.5, 8]")
-    if not 0 <= contrast <= 8:
-        raise ValueError(f"contrast={contrast} must be in [0, 8]")
-    spec = {"version": VERSION, "n_train": n_train, "n_val": n_val, "size": size, "seed": seed}
+    check_spec(size, stroke, contrast, version, objects)
+    spec = {"version": version, "n_train": n_train, "n_val": n_val, "size": size, "seed": seed}
     spec.update({k: v for k, v in (("stroke", stroke), ("contrast", contrast)) if v != 1})
-    root = spec_folder(root, n_train, n_val, size, seed, stroke, contrast)
+    if version >= 3:
+        spec["objects"] = str(objects)
+    root = spec_folder(root, n_train, n_val, size, seed, stroke, contrast, version, objects)
     manifest = root / MANIFEST
     if manifest.exists() and json.loads(manifest.read_text()).get("spec") == spec:
         return root
     total = n_train + n_val
-    files = {}
+    files: dict[str, list] = {}
+    scene = SceneSpec(size, parse_objects(objects), stroke, contrast) if version >= 3 else None
     for i in range(total):
         split = "train" if i < n_train else "val"
         (root / split).mkdir(parents=True, exist_ok=True)
         index = i if split == "train" else VAL_OFFSET + i - n_train
-        image, mask = make_sample(seed * 1_000_003 + index, size, stroke, contrast)
         name = f"{i:05d}"
-        Image.fromarray(image).save(root / split / f"{name}.png")
-        Image.fromarray(mask.astype(np.uint8) * 255).save(root / split / f"{name}_mask.png")
-        files.setdefault(split, []).append(name)
+        if scene is None:
+            image, mask = make_sample(seed * 1_000_003 + index, size, stroke, contrast)
+            Image.fromarray(image).save(root / split / f"{name}.png")
+            Image.fromarray(mask.astype(np.uint8) * 255).save(root / split / f"{name}_mask.png")
+            files.setdefault(split, []).append(name)
+        else:
+            image, labels = make_scene(seed * 1_000_003 + index, scene)
+            Image.fromarray(image).save(root / split / f"{name}.png", compress_level=1)
+            Image.fromarray(labels).save(root / split / f"{name}_labels.png", compress_level=1)
+            ids = [int(v) for v in np.unique(labels) if v]
+            files.setdefault(split, []).extend(f"{name}_{k}" for k in ids)
         if progress is not None:
             progress(i + 1, total)
     tmp = manifest.with_suffix(".tmp")
@@ -149,7 +193,11 @@ def generate(
 
 
 class SyntheticDataset:
-    """The ``synthetic`` dataset: a split of a generated folder (generated on first use)."""
+    """The ``synthetic`` dataset: a split of a generated folder (generated on first use). Version 3
+    samples are (scene, instance) pairs; the decoded scenes of the last `CACHE` images are kept,
+    so a training that draws instances at random decodes each scene once."""
+
+    CACHE = 512
 
     def __init__(
         self,
@@ -162,18 +210,39 @@ class SyntheticDataset:
         progress: Callable[[int, int], None] | None = None,
         stroke: float = 1.0,
         contrast: float = 1.0,
+        version: int = VERSION,
+        objects: str = DEFAULT_OBJECTS,
     ) -> None:
         if split not in ("train", "val"):
             raise ValueError(f"split={split!r} must be 'train' or 'val'")
-        self.root = generate(root, n_train, n_val, size, seed, progress, stroke, contrast)
+        self.root = generate(
+            root, n_train, n_val, size, seed, progress, stroke, contrast, version, objects
+        )
         self.split = split
+        self.version = version
+        self.size = size
         self.names = json.loads((self.root / MANIFEST).read_text())["files"].get(split, [])
+        self._scenes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.names)
 
+    def _scene(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
+        if stem not in self._scenes:
+            if len(self._scenes) >= self.CACHE:
+                self._scenes.pop(next(iter(self._scenes)))
+            folder = self.root / self.split
+            image = np.asarray(Image.open(folder / f"{stem}.png").convert("RGB"))
+            labels = np.asarray(Image.open(folder / f"{stem}_labels.png"))
+            self._scenes[stem] = (image, labels)
+        return self._scenes[stem]
+
     def __getitem__(self, i: int) -> Sample:
         name = self.names[i]
+        if self.version >= 3:
+            stem, _, k = name.rpartition("_")
+            image, labels = self._scene(stem)
+            return Sample(name, image, labels == int(k))
         folder = self.root / self.split
         image = np.asarray(Image.open(folder / f"{name}.png").convert("RGB"))
         mask = np.asarray(Image.open(folder / f"{name}_mask.png")) > 127

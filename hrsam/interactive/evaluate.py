@@ -6,6 +6,11 @@ resolution (the protocol's rule), predict with all clicks so far and the previou
 logits, threshold at the original resolution (``hrsam``: logit > 0; ``ritm``: probability > 0.49),
 record IoU. Timings: encoder ms per image and decoder ms per click (wall clock, synchronized on
 CUDA); peak memory of the whole run.
+
+Two more things are recorded per object, outside the timings: the oracle-mask test (the first
+click again, with the ideal ground-truth low-resolution mask as the previous mask: does the
+model use a mask it is given?) and the object's native long side, so that an evaluation at a
+``ts`` above it is marked as upsampled (`EvalResult.upsampled`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import numpy as np
 import torch
 
 from hrsam.interactive.clicker import Click, check_protocol, next_click
-from hrsam.interactive.metrics import boundary_iou, iou, summarize
+from hrsam.interactive.metrics import boundary_iou, click_use, iou, summarize
 from hrsam.models.predictor import Predictor
 from hrsam.precision import autocast, check_precision
 
@@ -68,12 +73,23 @@ class EvalResult:
     ious: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     clicks: list[list[Click]] = field(default_factory=list)
     biou: list[float] = field(default_factory=list)  # boundary IoU after 5 clicks (or the last)
+    oracle: list[float] = field(default_factory=list)  # IoU: first click + the ideal mask
+    native: list[int] = field(default_factory=list)  # each object's image long side, px
     encoder_ms: list[float] = field(default_factory=list)
     decoder_ms: list[float] = field(default_factory=list)
     peak_mem_mb: float | None = None
 
+    @property
+    def upsampled(self) -> int:
+        """Objects evaluated at a ``ts`` above their image's native long side (upsampled)."""
+        return sum(self.ts > n for n in self.native)
+
     def summary(self) -> dict[str, float]:
         out = summarize(self.ious, self.max_clicks)
+        labels = [[c.positive for c in clicks] for clicks in self.clicks]
+        out.update(click_use(self.ious, labels, np.array(self.oracle) if self.oracle else None))
+        if self.native:
+            out["upsampled"] = self.upsampled / len(self.native)
         out["biou"] = float(np.mean(self.biou)) if self.biou else float("nan")
         out["encoder_ms"] = float(np.median(self.encoder_ms)) if self.encoder_ms else float("nan")
         out["decoder_ms"] = float(np.median(self.decoder_ms)) if self.decoder_ms else float("nan")
@@ -131,6 +147,7 @@ def evaluate(
     rng = np.random.default_rng(seed)
     result = EvalResult(protocol, ts, max_clicks)
     rows = []
+    thr = _RITM_LOGIT if protocol == "ritm" else 0.0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for i, sample in enumerate(dataset):
@@ -160,11 +177,21 @@ def evaluate(
                     logits, prev = predictor.predict(pts, labels, prev)
                 _sync(device)
                 result.decoder_ms.append((time.perf_counter() - start) * 1e3)
-                thr = _RITM_LOGIT if protocol == "ritm" else 0.0
                 pred = logits[0].float().cpu().numpy() > thr
             curve.append(iou(pred, gt, ignore))
             if k == biou_at:
                 result.biou.append(boundary_iou(pred, gt))
+        if clicks:  # the oracle-mask test: click 1 again, with the ideal mask as previous mask
+            with autocast(device, precision):
+                first = predictor.predict(
+                    np.array([[clicks[0].y, clicks[0].x]]),
+                    np.array([int(clicks[0].positive)]),
+                    predictor.ideal_logits(gt),
+                )[0]
+            result.oracle.append(iou(first[0].float().cpu().numpy() > thr, gt, ignore))
+        else:
+            result.oracle.append(curve[0])
+        result.native.append(max(gt.shape))
         rows.append(curve)
         result.names.append(sample.name)
         result.clicks.append(clicks)

@@ -96,3 +96,73 @@ def summarize(ious: np.ndarray, max_clicks: int | None = None) -> dict[str, floa
         if c <= k:
             out[f"miou@{c}"] = miou_at(ious, c)
     return out
+
+
+# -- click use: what corrective clicks and the previous mask add (DESIGN.md 3) --------------------
+
+GAIN_CLICKS = (1, 5)  # click_gain = mIoU@5 - mIoU@1
+LEVEL = 0.95  # the level of every interval here and in the reports (reports.stats)
+
+
+def mean_interval(
+    values: np.ndarray, resamples: int = 2000, seed: int = 0, level: float = LEVEL
+) -> tuple[float, float, float]:
+    """(mean, lo, hi): the mean of per-object ``values`` with its percentile bootstrap interval
+    (``resamples`` resamples of the objects from a fixed ``seed``)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1 or len(values) == 0:
+        raise ValueError(f"values must be a non-empty 1-d array, got shape {values.shape}")
+    idx = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
+    means = values[idx].mean(axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return float(values.mean()), float(lo), float(hi)
+
+
+def click_deltas(ious: np.ndarray, positive: list[list[bool]]) -> tuple[np.ndarray, np.ndarray]:
+    """IoU change of every corrective click and its sign: (deltas, positive) over all objects,
+    click k >= 2 of an object changing its IoU from ``ious[k - 2]`` to ``ious[k - 1]``.
+    ``positive[i]`` lists object i's click labels in order (an object the clicker left alone,
+    because its mask was perfect, has fewer clicks than the matrix has columns)."""
+    ious = np.asarray(ious, dtype=np.float64)
+    deltas, signs = [], []
+    for row, labels in zip(ious, positive, strict=True):
+        n = min(len(labels), len(row))
+        if n >= 2:
+            deltas.append(row[1:n] - row[: n - 1])
+            signs.append(np.asarray(labels[1:n], bool))
+    if not deltas:
+        return np.zeros(0), np.zeros(0, bool)
+    return np.concatenate(deltas), np.concatenate(signs)
+
+
+def click_use(
+    ious: np.ndarray, positive: list[list[bool]], oracle: np.ndarray | None = None
+) -> dict[str, float]:
+    """Whether a model uses the clicks after the first and its previous mask:
+
+    * ``click_gain`` = mIoU@5 - mIoU@1 (clamped to the clicks the matrix holds) with its 95%
+      bootstrap interval over objects, ``click_gain_lo`` / ``click_gain_hi``;
+    * ``neg_click_delta`` / ``pos_click_delta``: the mean IoU change after a negative / positive
+      corrective click (click 2 onwards; NaN when there is none);
+    * ``harmful_clicks``: the share of corrective clicks after which IoU fell;
+    * with ``oracle`` (per object: IoU of the first click plus the ideal ground-truth mask as
+      the previous mask): ``oracle_miou`` and ``oracle_gain`` = its mean minus mIoU@1."""
+    ious = np.asarray(ious, dtype=np.float64)
+    k = min(GAIN_CLICKS[1], ious.shape[1])
+    gain, lo, hi = mean_interval(ious[:, k - 1] - ious[:, GAIN_CLICKS[0] - 1])
+    deltas, signs = click_deltas(ious, positive)
+    nan = float("nan")
+    out = {
+        "click_gain": gain,
+        "click_gain_lo": lo,
+        "click_gain_hi": hi,
+        "neg_click_delta": float(deltas[~signs].mean()) if (~signs).any() else nan,
+        "pos_click_delta": float(deltas[signs].mean()) if signs.any() else nan,
+        "harmful_clicks": float((deltas < 0).mean()) if len(deltas) else nan,
+    }
+    if oracle is not None:
+        oracle = np.asarray(oracle, dtype=np.float64)
+        out["oracle_miou"] = float(oracle.mean())
+        out["oracle_gain"] = float((oracle - ious[:, 0]).mean())
+    return out

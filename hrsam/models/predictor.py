@@ -14,6 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# the oracle mask's logit magnitude: a confident mask, as a trained decoder's own logits are
+ORACLE_LOGIT = 10.0
+
 
 class Predictor:
     """Runs an interactive segmenter on one image at target size ``ts``.
@@ -59,6 +62,16 @@ class Predictor:
         x = F.interpolate(x, size=(hr, wr), mode=mode, **exact)
         self.orig_size, self.pad_size, self.resized = (h, w), (hp, wp), (hr, wr)
         return F.pad(x, (0, self.ts - wr, 0, self.ts - hr))
+
+    @torch.no_grad()
+    def ideal_logits(self, gt: np.ndarray, scale: float = ORACLE_LOGIT) -> Tensor:
+        """The ideal previous mask of the (H, W) bool ``gt``, as the decoder's (1, 1, ts/4, ts/4)
+        low-resolution logits: the object fraction f of every ts/4 cell through this
+        predictor's geometry (`to_canvas` with area resizing), as ``scale * (2 f - 1)``.
+        Thresholded at 0 and postprocessed it is the best mask the decoder's resolution holds
+        (`benchmarks.mask_ceiling`); fed back it is the oracle-mask test's previous mask."""
+        canvas = self.to_canvas(torch.from_numpy(np.asarray(gt, np.float32))[None, None], "area")
+        return (scale * (2 * F.avg_pool2d(canvas, 4) - 1)).to(self.device)
 
     @torch.no_grad()
     def predict(

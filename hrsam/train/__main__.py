@@ -43,6 +43,10 @@ KEYS = {
     "warmup": (int, "linear warm-up steps"),
     "seed": (int, "seed"),
     "gamma": (float, "interactive: P(n extra click rounds) ~ gamma^n"),
+    "max_clicks": (int, "interactive: the most click rounds after the first click"),
+    "inner_k": (float, "interactive: training clicker's candidate ratio (1.0: the evaluation's)"),
+    "mask_rounds": (int, "interactive: rounds that add no click, only the previous mask"),
+    "protocol": (str, "interactive: the rounds' clicker, hrsam or ritm"),
     "loss": (str, "interactive: nfl (normalized focal, B.4) or bce_dice"),
     "loss_rounds": (str, "interactive: loss on the last click round (B.3) or on all (SAM)"),
     "ckpt_every": (int, "checkpoint every N steps (0: at the end)"),
@@ -72,7 +76,6 @@ TINY = {  # measured: benchmarks/results/cpu/train_tiny.md
     "lr": 1e-3,
     "warmup": 50,
     "batch": 1,
-    "gamma": 0.8,  # more corrective rounds than the interactive default (0.6)
 }
 # command-line key -> TrainConfig field (the keys' defaults are the fields')
 TRAIN_FIELDS = {
@@ -83,6 +86,10 @@ TRAIN_FIELDS = {
     "warmup": "warmup",
     "seed": "seed",
     "gamma": "gamma",
+    "max_clicks": "max_clicks",
+    "inner_k": "inner_k",
+    "mask_rounds": "mask_rounds",
+    "protocol": "protocol",
     "loss": "loss",
     "loss_rounds": "loss_rounds",
     "ckpt_every": "ckpt_every",

@@ -1,14 +1,21 @@
 """Interactive training with simulated clicks and SAM-style distillation (HRSAM spec B.1-B.4).
 
-Interactive step (B.3): in eval mode under no_grad, the first click goes to the error centre
-(k = 1.0), the image is encoded, and ``n ~ P(n) proportional to gamma^n`` (n = 0..max_clicks)
-extra rounds are simulated, each adding a click with the training rule (k = 1.7) and feeding the
-previous logits back. Then in train mode the image is encoded with gradients and the decoder
-predicts from all clicks and the (detached) previous logits; the normalized focal loss is taken
-on the logits upsampled to the training canvas. ``loss_rounds="all"`` instead decodes every
-round with gradients and averages their losses (SAM's iterative training); ``loss="bce_dice"``
-swaps the loss. Neither is the HRSAM recipe; both are measured in
-benchmarks/results/cpu/train_tiny.md.
+Interactive step. The first click goes to the error centre (k = 1.0); then the round plan
+(`round_plan`): ``n ~ P(n) proportional to gamma^n`` (n = 0..max_clicks) click rounds, each adding
+a click with the training rule (the ``protocol`` clicker with k = ``inner_k``) where the previous
+prediction is wrong, and ``mask_rounds`` rounds at random places after the first that add no
+click, so the model gets only its previous mask to improve on (SAM's recipe). Every round feeds
+the previous round's logits back, detached.
+
+* ``loss_rounds="all"`` (the default, SAM's iterative training): the image is encoded once with
+  gradients and every round is decoded in train mode; the losses of all rounds are averaged, so
+  the model is rewarded for what every click and every previous mask adds.
+* ``loss_rounds="last"`` (HRSAM B.3): the rounds are simulated in eval mode under no_grad and the
+  loss falls on the final prediction only.
+
+The loss is the normalized focal loss on the logits upsampled to the training canvas
+(``loss="bce_dice"`` swaps it). Measured: benchmarks/results/cpu/train_tiny.md and, for the
+click-use recipe of the embedded default, benchmarks/results/cpu/sweep_window_size.md.
 
 Distillation (B.1): MSE between the student's embedding and a teacher's, the teacher embeddings
 computed once to disk and reused.
@@ -34,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hrsam.interactive.clicker import next_click
+from hrsam.interactive.clicker import check_protocol, next_click
 from hrsam.models.checkpoint import CheckpointError, atomic_save, checkpoint_record, read_state
 from hrsam.models.common import DropPath
 from hrsam.precision import autocast, check_precision
@@ -58,10 +65,12 @@ class TrainConfig:
     warmup: int = 0
     layer_decay: float | None = None  # 0.9 for distillation (B.6); None for finetuning
     grad_clip: float | None = 1.0
-    max_clicks: int = 20
-    gamma: float = 0.6
-    inner_k: float = 1.7
-    loss_rounds: str = "last"  # "last": B.3 (loss on the final round); "all": SAM-style
+    max_clicks: int = 10  # the most click rounds after the first click
+    gamma: float = 0.9  # P(n click rounds) ~ gamma^n: mean 4.1 rounds at 0.9 with 10 at most
+    inner_k: float = 1.7  # the training clicker's candidate ratio (1.0: the evaluation's rule)
+    mask_rounds: int = 1  # rounds that add no click: only the previous mask to improve on
+    protocol: str = "hrsam"  # the clicker of the rounds (hrsam.interactive.clicker)
+    loss_rounds: str = "all"  # "all": a loss on every round (SAM); "last": HRSAM B.3
     loss: str = "nfl"  # a key of hrsam.train.losses.LOSSES: "nfl" (B.4) or "bce_dice"
     flip: bool = True
     seed: int = 42
@@ -85,6 +94,15 @@ class TrainConfig:
             check_precision(self.precision)
         if self.loss_rounds not in ("last", "all"):
             raise ValueError(f"loss_rounds={self.loss_rounds!r} must be 'last' or 'all'")
+        if self.max_clicks < 0:
+            raise ValueError(f"max_clicks={self.max_clicks} must be >= 0")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma={self.gamma} must be in (0, 1]")
+        if self.inner_k < 1:
+            raise ValueError(f"inner_k={self.inner_k} must be >= 1")
+        if self.mask_rounds < 0:
+            raise ValueError(f"mask_rounds={self.mask_rounds} must be >= 0")
+        check_protocol(self.protocol)
 
 
 def training_precision(cfg: TrainConfig, device: torch.device) -> str:
@@ -126,15 +144,37 @@ def _points(clicks) -> tuple[Tensor, Tensor]:
     return pts, labels
 
 
+def round_plan(cfg: TrainConfig, rng: np.random.Generator) -> list[bool]:
+    """The rounds after the first click: True adds a click, False only feeds the previous mask
+    back. ``n`` click rounds with P(n) proportional to gamma^n (n = 0..max_clicks), and
+    ``mask_rounds`` mask-only rounds inserted at uniformly random places among them (never
+    before the first prediction: a mask round needs a mask)."""
+    probs = cfg.gamma ** np.arange(cfg.max_clicks + 1)
+    plan = [True] * int(rng.choice(len(probs), p=probs / probs.sum()))
+    for _ in range(cfg.mask_rounds):
+        plan.insert(int(rng.integers(len(plan) + 1)), False)
+    return plan
+
+
 def _first_click(gt: Tensor, cfg: TrainConfig, rng: np.random.Generator):
-    """The centre click (k = 1.0) and the number of extra rounds, P(n) ~ gamma^n."""
+    """The centre click (k = 1.0) and the plan of the rounds after it (`round_plan`)."""
     gt_np = gt[0, 0].cpu().numpy()
     clicked = np.zeros_like(gt_np)
-    first = next_click(gt_np, np.zeros_like(gt_np), clicked, "hrsam", rng=rng, inner_k=1.0)
+    first = next_click(gt_np, np.zeros_like(gt_np), clicked, cfg.protocol, rng=rng, inner_k=1.0)
     clicked[first.y, first.x] = True
-    probs = cfg.gamma ** np.arange(cfg.max_clicks + 1)
-    rounds = int(rng.choice(len(probs), p=probs / probs.sum()))
-    return gt_np, [first], clicked, rounds
+    return gt_np, [first], clicked, round_plan(cfg, rng)
+
+
+def _add_click(gt_np, logits: Tensor, clicks, clicked, cfg: TrainConfig, rng) -> bool:
+    """The training clicker's next click where ``logits`` (canvas size) are wrong; False when
+    the prediction is perfect (no click to add)."""
+    pred = logits.detach()[0, 0].float().cpu().numpy() > 0
+    click = next_click(gt_np, pred, clicked, cfg.protocol, rng=rng, inner_k=cfg.inner_k)
+    if click is None:
+        return False
+    clicks.append(click)
+    clicked[click.y, click.x] = True
+    return True
 
 
 def simulate_clicks(
@@ -145,29 +185,26 @@ def simulate_clicks(
     rng: np.random.Generator,
     emb: Tensor | None = None,
 ):
-    """B.3, under no_grad in eval mode: the clicks and the previous logits of a random round.
+    """``loss_rounds="last"`` (B.3), under no_grad in eval mode: the clicks and the previous
+    logits after the planned rounds.
 
     ``emb``: the image embedding when the caller already has it (see `is_deterministic`);
     otherwise the image is encoded here in eval mode.
     """
-    gt_np, clicks, clicked, rounds = _first_click(gt, cfg, rng)
+    gt_np, clicks, clicked, plan = _first_click(gt, cfg, rng)
     prev = None
-    if rounds == 0:
+    if not plan:
         return clicks, prev
     was_training = model.training
     model.eval()
     with torch.no_grad():
         emb = model.encode(image) if emb is None else emb.detach()
-        for _ in range(rounds):
+        for adds_click in plan:
             pts, labels = _points(clicks)
             prev, _ = model.decode(emb, pts.to(image.device), labels.to(image.device), prev)
             up = F.interpolate(prev, size=gt.shape[-2:], mode="bilinear", align_corners=False)
-            pred = up[0, 0].cpu().numpy() > 0
-            click = next_click(gt_np, pred, clicked, "hrsam", rng=rng, inner_k=cfg.inner_k)
-            if click is None:
+            if adds_click and not _add_click(gt_np, up, clicks, clicked, cfg, rng):
                 break
-            clicks.append(click)
-            clicked[click.y, click.x] = True
     model.train(was_training)
     return clicks, prev
 
@@ -175,27 +212,21 @@ def simulate_clicks(
 def all_rounds_loss(
     model, emb: Tensor, gt: Tensor, cfg: TrainConfig, rng: np.random.Generator
 ) -> Tensor:
-    """SAM-style iterative training (``loss_rounds="all"``): the first click, then ``n`` extra
-    rounds drawn as in B.3, every round decoded with gradients in train mode and its normalized
-    loss averaged over the ``n + 1`` rounds. Each round's click comes from the previous
-    round's prediction (training rule, k = 1.7) and its logits are fed back detached. The
-    encoder runs once; every round's loss reaches it through ``emb``."""
-    gt_np, clicks, clicked, rounds = _first_click(gt, cfg, rng)
+    """SAM-style iterative training (``loss_rounds="all"``): the first click, then the planned
+    rounds, every round decoded with gradients in train mode and its loss averaged over the
+    rounds. A click round adds the training clicker's click where the previous prediction is
+    wrong; a mask round adds nothing. Each round gets the previous round's logits, detached.
+    The encoder runs once; every round's loss reaches it through ``emb``."""
+    gt_np, clicks, clicked, plan = _first_click(gt, cfg, rng)
     prev, total, n = None, 0.0, 0
-    for r in range(rounds + 1):
+    for r in range(len(plan) + 1):
         pts, labels = _points(clicks)
         low, _ = model.decode(emb, pts.to(emb.device), labels.to(emb.device), prev)
         logits = F.interpolate(low, size=gt.shape[-2:], mode="bilinear", align_corners=False)
         total = total + LOSSES[cfg.loss](logits, gt)
         n += 1
-        if r == rounds:
+        if r == len(plan) or (plan[r] and not _add_click(gt_np, logits, clicks, clicked, cfg, rng)):
             break
-        pred = logits.detach()[0, 0].float().cpu().numpy() > 0
-        click = next_click(gt_np, pred, clicked, "hrsam", rng=rng, inner_k=cfg.inner_k)
-        if click is None:
-            break
-        clicks.append(click)
-        clicked[click.y, click.x] = True
         prev = low.detach()
     return total / n
 
