@@ -63,6 +63,20 @@ def test_boundary_iou():
     assert boundary_iou(shifted, gt) < iou(shifted, gt)
 
 
+def test_boundary_band_equals_the_dense_max_pool_reference():
+    """The fast erosion gives the same band as the dense max-pool, on random shapes touching
+    the border, several sizes and band widths."""
+    from hrsam.interactive.metrics import boundary, boundary_reference
+
+    rng = np.random.default_rng(0)
+    for h, w, ratio in ((64, 80, 0.02), (120, 97, 0.05), (33, 200, 0.1), (50, 50, 0.001)):
+        m = rng.random((h // 4 + 1, w // 4 + 1)) > 0.5
+        m = np.kron(m, np.ones((4, 4), bool))[:h, :w]
+        assert np.array_equal(boundary(m, ratio), boundary_reference(m, ratio))
+        full = np.ones((h, w), bool)  # everything inside: only the border band remains
+        assert np.array_equal(boundary(full, ratio), boundary_reference(full, ratio))
+
+
 def test_distance_counts_the_border_as_outside():
     m = np.ones((5, 7), bool)
     d = distance(m)
