@@ -38,10 +38,15 @@ TABLE_METRICS = (
     "nof90",
     "miou@1",
     "miou@5",
+    "click_gain",
+    "neg_click_delta",
+    "oracle_gain",
     "encoder_ms",
     "peak_mem_mb",
 )
 INTERVAL_METRICS = ("noc90",)  # shown with their 95% interval over objects (reports.stats)
+# shown with the interval the trial recorded beside them (``<name>_lo`` / ``<name>_hi``)
+RECORDED_INTERVALS = ("click_gain",)
 
 
 def plan_table(sweep: C.Sweep, status: dict[str, str]) -> str:
@@ -59,7 +64,8 @@ def results_table(sweep: C.Sweep, records: dict[str, TrialRecord | None]) -> str
     (from the trial folder's ``ious.csv``), NoF90 out of the objects evaluated."""
     from reports import stats
 
-    head = [f"{k} [95% CI]" if k in INTERVAL_METRICS else k for k in TABLE_METRICS]
+    with_ci = (*INTERVAL_METRICS, *RECORDED_INTERVALS)
+    head = [f"{k} [95% CI]" if k in with_ci else k for k in TABLE_METRICS]
     rows = [[*(sweep.varying or ["trial"]), *head, "kernel", "status"]]
     for t in sweep.trials:
         r = records.get(t.trial_id)
@@ -72,10 +78,14 @@ def results_table(sweep: C.Sweep, records: dict[str, TrialRecord | None]) -> str
             if ious is not None and k in INTERVAL_METRICS:
                 ci = stats.interval((list(range(len(ious))), stats.per_object(ious, k)), k)
                 text += f" [{_num(ci.lo)}, {_num(ci.hi)}]"
+            elif k in RECORDED_INTERVALS and m.get(f"{k}_lo") is not None:
+                text += f" [{_num(m[f'{k}_lo'])}, {_num(m[f'{k}_hi'])}]"
             elif ious is not None and k.startswith("nof") and m.get(k) is not None:
                 text = f"{int(m[k])}/{len(ious)}"
             cells.append(text)
         status = "missing" if r is None else r.headline() if not r.ok else r.status
+        if m.get(R.UPSAMPLED):  # evaluated above the images' native size: not high-resolution
+            status += f" (UPSAMPLED: {m[R.UPSAMPLED]:.0%} of objects)"
         kernel = str(r.resolved.get("model.kernel") or "-") if r else "-"  # the timings' kernel
         rows.append([*values, *cells, kernel, status])
     return _markdown(rows)
@@ -90,7 +100,7 @@ def _ious(folder: Path):
 
 
 def _num(v) -> str:
-    if v is None:
+    if v is None or v != v:  # None or NaN
         return "-"
     return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
 

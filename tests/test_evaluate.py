@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 from hrsam.interactive import Sample, evaluate
@@ -122,3 +123,28 @@ def test_sat_latency_decodes_256_grid_prompts():
     out = sat_latency(Counting(), image, ts=256, warmup=0)
     assert len(calls) == 256 and calls[0] == [8.0, 8.0] and calls[-1] == [248.0, 248.0]
     assert out["sat_s"] > 0 and out["encoder_ms"] > 0 and out["decoder_ms"] > 0
+
+
+class _MaskEcho(GroundTruthStandIn):
+    """Decodes its previous mask when it gets one, else nothing: all it can use is the mask."""
+
+    def decode(self, emb, points, labels, prev_logits=None, multimask=False):
+        low, _ = super().decode(emb, points, labels)
+        return (torch.full_like(low, -10.0) if prev_logits is None else prev_logits), None
+
+
+def test_oracle_mask_test_and_native_size_marking():
+    """The oracle-mask test feeds the ideal ground-truth mask with the first click: a model
+    that only echoes its previous mask gains the mask's whole IoU, a model that ignores it
+    gains nothing. An evaluation at a ts above an object's native long side is counted as
+    upsampled; at or below it is not."""
+    samples = _samples()  # long sides 517, 240, 300
+    echo = evaluate(_MaskEcho(), samples, protocol="hrsam", ts=256, max_clicks=3).summary()
+    assert echo["miou@1"] == 0.0 and echo["oracle_miou"] > 0.97
+    assert echo["oracle_gain"] == pytest.approx(echo["oracle_miou"])
+    blind = evaluate(GroundTruthStandIn(), samples, protocol="hrsam", ts=256, max_clicks=3)
+    assert blind.summary()["oracle_gain"] == pytest.approx(0.0, abs=1e-12)
+    assert blind.native == [517, 240, 300]
+    assert blind.upsampled == 1 and blind.summary()["upsampled"] == pytest.approx(1 / 3)  # 240
+    at_native = evaluate(GroundTruthStandIn(), samples[1:2], protocol="hrsam", ts=240 // 16 * 16)
+    assert at_native.upsampled == 0 and at_native.summary()["upsampled"] == 0.0

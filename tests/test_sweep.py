@@ -553,3 +553,18 @@ def test_paper_main_trains_once_per_model_at_one_ts_and_evaluates_at_1x_2x_4x():
     assert {C.base_config(t.config)[1].ts for t in sweep.trials} == {256}
     cli = C.expand(*C.compose({"grid": "paper_main", "train.ts": "128"}))
     assert {t.config["train"]["ts"] for t in cli.trials} == {128}
+
+
+def test_no_default_grid_evaluates_the_embedded_default_above_its_native_size():
+    """Issue #30: the embedded default's scenes are drawn at ``data.size``; every grid's
+    training and evaluation ts stays at or below it, so no default result is an upsampled
+    picture. An evaluation above it is marked (tests/test_evaluate.py)."""
+    for grid in C.list_grids():
+        sweep = C.expand(*C.compose({"grid": grid}))
+        for t in sweep.trials:
+            d, ts = t.config["data"], t.config["eval"]["ts"]
+            if d["name"] != "synthetic":
+                continue
+            assert d["version"] >= 3, grid
+            assert ts <= d["size"], (grid, ts, d["size"])
+            assert t.config["train"]["ts"] <= d["size"], grid
