@@ -499,7 +499,7 @@ def _data_key(cfg: dict) -> dict:
 # Keys added after sweeps were recorded, with the value every earlier trial ran with: left out
 # of a hash while they hold it, so those sweeps keep their trial ids and resume.
 _LATER_KEYS = {"precision": "fp32", "tf32": False, "train.precision": None}
-_LATER_KEYS.update({"data.version": 2, "data.objects": "3-6"})  # the scene generator (#30)
+_LATER_KEYS.update({"data.version": 2, "data.objects": "2-4"})  # the scene generator (#30)
 
 
 def _hash_view(cfg: dict) -> dict:

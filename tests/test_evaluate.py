@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from hrsam.interactive import Sample, evaluate
 from hrsam.models import build_model

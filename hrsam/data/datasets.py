@@ -45,7 +45,7 @@ class DataConfig:
     stroke: float = 1.0  # synthetic: scale of the fine structure (hrsam.data.synthetic)
     contrast: float = 1.0  # synthetic: object / background colour contrast
     version: int = 3  # synthetic: generator version (3: multi-object scenes; 2: one blob)
-    objects: str = "3-6"  # synthetic v3: objects per scene, N or MIN-MAX
+    objects: str = "2-4"  # synthetic v3: objects per scene, N or MIN-MAX
     limit: int = 0
 
     def __post_init__(self) -> None:

@@ -32,7 +32,7 @@ class SceneSpec:
     ``contrast`` scales the colour distance of objects from the background."""
 
     size: int = 1024
-    objects: tuple[int, int] = (3, 6)
+    objects: tuple[int, int] = (2, 4)
     stroke: float = 1.0
     contrast: float = 1.0
 
@@ -52,7 +52,7 @@ class SceneSpec:
             )
 
 
-RADIUS = (0.06, 0.15)  # object radius as a fraction of the image's short side
+RADIUS = (0.12, 0.24)  # object radius as a fraction of the image's short side
 
 
 def _texture(rng: np.random.Generator, h: int, w: int, y0=0, x0=0, freq: float = 0.05):
@@ -67,12 +67,12 @@ def _texture(rng: np.random.Generator, h: int, w: int, y0=0, x0=0, freq: float =
         acc = np.full((h, w), rng.uniform(60, 190), np.float32)
         for _ in range(3):
             fy, fx = rng.uniform(-freq, freq, 2)
-            amp, phase = rng.uniform(8, 24), rng.uniform(0, 2 * math.pi)
+            amp, phase = rng.uniform(4, 14), rng.uniform(0, 2 * math.pi)
             a, b = fy * yy, fx * xx + phase
             acc += amp * np.sin(a) * np.cos(b)
             acc += amp * np.cos(a) * np.sin(b)
         out[..., c] = acc
-    out += 7 * rng.standard_normal((h, w, 3), dtype=np.float32)
+    out += 6 * rng.standard_normal((h, w, 3), dtype=np.float32)
     return out
 
 
@@ -88,12 +88,12 @@ def _shape(rng: np.random.Generator, r0: float, stroke: float):
     """An object's mask in its own box: (mask (h, w) bool, centre (y, x) inside the box).
 
     A lobed, jagged blob of radius ``r0`` with 1-3 holes; half the objects get a second lobe
-    joined by a neck 2-6 px wide (x ``stroke``); 0-2 thin branches 2-6 px wide."""
+    joined by a neck 2-6 px wide (x ``stroke``); 1-3 thin branches 2-6 px wide."""
     second = rng.random() < 0.5
     angle2 = rng.uniform(0, 2 * math.pi)
     r2 = r0 * rng.uniform(0.45, 0.7)
     gap = r0 + r2 + r0 * rng.uniform(0.2, 0.45)  # centre distance: the neck spans the gap
-    n_branches = int(rng.integers(0, 3))
+    n_branches = int(rng.integers(1, 4))
     reach = max(gap + r2 if second else r0, 1.9 * r0) + 4
     half = math.ceil(reach * 1.1)
     yy, xx = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float32)
@@ -122,7 +122,7 @@ def _blob(rng, yy, xx, cy: float, cx: float, r0: float, stroke: float) -> np.nda
     for k in range(2, 7):  # smooth lobes
         radius += r0 * rng.uniform(0, 0.1) * np.sin(k * theta + rng.uniform(0, 2 * math.pi))
     for k in (37, 71):  # a jagged outline only high resolution resolves
-        amp = r0 * rng.uniform(0.01, 0.025) / stroke
+        amp = r0 * rng.uniform(0.02, 0.04) / stroke
         radius += amp * np.sin(k * theta + rng.uniform(0, 2 * math.pi))
     mask = np.hypot(yy - cy, xx - cx) < radius
     for _ in range(int(rng.integers(1, 4))):  # holes
@@ -172,10 +172,10 @@ def make_scene(seed: int, spec: SceneSpec) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _far_colour(rng, background: np.ndarray, contrast: float) -> np.ndarray:
-    """An object colour at least 45 levels (x ``contrast``) from the background's mean."""
+    """An object colour at least 100 levels (x ``contrast``) from the background's mean."""
     for _ in range(100):
         colour = rng.uniform(20, 235, 3).astype(np.float32)
-        if np.linalg.norm(colour - background) >= 45:
+        if np.linalg.norm(colour - background) >= 100:
             break
     return background + contrast * (colour - background)
 
@@ -191,7 +191,7 @@ def _paint(image, labels, shape, y0: int, x0: int, look: Appearance, label: int,
     m = shape[sy0 : sy0 + y1c - y0c, sx0 : sx0 + x1c - x0c]
     tex_rng = np.random.default_rng(look.texture_seed)
     tex = _texture(tex_rng, y1c - y0c, x1c - x0c, y0c, x0c, freq=0.12)
-    obj = (tex - tex.mean((0, 1))) * 0.5 + look.colour
+    obj = (tex - tex[::4, ::4].mean((0, 1))) * 0.35 + look.colour
     region = image[y0c:y1c, x0c:x1c]
     region[m] = obj[m]
     labels[y0c:y1c, x0c:x1c][m] = label

@@ -31,7 +31,7 @@ from hrsam.interactive.evaluate import Sample
 MANIFEST = "manifest.json"
 VERSION = 3  # 3: multi-object scenes (hrsam.data.scenes); 2: one blob per image
 VERSIONS = (2, 3)
-DEFAULT_OBJECTS = "3-6"
+DEFAULT_OBJECTS = "2-4"
 VAL_OFFSET = 500_000  # val sample i is generated from seed index VAL_OFFSET + i
 
 

@@ -199,6 +199,9 @@ def _from_record(state: dict, source: str, overrides: dict) -> nn.Module:
     config = dict(state["config"])
     for key in ("global_attn_indexes", "ssm_indexes", "out_indexes", "anchor_sizes"):
         config[key] = tuple(config[key])
+    # an architecture key equal to the checkpoint's own value changes nothing
+    same = {k for k, v in overrides.items() if k in config and _plain(v) == _plain(config[k])}
+    overrides = {k: v for k, v in overrides.items() if k not in same - {"kernel", "scan"}}
     bad = sorted(set(overrides) - {"kernel", "scan"})
     if bad:
         raise CheckpointError(

@@ -65,8 +65,8 @@ class TrainConfig:
     warmup: int = 0
     layer_decay: float | None = None  # 0.9 for distillation (B.6); None for finetuning
     grad_clip: float | None = 1.0
-    max_clicks: int = 10  # the most click rounds after the first click
-    gamma: float = 0.9  # P(n click rounds) ~ gamma^n: mean 4.1 rounds at 0.9 with 10 at most
+    max_clicks: int = 8  # the most click rounds after the first click
+    gamma: float = 0.85  # P(n click rounds) ~ gamma^n: mean 3.0 rounds at 0.85 with 8 at most
     inner_k: float = 1.7  # the training clicker's candidate ratio (1.0: the evaluation's rule)
     mask_rounds: int = 1  # rounds that add no click: only the previous mask to improve on
     protocol: str = "hrsam"  # the clicker of the rounds (hrsam.interactive.clicker)
