@@ -406,6 +406,10 @@ def check_trial(cfg: dict, train: bool) -> None:
     data = cfg["data"]
     if data["name"] not in list_datasets():
         raise ConfigError(f"data.name={data['name']!r}; valid: {', '.join(list_datasets())}")
+    try:
+        data_config(cfg)  # the synthetic generator's spec: a scene it cannot draw
+    except ValueError as e:
+        raise ConfigError(_in_section("data", e)) from None
     if data["name"] != "synthetic" and not Path(data["root"]).is_dir():
         raise ConfigError(
             f"data.root={data['root']!r} ({data['name']}) is not a folder; point data.root "

@@ -197,6 +197,10 @@ def test_paper_profile_evaluates_given_checkpoints(tmp_path):
         (["grid=window_size", "profile=huge"], "unknown profile 'huge'"),
         (["grid=window_size", "--dryrun"], "did you mean '--dry-run'?"),
         (["grid=window_size", "mlflow.tracking_uri=./mlruns"], "sqlite:///<path>"),
+        # impossible scene specs of the synthetic generator (issue #30)
+        (["grid=window_size", "data.objects=0"], "data.objects=0 must be N or MIN-MAX"),
+        (["grid=window_size", "data.size=32"], "data.size=32 must be >= 64 px"),
+        (["grid=window_size", "data.stroke=8", "data.size=128"], "below the largest structure"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):

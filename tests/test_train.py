@@ -268,7 +268,7 @@ def test_distillation_lowers_the_mse():
         (["preset=hrsam_tiny", "mask_rounds=-1"], "mask_rounds=-1 must be >= 0"),
         (["preset=hrsam_tiny", "inner_k=0.5"], "inner_k=0.5 must be >= 1"),
         (["preset=hrsam_tiny", "protocol=clicky"], "unknown protocol 'clicky'"),
-        (["preset=hrsam_tiny", "data.objects=0"], "objects=0-0 must be 1 <= min <= max"),
+        (["preset=hrsam_tiny", "data.objects=0"], "objects=0 must be N or MIN-MAX"),
         (
             ["preset=hrsam_tiny", "checkpoint=/nonexistent.pt"],
             "checkpoint /nonexistent.pt does not exist",

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hrsam.data.scenes import SceneSpec, make_scene
+from hrsam.data.scenes import MAX_OBJECTS, SceneSpec, make_scene
 from hrsam.interactive.evaluate import Sample
 
 MANIFEST = "manifest.json"
@@ -103,7 +103,11 @@ def parse_objects(objects: str | int) -> tuple[int, int]:
         pair = (int(lo), int(hi or lo))
     except ValueError:
         raise ValueError(f"objects={objects!r} must be N or MIN-MAX objects per scene") from None
-    SceneSpec(objects=pair)  # validates the range
+    if not 1 <= pair[0] <= pair[1] <= MAX_OBJECTS:
+        raise ValueError(
+            f"objects={text} must be N or MIN-MAX objects per scene with "
+            f"1 <= MIN <= MAX <= {MAX_OBJECTS}"
+        )
     return pair
 
 
