@@ -56,14 +56,15 @@ def run(cfg: dict) -> dict:
     from hrsam.data import DatasetError
     from hrsam.interactive import evaluate
     from hrsam.models import CheckpointError, load_model
-    from hrsam.precision import check_precision, set_tf32
+    from hrsam.precision import check_precision, dtype, set_tf32
 
     try:
         EvalConfig(cfg["protocol"], cfg["ts"], cfg["max_clicks"])  # checks all three
         check_precision(cfg["precision"])
         device = _device(cfg["device"])
         overrides = {"kernel": cfg["kernel"]} if cfg.get("kernel") else {}
-        model = load_model(cfg["model"], cfg.get("checkpoint"), **overrides)
+        where = {"device": device, "dtype": dtype(cfg["precision"])}  # picks kernel auto's
+        model = load_model(cfg["model"], cfg.get("checkpoint"), **where, **overrides)
         dataset = cli.data_config(cfg).build(cfg["data.split"])
     except (CheckpointError, DatasetError) as e:
         raise UsageError(str(e)) from None

@@ -320,6 +320,12 @@ def test_checkpoint_round_trip_and_kernel_override(tmp_path):
         assert _max_diff(loaded.encode(x), model.encode(x)) <= 1e-5
     with pytest.raises(CheckpointError, match="override 'window_size' would change"):
         load_checkpoint(path, window_size=8)
+    assert load_checkpoint(path, window_size=4).preset.window_size == 4  # its own value: fine
+    # the kernel is compute, not weights: the file says `auto`, the loader picks for its device
+    from hrsam.models.checkpoint import read_state
+
+    assert read_state(path)["config"]["kernel"] == "auto"
+    assert load_checkpoint(path, device="cpu", dtype=torch.bfloat16).preset.kernel == "sdpa"
 
 
 def test_bad_checkpoint_files_are_named_and_never_executed(tmp_path):

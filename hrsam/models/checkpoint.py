@@ -129,11 +129,13 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, **meta) -> Path:
 def checkpoint_record(model: nn.Module, **meta) -> dict:
     """Our format: weights plus the preset fields that built the model and free-form meta."""
     preset = model.preset
+    config = {f: _plain(getattr(preset, f)) for f in preset.__dataclass_fields__}
+    config["kernel"] = "auto"  # compute, not weights: chosen again where the file is loaded
     return {
         "format": FORMAT,
         "version": VERSION,
         "preset": preset.name,
-        "config": {f: _plain(getattr(preset, f)) for f in preset.__dataclass_fields__},
+        "config": config,
         "meta": {k: _plain(v) for k, v in meta.items()},
         "state_dict": model.state_dict(),
     }
@@ -163,10 +165,13 @@ def _plain(v):
     return v
 
 
-def load_checkpoint(path: str | os.PathLike, **overrides) -> nn.Module:
+def load_checkpoint(
+    path: str | os.PathLike, *, device="cpu", dtype=torch.float32, **overrides
+) -> nn.Module:
     """Builds the model recorded in one of our checkpoints and loads its weights strictly.
 
-    ``overrides`` change only computation-side settings (``kernel``, ``scan``)."""
+    ``overrides`` change only computation-side settings (``kernel``, ``scan``); ``device`` and
+    ``dtype`` say where the model will run, which picks the kernel ``auto`` (`build_model`)."""
     state = read_state(path)
     if state.get("format") != FORMAT:
         raise CheckpointError(
@@ -174,26 +179,35 @@ def load_checkpoint(path: str | os.PathLike, **overrides) -> nn.Module:
             "official SAM / HRSAM files with load_sam_checkpoint / "
             "load_official_hrsam"
         )
-    return _from_record(state, str(path), overrides)
+    return _from_record(state, str(path), overrides, {"device": device, "dtype": dtype})
 
 
-def load_model(preset: str, checkpoint: str | os.PathLike | None = None, **overrides) -> nn.Module:
+def load_model(
+    preset: str,
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    device="cpu",
+    dtype=torch.float32,
+    **overrides,
+) -> nn.Module:
     """``preset`` with ``checkpoint`` loaded, reading the file once: one of our checkpoints (the
     preset recorded in it is used), an official SAM file for SAM presets, a released HRSAM /
-    HRSAM++ file for HRSAM presets. Without a checkpoint: the preset, randomly initialized."""
+    HRSAM++ file for HRSAM presets. Without a checkpoint: the preset, randomly initialized.
+    ``device`` and ``dtype``: where the model will run (the kernel ``auto`` is chosen for it)."""
     from hrsam.models.presets import build_model
 
+    where = {"device": device, "dtype": dtype}
     if not checkpoint:
-        return build_model(preset, **overrides)
+        return build_model(preset, **where, **overrides)
     state = read_state(checkpoint)
     if state.get("format") == FORMAT:
-        return _from_record(state, str(checkpoint), overrides)
-    model = build_model(preset, **overrides)
+        return _from_record(state, str(checkpoint), overrides, where)
+    model = build_model(preset, **where, **overrides)
     weights = state if model.preset.family == "sam" else remap_official_hrsam(state)
     return load_strict(model, weights, str(checkpoint))
 
 
-def _from_record(state: dict, source: str, overrides: dict) -> nn.Module:
+def _from_record(state: dict, source: str, overrides: dict, where: dict) -> nn.Module:
     from hrsam.models.presets import ModelPreset, build_model
 
     config = dict(state["config"])
@@ -220,5 +234,5 @@ def _from_record(state: dict, source: str, overrides: dict) -> nn.Module:
                 "only the scan backend can be chosen when loading"
             )
     config.update(overrides)
-    model = build_model(ModelPreset(**config))
+    model = build_model(ModelPreset(**config), **where)
     return load_strict(model, state["state_dict"], source)

@@ -29,7 +29,8 @@ import torch
 
 from hrsam import cli
 from hrsam.cli import UsageError
-from hrsam.train.loop import TrainConfig
+from hrsam.precision import dtype
+from hrsam.train.loop import TrainConfig, training_precision
 
 KEYS = {
     "preset": (str, "model preset"),
@@ -154,13 +155,16 @@ def build(cfg: dict):
         device = torch.device(cfg["device"])  # checked by run() before joining a process group
         overrides = {k: cfg[k] for k in ("kernel", "scan") if cfg.get(k)}
         torch.manual_seed(cfg["seed"])  # the same initial weights in every run with this seed
-        model = load_model(cfg["preset"], cfg.get("checkpoint"), **overrides).to(device)
+        # where it trains, in its precision: picks the kernel `auto` resolves to
+        where = {"device": device, "dtype": dtype(training_precision(train_cfg, device))}
+        model = load_model(cfg["preset"], cfg.get("checkpoint"), **where, **overrides)
+        model = model.to(device)
         teacher = None
         if recipe == "distill":
             if not cfg.get("teacher"):
                 raise UsageError("recipe=distill needs teacher=<preset> (and teacher.checkpoint)")
             t = (
-                load_model(cfg["teacher"], cfg.get("teacher.checkpoint"), **overrides)
+                load_model(cfg["teacher"], cfg.get("teacher.checkpoint"), **where, **overrides)
                 .to(device)
                 .eval()
             )
