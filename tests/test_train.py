@@ -174,17 +174,14 @@ def test_click_simulation_reuses_the_training_embedding_only_when_modes_agree():
     assert model.training  # the simulation restores the mode
 
 
-def test_all_rounds_loss_is_the_mean_over_rounds_of_an_explicit_replay():
-    """``loss_rounds="all"``: round r decodes clicks 1..r+1 with round r-1's logits fed back
-    detached, each new click lies in the previous round's error, and the loss is the mean of
-    the rounds' focal losses, all reaching the encoder."""
-    import torch.nn.functional as F
-
-    from hrsam.train.loop import all_rounds_loss, prepare
+def _spied_rounds():
+    """A tiny model in train mode whose decoder calls are recorded as (embedding, points,
+    labels, previous logits, low-res logits), one prepared sample; returns the model, image,
+    mask, the calls and the real decode (to put back)."""
+    from hrsam.train.loop import prepare
 
     torch.manual_seed(0)
     model = build_model("hrsam_tiny").train()
-    cfg = TrainConfig(ts=128, gamma=0.95, loss_rounds="all", mask_rounds=0)
     sample = _dataset(1)[0]
     image, gt = prepare(sample.image, sample.gt, 128, False, model.normalize)
     calls = []
@@ -196,6 +193,19 @@ def test_all_rounds_loss_is_the_mean_over_rounds_of_an_explicit_replay():
         return out
 
     model.decode = spy
+    return model, image, gt, calls, decode
+
+
+def test_all_rounds_loss_is_the_mean_over_rounds_of_an_explicit_replay():
+    """``loss_rounds="all"``: round r decodes clicks 1..r+1 with round r-1's logits fed back
+    detached, each new click lies in the previous round's error, and the loss is the mean of
+    the rounds' focal losses, all reaching the encoder."""
+    import torch.nn.functional as F
+
+    from hrsam.train.loop import all_rounds_loss
+
+    cfg = TrainConfig(ts=128, gamma=0.95, loss_rounds="all", mask_rounds=0)
+    model, image, gt, calls, decode = _spied_rounds()
     best = 0
     for seed in range(6):
         calls.clear()
@@ -324,27 +334,15 @@ def test_round_plan_draws_the_click_rounds_it_claims_and_its_mask_rounds():
 
 
 def test_a_mask_round_decodes_the_same_clicks_with_the_previous_mask_and_is_in_the_loss():
-    from hrsam.train.loop import all_rounds_loss, prepare
+    from hrsam.train.loop import all_rounds_loss
 
-    torch.manual_seed(0)
-    model = build_model("hrsam_tiny").train()
     cfg = TrainConfig(ts=128, max_clicks=0, mask_rounds=1, loss_rounds="all")
-    sample = _dataset(1)[0]
-    image, gt = prepare(sample.image, sample.gt, 128, False, model.normalize)
-    calls = []
-    decode = model.decode
-
-    def spy(emb, pts, labels, prev):
-        out = decode(emb, pts, labels, prev)
-        calls.append((pts.clone(), prev, out[0]))
-        return out
-
-    model.decode = spy
+    model, image, gt, calls, decode = _spied_rounds()
     emb = model.encode(image)
     loss = all_rounds_loss(model, emb, gt, cfg, np.random.default_rng(0))
     model.decode = decode
     assert len(calls) == 2  # the first click, then one mask-only round
-    (p0, prev0, low0), (p1, prev1, low1) = calls
+    (_, p0, _, prev0, low0), (_, p1, _, prev1, low1) = calls
     assert prev0 is None and torch.equal(p0, p1)  # no click added
     assert torch.equal(prev1, low0.detach())  # only the previous mask is new
     import torch.nn.functional as F
