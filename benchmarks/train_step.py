@@ -85,6 +85,10 @@ class Trainer:
         self.opt, self.sched = make_optimizer(
             self.model, c.lr, c.weight_decay, c.steps, c.warmup, c.layer_decay
         )
+        if c.loss_rounds != "last":
+            raise ValueError(
+                f"loss_rounds={c.loss_rounds!r}: Trainer times the loss_rounds='last' step only"
+            )
         self.reuse = is_deterministic(self.model)
         self.model.train()
 
@@ -143,12 +147,18 @@ def step_flops(preset, ts: int) -> float:
 
 
 def tiny_config(steps: int) -> TrainConfig:
+    """The recipe train_step.md profiles: the tiny-synthetic schedule with HRSAM's B.3 step
+    (rounds simulated without gradients, the loss on the last; gamma 0.8, up to 20 rounds, no
+    mask-only round), the path `Trainer` times part by part."""
     return TrainConfig(
         steps=max(steps, TINY["steps"]),
         ts=TINY["ts"],
         lr=TINY["lr"],
         warmup=TINY["warmup"],
         gamma=TINY["gamma"],
+        max_clicks=20,
+        mask_rounds=0,
+        loss_rounds="last",
     )
 
 

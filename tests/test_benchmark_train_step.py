@@ -18,7 +18,8 @@ def test_profiled_steps_equal_the_training_loop(tmp_path):
     data = build_dataset(
         "synthetic", str(tmp_path / "d"), split="train", n_train=4, n_val=1, size=64
     )
-    cfg = TrainConfig(steps=4, ts=64, lr=1e-3, warmup=1, gamma=0.8, max_clicks=3)
+    kw = dict(gamma=0.8, max_clicks=3, loss_rounds="last")  # the B.3 step Trainer times
+    cfg = TrainConfig(steps=4, ts=64, lr=1e-3, warmup=1, **kw)
     torch.manual_seed(0)
     model = build_model("hrsam_tiny")
     twin, generic, unfused = (copy.deepcopy(model) for _ in range(3))

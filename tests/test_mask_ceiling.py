@@ -33,7 +33,11 @@ def test_cli_prints_the_table_and_rejects_bad_input(tmp_path, capsys):
     assert main(argv) == 0
     text = out.read_text()
     rows = [line for line in text.splitlines() if line.startswith("| 0")]
-    assert len(rows) == 16  # the val split
+    from hrsam.data import DataConfig
+
+    val = DataConfig(root=str(root), size=96, n_train=1).build("val")
+    assert [r.split("|")[1].strip() for r in rows] == [s.name for s in val]  # every val object
+    assert len({s.name.split("_")[0] for s in val}) == 16  # of the 16 val scenes
     values = np.array([[float(v) for v in r.split("|")[2:4]] for r in rows])
     assert ((values > 0) & (values <= 1)).all() and (values[:, 1] >= values[:, 0] - 0.02).all()
     capsys.readouterr()

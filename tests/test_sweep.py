@@ -148,7 +148,9 @@ def test_kernels_share_one_training_per_pattern():
 def test_resolution_grid_trains_once():
     s = C.expand(*C.compose({"grid": "resolution"}))
     assert len({t.train_key for t in s.trials}) == 1
-    assert [t.config["eval"]["ts"] for t in s.trials] == [512, 1024, 2048]
+    # on the 1024 px scenes: 1x, 2x, 4x of the training ts 256, all native
+    assert [t.config["eval"]["ts"] for t in s.trials] == [256, 512, 1024]
+    assert {t.config["train"]["ts"] for t in s.trials} == {256}
 
 
 def test_paper_profile_evaluates_given_checkpoints(tmp_path):
@@ -335,7 +337,7 @@ def test_unsupported_and_failed_trials_reach_mlflow_and_the_report_as_themselves
     )
     assert set(record) >= {"status", "params", "resolved", "metrics", "provenance", "reason"}
     table = (tmp_path / "reports/out/attention/tables/ablation_attention.md").read_text()
-    assert table.splitlines()[2].startswith("| kernel | device | NoC85")
+    assert table.splitlines()[2].startswith("| kernel | device | 5-1 gain (%) | neg Δ (%)")
     by = {tuple(c.strip() for c in row.split("|")[1:3]): row for row in table.splitlines()[4:8]}
     reason = "unsupported: attention window with kernel xformers cannot run on cpu"
     assert f"| {reason} |" in by[("xformers", "cpu")]

@@ -218,6 +218,8 @@ def get_preset(name: str, **overrides) -> ModelPreset:
 
 
 def build_image_encoder(p: ModelPreset):
+    """The preset's image encoder (a kernel ``auto`` resolved for the CPU in fp32)."""
+    p = p.for_device()
     if p.family == "sam":
         return SamImageEncoder(
             img_size=p.img_size,
