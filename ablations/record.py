@@ -79,6 +79,16 @@ CLICK_USE_METRICS = (
     "oracle_gain",
 )
 UPSAMPLED = "upsampled"  # share of objects evaluated at a ts above their native size
+EMPTY_MIOU = 0.01  # below this mIoU after every click a model "predicts nothing"
+
+
+def predicts_nothing(metrics: dict) -> bool:
+    """Whether the mIoU after every click (``miou@k`` or ``miou_at_k``) is below `EMPTY_MIOU`:
+    a training that did not learn, not a measurement of a model."""
+    values = [v for k, v in metrics.items() if clicks_of(k) is not None and v == v]
+    return bool(values) and max(values) < EMPTY_MIOU
+
+
 MIOU_SERIES = "miou"  # mIoU after k clicks, logged as a step series (step = k)
 _MIOU = re.compile(r"^miou@(\d+)$")
 _MIOU_MLFLOW = re.compile(r"^miou_at_(\d+)$")

@@ -86,6 +86,8 @@ def results_table(sweep: C.Sweep, records: dict[str, TrialRecord | None]) -> str
         status = "missing" if r is None else r.headline() if not r.ok else r.status
         if m.get(R.UPSAMPLED):  # evaluated above the images' native size: not high-resolution
             status += f" (UPSAMPLED: {m[R.UPSAMPLED]:.0%} of objects)"
+        if r is not None and r.ok and R.predicts_nothing(m):
+            status += f" (EMPTY: mIoU < {R.EMPTY_MIOU:g} after every click)"
         kernel = str(r.resolved.get("model.kernel") or "-") if r else "-"  # the timings' kernel
         rows.append([*values, *cells, kernel, status])
     return _markdown(rows)

@@ -268,6 +268,13 @@ def conditions(trials: pd.DataFrame, metrics: Iterable[str]) -> tuple[str, ...]:
             f"NoC / NoF / mIoU: click protocol {', '.join(protocols)}"
             + (f", {', '.join(clicks)} clicks per object." if clicks else ".")
         )
+    empty = [r for r in ok.to_dict("records") if R.predicts_nothing(r)] if quality else []
+    if empty:
+        where = sorted({_empty_label(r) for r in empty})
+        notes.append(
+            f"EMPTY: {'; '.join(where)} predicted nothing (mIoU below {R.EMPTY_MIOU:g} after "
+            "every click): a training that did not learn, not a measurement of the model."
+        )
     if quality and len(ok) and R.UPSAMPLED in ok:
         up = ok[ok[R.UPSAMPLED].fillna(0) > 0]
         if len(up):
@@ -295,6 +302,13 @@ def kernel_notes(ok: pd.DataFrame) -> list[str]:
     mixed = len({tuple(k) for k in per_family.values()}) > 1
     warn = " Families ran different kernels: their latencies compare kernels too." if mixed else ""
     return [f"attention kernels: {text}.{warn}"]
+
+
+def _empty_label(run: dict) -> str:
+    preset = run.get("model.preset")
+    ts = run.get("eval.ts")
+    label = _text(preset) if not frame.is_missing(preset) else _text(run.get("label"))
+    return label if frame.is_missing(ts) else f"{label} at ts {ts}"
 
 
 def _text(v) -> str:

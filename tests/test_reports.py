@@ -205,6 +205,21 @@ def test_main_table_names_each_rows_kernel_and_warns_when_families_differ():
     assert "hrsam sdpa" in note and "sam math" in note and "compare kernels too" in note
 
 
+def test_a_model_that_predicts_nothing_is_named_in_the_notes():
+    """A run with mIoU below 1% after every click is a training that did not learn; the table
+    says so beside its cells instead of ranking it."""
+    from ablations import record as R
+
+    assert R.predicts_nothing({"miou@1": 0.0, "miou@5": 0.004, "noc90": 20.0})
+    assert not R.predicts_nothing({"miou@1": 0.0, "miou@5": 0.2})
+    assert not R.predicts_nothing({"noc90": 20.0})  # no mIoU recorded: nothing to say
+    runs = main_runs()
+    runs.loc[runs["model.preset"] == "sam_vit_b", "miou_at_5"] = 0.0
+    notes = [n for n in tables.main_table(runs, []).notes if n.startswith("EMPTY:")]
+    assert len(notes) == 1 and "sam_vit_b at ts 1024" in notes[0] and "hrsam" not in notes[0]
+    assert not any(n.startswith("EMPTY:") for n in tables.main_table(main_runs(), []).notes)
+
+
 def grid_runs(points: dict, repeats: int = 1) -> list[dict]:
     """Trials of a window_size x ts grid: ``points`` maps (ws, ts) to a status or metrics."""
     out = []
