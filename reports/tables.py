@@ -270,10 +270,16 @@ def conditions(trials: pd.DataFrame, metrics: Iterable[str]) -> tuple[str, ...]:
         )
     empty = [r for r in ok.to_dict("records") if R.predicts_nothing(r)] if quality else []
     if empty:
-        where = sorted({_empty_label(r) for r in empty})
+        at: dict[str, set] = {}
+        for r in empty:
+            label, ts = _empty_label(r)
+            at.setdefault(label, set()).update([] if ts is None else [ts])
+        where = "; ".join(
+            f"{k} (ts {', '.join(str(t) for t in sorted(v))})" if v else k for k, v in at.items()
+        )
         notes.append(
-            f"EMPTY: {'; '.join(where)} predicted nothing (mIoU below {R.EMPTY_MIOU:g} after "
-            "every click): a training that did not learn, not a measurement of the model."
+            f"EMPTY: {where} predicted nothing (mIoU below {R.EMPTY_MIOU:g} after every click): "
+            "a training that did not learn, not a measurement of the model."
         )
     if quality and len(ok) and R.UPSAMPLED in ok:
         up = ok[ok[R.UPSAMPLED].fillna(0) > 0]
@@ -304,11 +310,12 @@ def kernel_notes(ok: pd.DataFrame) -> list[str]:
     return [f"attention kernels: {text}.{warn}"]
 
 
-def _empty_label(run: dict) -> str:
+def _empty_label(run: dict) -> tuple[str, int | None]:
+    """(the run's preset, else its label; its eval ts or None)."""
     preset = run.get("model.preset")
-    ts = run.get("eval.ts")
     label = _text(preset) if not frame.is_missing(preset) else _text(run.get("label"))
-    return label if frame.is_missing(ts) else f"{label} at ts {ts}"
+    ts = run.get("eval.ts")
+    return label, None if frame.is_missing(ts) else int(ts)
 
 
 def _text(v) -> str:

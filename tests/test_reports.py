@@ -216,7 +216,7 @@ def test_a_model_that_predicts_nothing_is_named_in_the_notes():
     runs = main_runs()
     runs.loc[runs["model.preset"] == "sam_vit_b", "miou_at_5"] = 0.0
     notes = [n for n in tables.main_table(runs, []).notes if n.startswith("EMPTY:")]
-    assert len(notes) == 1 and "sam_vit_b at ts 1024" in notes[0] and "hrsam" not in notes[0]
+    assert len(notes) == 1 and "sam_vit_b (ts 1024, 2048)" in notes[0] and "hrsam" not in notes[0]
     assert not any(n.startswith("EMPTY:") for n in tables.main_table(main_runs(), []).notes)
 
 
