@@ -549,7 +549,8 @@ def train_cached(job: TrialJob, device, progress: _Progress, series=None) -> tup
     the same model wait on a lock and reuse it). Returns (its path, {train_s, train_loss}).
 
     Trained with this device's default scan backend (every backend computes the same function)
-    and the preset's kernel; the trial loads the file with its own kernel and backend."""
+    and the kernel ``auto`` resolves to for a training here; the trial loads the file with its
+    own kernel and backend."""
     import torch
 
     from hrsam.models import build_model, get_preset, save_checkpoint

@@ -31,6 +31,7 @@ def test_gpu_check_on_cpu_says_what_it_skips_and_exits_0(tmp_path, capsys):
     enc = list(csv.DictReader(open(tmp_path / "gpu_check_encoders.csv")))
     assert {r["preset"] for r in enc} == {"sam_tiny", "hrsam_tiny"}
     assert all(r["status"] == "ok" and float(r["encoder_ms"]) > 0 for r in enc)
+    assert {r["kernel"] for r in enc} == {"sdpa"}  # the default build names what auto chose
 
 
 def test_a_mismatch_is_reported_not_hidden(monkeypatch):
