@@ -342,7 +342,7 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def resolve_kernel(model_cfg: dict, device, precision: str, training: bool = False) -> str:
+def resolve_kernel(model_cfg: dict, device, precision: str) -> str:
     """The attention kernel this trial runs: a named one as asked, else (``None`` / ``auto``) the
     fastest exact kernel probed to run on this device in this precision
     (`hrsam.models.ModelPreset.for_device`, the same rule for every family)."""
@@ -351,7 +351,7 @@ def resolve_kernel(model_cfg: dict, device, precision: str, training: bool = Fal
 
     asked = C.model_overrides(model_cfg, (*C.ARCH_KEYS, "kernel"))
     preset = get_preset(model_cfg["preset"], **asked)
-    return preset.for_device(device, dtype(precision), backward=training).kernel
+    return preset.for_device(device, dtype(precision)).kernel
 
 
 def resolve_scan(requested: str | None, device) -> str:

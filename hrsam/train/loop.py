@@ -231,6 +231,24 @@ def all_rounds_loss(
     return total / n
 
 
+def interactive_loss(
+    model, image: Tensor, gt: Tensor, cfg: TrainConfig, rng: np.random.Generator, reuse: bool
+) -> Tensor:
+    """One sample's interactive loss: every round's (``loss_rounds="all"``, `all_rounds_loss`)
+    or the last round's after simulated rounds (B.3, `simulate_clicks`; ``reuse``: the click
+    simulation may take the training forward's embedding, see `is_deterministic`)."""
+    emb = model.encode(image)
+    if cfg.loss_rounds == "all":
+        return all_rounds_loss(model, emb, gt, cfg, rng)
+    clicks, prev = simulate_clicks(model, image, gt, cfg, rng, emb if reuse else None)
+    pts, labels = _points(clicks)
+    low, _ = model.decode(
+        emb, pts.to(emb.device), labels.to(emb.device), None if prev is None else prev.detach()
+    )
+    logits = F.interpolate(low, size=gt.shape[-2:], mode="bilinear", align_corners=False)
+    return LOSSES[cfg.loss](logits, gt)
+
+
 def is_deterministic(model: nn.Module) -> bool:
     """Whether train mode computes what eval mode does (no active dropout, drop-path or batch
     norm). Then the click simulation reuses the training forward's image embedding instead of
@@ -340,24 +358,8 @@ def train(
             image, gt = prepare(sample.image, sample.gt, cfg.ts, flip, to_input)
             gt = gt.to(device)
             with autocast(device, precision):
-                if cfg.recipe == "interactive" and cfg.loss_rounds == "all":
-                    loss = all_rounds_loss(model, model.encode(image), gt, cfg, rng)
-                elif cfg.recipe == "interactive":
-                    emb = model.encode(image)
-                    clicks, prev = simulate_clicks(
-                        model, image, gt, cfg, rng, emb if reuse_embedding else None
-                    )
-                    pts, labels = _points(clicks)
-                    low, _ = model.decode(
-                        emb,
-                        pts.to(device),
-                        labels.to(device),
-                        None if prev is None else prev.detach(),
-                    )
-                    logits = F.interpolate(
-                        low, size=gt.shape[-2:], mode="bilinear", align_corners=False
-                    )
-                    loss = LOSSES[cfg.loss](logits, gt)
+                if cfg.recipe == "interactive":
+                    loss = interactive_loss(model, image, gt, cfg, rng, reuse_embedding)
                 else:
                     target = teacher(index, image).to(device)
                     loss = F.mse_loss(model.encode(image).float(), target.float())
