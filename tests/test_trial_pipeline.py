@@ -131,11 +131,11 @@ def test_every_training_option_reaches_the_loop_and_the_initial_weights_are_seed
 ):
     monkeypatch.chdir(tmp_path)
     args = ["grid=window_size", "model.window_size=4", "train.gamma=0.8", "train.loss_rounds=all"]
-    assert sweep.main([*args, "train.loss=bce_dice", "train.batch_size=2", *MICRO]) == 0
+    assert sweep.main([*args, "train.loss=nfl", "train.batch_size=2", *MICRO]) == 0
     [ckpt] = (tmp_path / "outputs/sweeps/window_size/cache/train").glob("*/model.pt")
     training = torch.load(ckpt, weights_only=True)["meta"]["training"]
     assert training["gamma"] == 0.8 and training["loss_rounds"] == "all"
-    assert training["loss"] == "bce_dice" and training["batch_size"] == 2
+    assert training["loss"] == "nfl" and training["batch_size"] == 2
     assert training["seed"] == 42 and training["steps"] == 2
 
 
