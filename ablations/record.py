@@ -16,118 +16,40 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+# Metric, tag and parameter names are `hrsam.names`' (one spelling each, the same in result.json,
+# MLflow and the reports); the ones this module's readers use are re-exported here.
+from hrsam.names import (
+    ERROR,
+    GRID,
+    LABEL,
+    PARENT,
+    REQUESTED,
+    ROLE,
+    STATUS,
+    SWEEP_ID,
+    TRIAL_ID,
+    VARYING,
+    canonical,
+    clicks_of,
+)
 
 FINISHED, FAILED, UNSUPPORTED = "FINISHED", "FAILED", "UNSUPPORTED"
 STATUSES = (FINISHED, FAILED, UNSUPPORTED)
 MLFLOW_STATUS = {FINISHED: "FINISHED", FAILED: "FAILED", UNSUPPORTED: "FINISHED"}
 ROLE_SWEEP, ROLE_TRIAL = "sweep", "trial"
 
-# MLflow tags
-ROLE = "hrsam.role"
-SWEEP_ID = "hrsam.sweep_id"
-TRIAL_ID = "hrsam.trial_id"
-GRID = "hrsam.grid"
-LABEL = "hrsam.label"
-VARYING = "hrsam.varying"
-STATUS = "hrsam.status"
-ERROR = "hrsam.error"  # the last line of the traceback, or the unsupported reason
-PARENT = "mlflow.parentRunId"
-RUN_NAME = "mlflow.runName"
-NOTE = "mlflow.note.content"  # the run's description in the UI: the sweep's command line
-# MLflow >= 3 shows an experiment without a kind as a GenAI one (traces, not runs)
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-# the tags above as the reports' column names
-TAG_COLUMNS = {
-    ROLE: "role",
-    TRIAL_ID: "trial_id",
-    SWEEP_ID: "sweep_id",
-    GRID: "grid",
-    VARYING: "varying",
-    LABEL: "label",
-    STATUS: "trial_status",
-    ERROR: "error",
-    PARENT: "parent",
-    RUN_NAME: "run_name",
-    # provenance tags the reports show beside timings (`ablations.trial.provenance`)
-    "device_name": "device_name",
-    "precision": "precision",
-    "threads": "threads",
-    "timing_shared": "timing_shared",
-}
-REQUESTED = "requested."  # param prefix: the value asked for where the job resolved another
 
-# Metrics. Two measurements of latency and memory exist and are named apart:
-# the warm fixed-input benchmark (hrsam.profiling.measure: the figures papers report) and the
-# per-object timings of the interactive evaluation (cold per image, the real prompt sequence).
-BENCH_METRICS = ("encoder_ms", "encoder_ms_iqr", "decoder_ms", "sat_s", "peak_mem_mb")
-EVAL_PREFIX = "eval_"  # evaluate()'s encoder_ms / decoder_ms / peak_mem_mb become eval_*
-EVAL_TIMINGS = ("eval_encoder_ms", "eval_decoder_ms", "eval_peak_mem_mb", "spc_s")
-QUALITY_METRICS = ("noc85", "noc90", "noc95", "nof85", "nof90", "nof95", "biou")
-# click use (hrsam.interactive.metrics.click_use): what clicks 2-5 and the previous mask add;
-# ``click_gain`` = mIoU@5 - mIoU@1 with its 95% interval over objects in ``_lo`` / ``_hi``
-CLICK_USE_METRICS = (
-    "click_gain",
-    "click_gain_lo",
-    "click_gain_hi",
-    "neg_click_delta",
-    "pos_click_delta",
-    "harmful_clicks",
-    "oracle_miou",
-    "oracle_gain",
-)
-UPSAMPLED = "upsampled"  # share of objects evaluated at a ts above their native size
 EMPTY_MIOU = 0.01  # below this mIoU after every click a model "predicts nothing"
 
 
 def predicts_nothing(metrics: dict) -> bool:
-    """Whether the mIoU after every click (``miou@k`` or ``miou_at_k``) is below `EMPTY_MIOU`:
-    a training that did not learn, not a measurement of a model."""
+    """Whether the mIoU after every click is below `EMPTY_MIOU`: a training that did not
+    learn, not a measurement of a model."""
     values = [v for k, v in metrics.items() if clicks_of(k) is not None and v == v]
     return bool(values) and max(values) < EMPTY_MIOU
-
-
-MIOU_SERIES = "miou"  # mIoU after k clicks, logged as a step series (step = k)
-_MIOU = re.compile(r"^miou@(\d+)$")
-_MIOU_MLFLOW = re.compile(r"^miou_at_(\d+)$")
-
-
-# What each timing means, for table notes and axis captions (eval-protocol E; DESIGN.md 4).
-TIMING_PROTOCOL = {
-    "encoder_ms": "image encoder once per image at bench.ts, warm, median of bench.reps",
-    "decoder_ms": "prompt encoder + mask decoder per click, warm, median",
-    "sat_s": "one encoder pass plus a bench.sat_points^2 grid of single-click decodes",
-    "peak_mem_mb": "peak memory of the warm benchmark",
-    "eval_encoder_ms": "encoder per object during the interactive evaluation (median)",
-    "eval_decoder_ms": "decoder per click during the interactive evaluation (median)",
-    "eval_peak_mem_mb": "peak memory over the whole interactive evaluation",
-    "spc_s": "seconds per click over the interactive evaluation (encoder + decoders)",
-}
-
-
-def miou_at(k: int) -> str:
-    """Our name of mIoU after ``k`` clicks: ``miou@5``."""
-    return f"miou@{k}"
-
-
-def clicks_of(name: str) -> int | None:
-    """``k`` of ``miou@k`` (or its MLflow spelling ``miou_at_k``), else None."""
-    m = _MIOU.match(name) or _MIOU_MLFLOW.match(name)
-    return int(m[1]) if m else None
-
-
-def to_mlflow(name: str) -> str:
-    """Our metric name in MLflow's alphabet (no ``@``): ``miou@5`` -> ``miou_at_5``."""
-    k = clicks_of(name)
-    return name if k is None else f"miou_at_{k}"
-
-
-def eval_timing(name: str) -> str:
-    """The record name of an `EvalResult.summary` timing: ``encoder_ms`` -> ``eval_encoder_ms``;
-    ``spc_s`` (seconds per click) exists only there and keeps its name."""
-    return EVAL_PREFIX + name if name in ("encoder_ms", "decoder_ms", "peak_mem_mb") else name
 
 
 @dataclass
@@ -168,9 +90,11 @@ class TrialRecord:
     def load(cls, folder: Path) -> TrialRecord | None:
         """The record in ``folder/result.json``, or None when there is none (or it is torn)."""
         try:
-            return cls.from_dict(json.loads((Path(folder) / "result.json").read_text()))
+            record = cls.from_dict(json.loads((Path(folder) / "result.json").read_text()))
         except (OSError, ValueError, TypeError):
             return None
+        record.metrics = {canonical(k): v for k, v in record.metrics.items()}  # older records
+        return record
 
     def save(self, folder: Path) -> None:
         (Path(folder) / "result.json").write_text(self.to_json())
@@ -221,12 +145,12 @@ class TrialRecord:
         return tags
 
     def mlflow_metrics(self) -> dict[str, float]:
-        """Finite metrics under their MLflow names (``miou@k`` -> ``miou_at_k``)."""
-        out = {}
-        for k, v in self.metrics.items():
-            if v is not None and math.isfinite(float(v)):
-                out[to_mlflow(k)] = float(v)
-        return out
+        """The finite metrics (their names are MLflow's: `hrsam.names`)."""
+        return {
+            k: float(v)
+            for k, v in self.metrics.items()
+            if v is not None and math.isfinite(float(v))
+        }
 
 
 def _param_text(v) -> str:

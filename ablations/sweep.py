@@ -29,24 +29,25 @@ from ablations import tracking
 from ablations.launch import Tracked, run
 from ablations.record import TrialRecord
 from ablations.trial import TrialJob
+from hrsam import names
 
 FLAGS = ("--dry-run", "--help", "-h")
 TABLE_METRICS = (
-    "noc85",
-    "noc90",
-    "noc95",
-    "nof90",
-    "miou@1",
-    "miou@5",
-    "click_gain",
-    "neg_click_delta",
-    "oracle_gain",
-    "encoder_ms",
-    "peak_mem_mb",
+    names.NOC85,
+    names.NOC90,
+    names.NOC95,
+    names.NOF90,
+    names.MIOU1,
+    names.MIOU5,
+    names.CLICK_GAIN,
+    names.NEG_CLICK_DELTA,
+    names.ORACLE_GAIN,
+    names.ENCODER_MS,
+    names.PEAK_MEM_MB,
 )
-INTERVAL_METRICS = ("noc90",)  # shown with their 95% interval over objects (reports.stats)
+INTERVAL_METRICS = (names.NOC90,)  # shown with their 95% interval over objects (reports.stats)
 # shown with the interval the trial recorded beside them (``<name>_lo`` / ``<name>_hi``)
-RECORDED_INTERVALS = ("click_gain",)
+RECORDED_INTERVALS = (names.CLICK_GAIN,)
 
 
 def plan_table(sweep: C.Sweep, status: dict[str, str]) -> str:
@@ -65,7 +66,7 @@ def results_table(sweep: C.Sweep, records: dict[str, TrialRecord | None]) -> str
     from reports import stats
 
     with_ci = (*INTERVAL_METRICS, *RECORDED_INTERVALS)
-    head = [f"{k} [95% CI]" if k in with_ci else k for k in TABLE_METRICS]
+    head = [names.label(k) + (" [95% CI]" if k in with_ci else "") for k in TABLE_METRICS]
     rows = [[*(sweep.varying or ["trial"]), *head, "kernel", "status"]]
     for t in sweep.trials:
         r = records.get(t.trial_id)
@@ -78,14 +79,15 @@ def results_table(sweep: C.Sweep, records: dict[str, TrialRecord | None]) -> str
             if ious is not None and k in INTERVAL_METRICS:
                 ci = stats.interval((list(range(len(ious))), stats.per_object(ious, k)), k)
                 text += f" [{_num(ci.lo)}, {_num(ci.hi)}]"
-            elif k in RECORDED_INTERVALS and m.get(f"{k}_lo") is not None:
-                text += f" [{_num(m[f'{k}_lo'])}, {_num(m[f'{k}_hi'])}]"
-            elif ious is not None and k.startswith("nof") and m.get(k) is not None:
+            elif k in RECORDED_INTERVALS and m.get(names.interval(k)[0]) is not None:
+                lo, hi = names.interval(k)
+                text += f" [{_num(m[lo])}, {_num(m[hi])}]"
+            elif ious is not None and names.is_count(k) and m.get(k) is not None:
                 text = f"{int(m[k])}/{len(ious)}"
             cells.append(text)
         status = "missing" if r is None else r.headline() if not r.ok else r.status
-        if m.get(R.UPSAMPLED):  # evaluated above the images' native size: not high-resolution
-            status += f" (UPSAMPLED: {m[R.UPSAMPLED]:.0%} of objects)"
+        if m.get(names.UPSAMPLED):  # evaluated above the images' native size: not high-resolution
+            status += f" (UPSAMPLED: {m[names.UPSAMPLED]:.0%} of objects)"
         if r is not None and r.ok and R.predicts_nothing(m):
             status += f" (EMPTY: mIoU < {R.EMPTY_MIOU:g} after every click)"
         kernel = str(r.resolved.get("model.kernel") or "-") if r else "-"  # the timings' kernel

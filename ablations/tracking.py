@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ablations import record as R
 from ablations.record import TrialRecord
+from hrsam import names
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def experiment_id(c, name: str, artifact_root: Path | None = None) -> str:
     if exp is not None:
         return exp.experiment_id
     location = artifact_root.resolve().as_uri() if artifact_root else None
-    tags = dict([R.EXPERIMENT_KIND])  # opens on the runs table, not the GenAI overview
+    tags = dict([names.EXPERIMENT_KIND])  # opens on the runs table, not the GenAI overview
     try:
         return _retry(lambda: c.create_experiment(name, artifact_location=location, tags=tags))
     except Exception:  # created meanwhile by another process
@@ -81,9 +82,11 @@ def start_sweep(
     ``command`` (the sweep's command line) becomes its description."""
     c = client(tracking_uri)
     exp_id = experiment_id(c, experiment, artifact_root)
-    _retry(lambda: c.set_experiment_tag(exp_id, *R.EXPERIMENT_KIND))  # older experiments too
+    _retry(lambda: c.set_experiment_tag(exp_id, *names.EXPERIMENT_KIND))  # older experiments too
     found = _runs(
-        c, exp_id, f"tags.`{R.SWEEP_ID}` = '{sweep_id}' and tags.`{R.ROLE}` = '{R.ROLE_SWEEP}'"
+        c,
+        exp_id,
+        f"tags.`{names.SWEEP_ID}` = '{sweep_id}' and tags.`{names.ROLE}` = '{R.ROLE_SWEEP}'",
     )
     if found:
         run_id = found[0].info.run_id
@@ -91,7 +94,7 @@ def start_sweep(
         return run_id
     tags = R.parent_tags(sweep_id, grid, varying)
     if command:
-        tags[R.NOTE] = command
+        tags[names.NOTE] = command
     run = _retry(lambda: c.create_run(exp_id, run_name=grid, tags=tags))
     _log_params(c, run.info.run_id, params)
     return run.info.run_id
@@ -111,10 +114,10 @@ def trial_runs(tracking_uri: str, experiment: str, sweep_id: str) -> dict[str, t
     runs = _runs(
         c,
         exp.experiment_id,
-        f"tags.`{R.SWEEP_ID}` = '{sweep_id}' and tags.`{R.ROLE}` = '{R.ROLE_TRIAL}'",
+        f"tags.`{names.SWEEP_ID}` = '{sweep_id}' and tags.`{names.ROLE}` = '{R.ROLE_TRIAL}'",
     )
     return {
-        r.data.tags[R.TRIAL_ID]: (r.info.run_id, r.data.tags.get(R.STATUS, r.info.status))
+        r.data.tags[names.TRIAL_ID]: (r.info.run_id, r.data.tags.get(names.STATUS, r.info.status))
         for r in runs
     }
 
@@ -136,7 +139,7 @@ def log_trial(
 ) -> str:
     """Mirrors one trial record into its child run (found by trial id under the parent, else
     created); returns the run id. Params, tags and metric names come from the record
-    (`ablations.record`); ``miou@k`` is also the step series ``miou``; ``folder``'s files become
+    (`ablations.record`); mIoU@k is also the step series ``miou``; ``folder``'s files become
     the run's artifacts and a failure's traceback ``traceback.txt``."""
     from mlflow.entities import Metric, RunTag
 
@@ -150,7 +153,8 @@ def log_trial(
     now = int(time.time() * 1000)
     metrics = [Metric(k, v, now, 0) for k, v in record.mlflow_metrics().items()]
     metrics += [
-        Metric(R.MIOU_SERIES, float(v), now, k) for k, v in enumerate(record.miou_curve, start=1)
+        Metric(names.MIOU_SERIES, float(v), now, k)
+        for k, v in enumerate(record.miou_curve, start=1)
     ]
     for i in range(0, len(metrics), 1000):
         _retry(lambda chunk=metrics[i : i + 1000]: c.log_batch(run_id, metrics=chunk))
@@ -214,7 +218,8 @@ def _trial_run(
     found = _runs(
         c,
         exp_id,
-        f"tags.`{R.TRIAL_ID}` = '{record.trial_id}' and tags.`{R.PARENT}` = '{parent_run_id}'",
+        f"tags.`{names.TRIAL_ID}` = '{record.trial_id}' "
+        f"and tags.`{names.PARENT}` = '{parent_run_id}'",
     )
     if found:
         run_id = found[0].info.run_id
@@ -237,8 +242,8 @@ def runs_page(tracking_uri: str, experiment: str) -> str:
         return "#/experiments?workflowType=machine_learning"
     query = {
         "workflowType": "machine_learning",
-        "searchFilter": f"tags.`{R.ROLE}` = '{R.ROLE_TRIAL}'",
-        "orderByKey": "metrics.`noc90`",
+        "searchFilter": f"tags.`{names.ROLE}` = '{R.ROLE_TRIAL}'",
+        "orderByKey": f"metrics.`{names.NOC90}`",
         "orderByAsc": "true",
     }
     return f"#/experiments/{exp.experiment_id}/runs?{urlencode(query, quote_via=quote)}"

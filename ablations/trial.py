@@ -41,6 +41,7 @@ from ablations import config as C
 from ablations import record as R
 from ablations.config import flatten
 from ablations.record import TrialRecord
+from hrsam import names
 from hrsam.ssm import scan as scan_backends
 
 log = logging.getLogger("ablations.trial")
@@ -476,7 +477,7 @@ def _execute(
             cfg["seed"],
             progress=lambda i, n, name: (
                 progress(f"evaluate {i}/{n}"),
-                series and series(i, {"eval_objects_done": i}),
+                series and series(i, {names.EVAL_OBJECTS_DONE: i}),
             ),
             precision=precision,
         )
@@ -488,9 +489,9 @@ def _execute(
     record.provenance["timing_shared"] = str(bool(shared))
     record.provenance["shared_with"] = ",".join(sorted(shared))
     # the evaluation's own per-object timings keep their own names (record.EVAL_TIMINGS)
-    record.metrics.update({R.eval_timing(k): v for k, v in result.summary().items()})
+    record.metrics.update({names.eval_timing(k): v for k, v in result.summary().items()})
     curve = result.ious.mean(axis=0)
-    record.metrics.update({R.miou_at(k): float(v) for k, v in enumerate(curve, start=1)})
+    record.metrics.update({names.miou_at(k): float(v) for k, v in enumerate(curve, start=1)})
     record.miou_curve = [float(v) for v in curve]
     result.write_csv(stage)
     return resolved
@@ -535,8 +536,8 @@ def train_base(job: TrialJob, device, dataset, progress: _Progress) -> tuple[Pat
                 folder,
                 progress=lambda s, n, loss: progress(f"base training {s}/{n} loss {loss:.3f}"),
             )
-            info = {"base_key": key, "base_train_s": time.perf_counter() - start}
-            info["base_steps"] = tc.steps
+            info = {"base_key": key, names.BASE_TRAIN_S: time.perf_counter() - start}
+            info[names.BASE_STEPS] = tc.steps
             save_checkpoint(model.cpu(), ckpt, training=asdict(tc))
             _write_atomic(info_path, json.dumps(info))
         else:
@@ -577,7 +578,7 @@ def train_cached(job: TrialJob, device, progress: _Progress, series=None) -> tup
             base_ckpt, base = train_base(job, device, dataset, progress)
             copied, fresh = init_from(model, read_state(base_ckpt)["state_dict"])
             log.info("initialized %d tensors from the base %s; fresh: %s", copied, base_ckpt, fresh)
-            base["base_fresh_tensors"] = len(fresh)
+            base[names.BASE_FRESH_TENSORS] = len(fresh)
         start = time.perf_counter()
         state = train(
             model,
@@ -587,7 +588,11 @@ def train_cached(job: TrialJob, device, progress: _Progress, series=None) -> tup
             progress=lambda s, n, loss: progress(f"train {s}/{n} loss {loss:.3f}"),
             on_step=series,
         )
-        info = {"train_s": time.perf_counter() - start, "train_loss": state.losses[-1], **base}
+        info = {
+            names.TRAIN_S: time.perf_counter() - start,
+            names.TRAIN_LOSS: state.losses[-1],
+            **base,
+        }
         save_checkpoint(model.cpu(), ckpt, training=asdict(tc), base=base.get("base_key"))
         _write_atomic(info_path, json.dumps(info))
         return ckpt, info

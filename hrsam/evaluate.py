@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from hrsam import cli
+from hrsam import cli, names
 from hrsam.cli import UsageError
 from hrsam.interactive.evaluate import EvalConfig
 
@@ -105,15 +105,15 @@ def _device(name: str) -> torch.device:
 
 def format_table(cfg: dict, s: dict) -> str:
     cols = [
-        ("NoC85", "noc85", 2),
-        ("NoC90", "noc90", 2),
-        ("NoC95", "noc95", 2),
-        ("NoF95", "nof95", 0),
-        ("mIoU@1", "miou@1", 4),
-        ("mIoU@5", "miou@5", 4),
-        ("BIoU", "biou", 4),
-        ("enc ms", "encoder_ms", 1),
-        ("dec ms", "decoder_ms", 1),
+        ("NoC85", names.NOC85, 2),
+        ("NoC90", names.NOC90, 2),
+        ("NoC95", names.NOC95, 2),
+        ("NoF95", names.NOF95, 0),
+        ("mIoU@1", names.MIOU1, 4),
+        ("mIoU@5", names.MIOU5, 4),
+        ("BIoU", names.BIOU, 4),
+        ("enc ms", names.ENCODER_MS, 1),
+        ("dec ms", names.DECODER_MS, 1),
     ]
     head = "| model | data | ts | protocol | precision | " + " | ".join(c[0] for c in cols) + " |"
     vals = [f"{s[k]:.{nd}f}" if k in s else "-" for _, k, nd in cols]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hrsam import names
 from hrsam.models.predictor import Predictor
 from hrsam.precision import autocast, check_precision
 
@@ -172,9 +173,9 @@ def sat_latency(
         run()
     enc, times = run()
     return {
-        "sat_s": enc + sum(times),
-        "encoder_ms": enc * 1e3,
-        "decoder_ms": float(np.median(times)) * 1e3,
+        names.SAT_S: enc + sum(times),
+        names.ENCODER_MS: enc * 1e3,
+        names.DECODER_MS: float(np.median(times)) * 1e3,
     }
 
 
@@ -265,11 +266,11 @@ def measure(
         encode()
     sat = sat_latency(model, image, ts, sat_points, warmup=warmup, precision=precision)
     return {
-        "encoder_ms": timing.median_ms,
-        "encoder_ms_iqr": timing.spread_ms,
-        "decoder_ms": sat["decoder_ms"],
-        "sat_s": sat["sat_s"],
-        "peak_mem_mb": peak.mb,
-        "params": float(sum(p.numel() for p in model.parameters())),
-        "gflops": encoder_flops(model.preset, ts) / 1e9,
+        names.ENCODER_MS: timing.median_ms,
+        names.ENCODER_MS_IQR: timing.spread_ms,
+        names.DECODER_MS: sat[names.DECODER_MS],
+        names.SAT_S: sat[names.SAT_S],
+        names.PEAK_MEM_MB: peak.mb,
+        names.PARAMS: float(sum(p.numel() for p in model.parameters())),
+        names.GFLOPS: encoder_flops(model.preset, ts) / 1e9,
     }

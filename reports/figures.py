@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from ablations import record as R
+from hrsam import names
 from reports import frame, stats
 from reports.frame import metric
 
@@ -96,9 +96,15 @@ def make_figures(
     ok = ok.assign(_ious=[(ious or {}).get(r) for r in ok["run_id"]])
     colors = variant_colors(ok["variant"])
     specs: list[tuple[str, Callable[[], tuple[Figure, str]]]] = [
-        ("latency_vs_ts", lambda: metric_vs_ts(ok, varying, ["encoder_ms"], colors, log_y=True)),
-        ("memory_vs_ts", lambda: metric_vs_ts(ok, varying, ["peak_mem_mb"], colors, log_y=True)),
-        ("noc_vs_ts", lambda: metric_vs_ts(ok, varying, ["noc90", "noc95"], colors)),
+        (
+            "latency_vs_ts",
+            lambda: metric_vs_ts(ok, varying, [names.ENCODER_MS], colors, log_y=True),
+        ),
+        (
+            "memory_vs_ts",
+            lambda: metric_vs_ts(ok, varying, [names.PEAK_MEM_MB], colors, log_y=True),
+        ),
+        ("noc_vs_ts", lambda: metric_vs_ts(ok, varying, [names.NOC90, names.NOC95], colors)),
         ("miou_vs_clicks", lambda: miou_vs_clicks(ok, varying, colors)),
         ("noc_vs_latency", lambda: noc_vs_latency(ok, varying, colors)),
     ]
@@ -245,7 +251,7 @@ def metric_vs_ts(
 ) -> tuple[Figure, str]:
     """One panel per metric against ts (log x; log y for latency and memory), a line per series."""
     metrics = _needs(ok, metrics)
-    quality = not any(m in ("encoder_ms", "peak_mem_mb", "sat_s") for m in metrics)
+    quality = not any(m in (names.ENCODER_MS, names.PEAK_MEM_MB, names.SAT_S) for m in metrics)
     rows = ok[ok[metrics].notna().any(axis=1)]
     ts = frame.value_order(rows["eval.ts"]) if "eval.ts" in rows else []
     if len(ts) < 2:
@@ -299,7 +305,7 @@ def miou_vs_clicks(ok: pd.DataFrame, varying: list[str], colors: dict) -> tuple[
     note: list[str] = []
     rows, keys = _narrow(ok, series_keys(ok, [*varying, "eval.ts"]), note)
     agg = _aggregate(rows, keys, clicks)
-    rank = "miou_at_5" if "miou_at_5" in clicks else clicks[-1]
+    rank = names.MIOU5 if names.MIOU5 in clicks else clicks[-1]
     groups = _groups(agg, keys)
     if len(groups) > MAX_SERIES:
         groups = sorted(groups, key=lambda gd: -np.nan_to_num(gd[1][rank].iloc[0], nan=-1))
@@ -307,7 +313,7 @@ def miou_vs_clicks(ok: pd.DataFrame, varying: list[str], colors: dict) -> tuple[
         groups = groups[:MAX_SERIES]
     styles = _styles(groups, keys)
     bands: set[str] = set()
-    k = np.array([R.clicks_of(c) for c in clicks])
+    k = np.array([names.clicks_of(c) for c in clicks])
     fig = Figure(figsize=(6.4, 3.6), layout="constrained")
     ax = fig.subplots()
     for g, d in groups:
@@ -361,20 +367,20 @@ def pareto_front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def noc_vs_latency(ok: pd.DataFrame, varying: list[str], colors: dict) -> tuple[Figure, str]:
     """NoC95 against encoder latency, one point per configuration, the Pareto front marked; one
     panel per dataset."""
-    _needs(ok, ["noc95"])
-    _needs(ok, ["encoder_ms"])
-    rows = ok[ok["noc95"].notna() & ok["encoder_ms"].notna()]
+    _needs(ok, [names.NOC95])
+    _needs(ok, [names.ENCODER_MS])
+    rows = ok[ok[names.NOC95].notna() & ok[names.ENCODER_MS].notna()]
     keys = series_keys(rows, [*varying, "eval.ts"], exclude=("data.name",))
     datasets = frame.value_order(rows["data.name"]) if "data.name" in rows else [None]
     rows = rows if "data.name" in rows else rows.assign(**{"data.name": None})
-    agg = frame.aggregate(rows, [*keys, "data.name"], ["noc95", "encoder_ms"])
+    agg = frame.aggregate(rows, [*keys, "data.name"], [names.NOC95, names.ENCODER_MS])
     if len(agg) < 2:
         raise MissingDataError("needs >= 2 configurations with both NoC95 and encoder latency")
     fig = Figure(figsize=(4.2 * len(datasets) + 2.0, 3.6), layout="constrained")
     axes = fig.subplots(1, len(datasets), squeeze=False, sharey=True)[0]
     for ax, ds in zip(axes, datasets, strict=True):
         d = agg[agg["data.name"] == ds] if ds is not None else agg
-        x, y = d["encoder_ms"].to_numpy(float), d["noc95"].to_numpy(float)
+        x, y = d[names.ENCODER_MS].to_numpy(float), d[names.NOC95].to_numpy(float)
         ax.scatter(x, y, c=[colors.get(v) for v in d["variant"]], s=28, zorder=3)
         front = pareto_front(x, y)
         ax.step(
@@ -382,10 +388,10 @@ def noc_vs_latency(ok: pd.DataFrame, varying: list[str], colors: dict) -> tuple[
         )
         ax.scatter(x[front], y[front], s=90, facecolors="none", edgecolors="black", zorder=4)
         ax.set_xscale("log")
-        ax.set_xlabel(metric("encoder_ms").axis)
+        ax.set_xlabel(metric(names.ENCODER_MS).axis)
         if ds is not None and len(datasets) > 1:
             ax.set_title(str(ds))
-    axes[0].set_ylabel(metric("noc95").axis)
+    axes[0].set_ylabel(metric(names.NOC95).axis)
     shown = [v for v in colors if v in set(agg["variant"])]
     handles = [Line2D([], [], marker="o", linestyle="", color=colors[v]) for v in shown]
     front_style = {"color": "black", "linestyle": "--", "marker": "o", "markerfacecolor": "none"}
@@ -407,7 +413,7 @@ def ablation_bars(
     if len(values) < 2:
         found = f" (found {', '.join(map(_text, values))})" if values else ""
         raise MissingDataError(f"{name} takes < 2 values in the finished runs{found}")
-    metrics = _needs(ok, ["noc95", "miou_at_5", "encoder_ms", "peak_mem_mb"])
+    metrics = _needs(ok, [names.NOC95, names.MIOU5, names.ENCODER_MS, names.PEAK_MEM_MB])
     note: list[str] = []
     rows, hue = _narrow(ok, series_keys(ok, varying, exclude=(key,)), note, MAX_BARS)
     agg = _aggregate(rows, [*hue, key], metrics)

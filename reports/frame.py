@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from ablations import record as R
+from hrsam import names
 
-TAGS = {f"tags.{tag}": name for tag, name in R.TAG_COLUMNS.items()}
+TAGS = {f"tags.{tag}": name for tag, name in names.TAG_COLUMNS.items()}
 # Params a grid may vary, in the order they appear as row keys (``seed`` makes repeats).
 KNOWN_PARAMS = (
     "model.preset",
@@ -71,30 +72,36 @@ class Metric:
 
 
 METRICS = {
-    **{f"noc{t}": Metric(f"NoC{t}", f"NoC{t}", "clicks") for t in (85, 90, 95)},
-    **{f"nof{t}": Metric(f"NoF{t}", f"NoF{t}", "objects", decimals=0) for t in (85, 90, 95)},
-    "biou": Metric("BIoU", "boundary IoU", "%", True, 100.0),
-    "encoder_ms": Metric("encoder", "encoder latency", "ms", decimals=1),
-    "encoder_ms_iqr": Metric("encoder IQR", "encoder latency IQR", "ms", decimals=1),
-    "decoder_ms": Metric("decoder", "decoder latency per click", "ms", decimals=1),
-    "sat_s": Metric("SAT", "SAT latency", "s"),
-    "spc_s": Metric("SPC", "seconds per click", "s", decimals=3),
-    "peak_mem_mb": Metric("peak mem", "peak memory", "MB", decimals=0),
-    "eval_encoder_ms": Metric("eval encoder", "encoder latency in evaluation", "ms", decimals=1),
-    "eval_decoder_ms": Metric("eval decoder", "decoder latency in evaluation", "ms", decimals=1),
-    "eval_peak_mem_mb": Metric("eval peak mem", "peak memory in evaluation", "MB", decimals=0),
-    "params": Metric("params", "parameters", "M", scale=1e-6),
-    "gflops": Metric("GFLOPs", "encoder GFLOPs", decimals=1),
-    "train_s": Metric("train", "training time", "s", decimals=0),
+    **{names.noc(t): Metric(f"NoC{t}", f"NoC{t}", "clicks") for t in names.THRESHOLDS},
+    **{names.nof(t): Metric(f"NoF{t}", f"NoF{t}", "objects", decimals=0) for t in names.THRESHOLDS},
+    names.BIOU: Metric("BIoU", "boundary IoU", "%", True, 100.0),
+    names.ENCODER_MS: Metric("encoder", "encoder latency", "ms", decimals=1),
+    names.ENCODER_MS_IQR: Metric("encoder IQR", "encoder latency IQR", "ms", decimals=1),
+    names.DECODER_MS: Metric("decoder", "decoder latency per click", "ms", decimals=1),
+    names.SAT_S: Metric("SAT", "SAT latency", "s"),
+    names.SPC_S: Metric("SPC", "seconds per click", "s", decimals=3),
+    names.PEAK_MEM_MB: Metric("peak mem", "peak memory", "MB", decimals=0),
+    names.EVAL_ENCODER_MS: Metric(
+        "eval encoder", "encoder latency in evaluation", "ms", decimals=1
+    ),
+    names.EVAL_DECODER_MS: Metric(
+        "eval decoder", "decoder latency in evaluation", "ms", decimals=1
+    ),
+    names.EVAL_PEAK_MEM_MB: Metric("eval peak mem", "peak memory in evaluation", "MB", decimals=0),
+    names.PARAMS: Metric(names.PARAMS, "parameters", "M", scale=1e-6),
+    names.GFLOPS: Metric("GFLOPs", "encoder GFLOPs", decimals=1),
+    names.TRAIN_S: Metric("train", "training time", "s", decimals=0),
     # click use (hrsam.interactive.metrics.click_use): what clicks 2-5 and the previous mask add
-    "click_gain": Metric("5-1 gain", "mIoU@5 - mIoU@1", "%", True, 100.0),
-    "neg_click_delta": Metric("neg Δ", "IoU change after a negative click", "%", True, 100.0),
-    "pos_click_delta": Metric("pos Δ", "IoU change after a positive click", "%", True, 100.0),
-    "harmful_clicks": Metric("harmful", "share of clicks that lower IoU", "%", False, 100.0),
-    "oracle_gain": Metric(
+    names.CLICK_GAIN: Metric("5-1 gain", "mIoU@5 - mIoU@1", "%", True, 100.0),
+    names.NEG_CLICK_DELTA: Metric("neg Δ", "IoU change after a negative click", "%", True, 100.0),
+    names.POS_CLICK_DELTA: Metric("pos Δ", "IoU change after a positive click", "%", True, 100.0),
+    names.HARMFUL_CLICKS: Metric("harmful", "share of clicks that lower IoU", "%", False, 100.0),
+    names.ORACLE_GAIN: Metric(
         "oracle gain", "ideal previous mask: gain over 1 click", "%", True, 100.0
     ),
-    "upsampled": Metric("upsampled", "objects evaluated above native size", "%", False, 100.0),
+    names.UPSAMPLED: Metric(
+        names.UPSAMPLED, "objects evaluated above native size", "%", False, 100.0
+    ),
 }
 
 
@@ -102,7 +109,7 @@ def metric(key: str) -> Metric:
     """Display facts of metric ``key``; ``miou_at_k`` is "k-mIoU" in percent."""
     if key in METRICS:
         return METRICS[key]
-    if (k := R.clicks_of(key)) is not None:
+    if (k := names.clicks_of(key)) is not None:
         return Metric(f"{k}-mIoU", f"mIoU after {k} clicks", "%", True, 100.0)
     return Metric(key, key)
 
@@ -206,14 +213,14 @@ def sort_keys(keys: Iterable[str]) -> list[str]:
 
 def metric_keys(runs: pd.DataFrame) -> list[str]:
     """Metric columns holding at least one value."""
-    keys = [c for c in runs.columns if c in METRICS or R.clicks_of(c) is not None]
+    keys = [c for c in runs.columns if c in METRICS or names.clicks_of(c) is not None]
     return [k for k in keys if runs[k].notna().any()]
 
 
 def click_keys(runs: pd.DataFrame) -> list[str]:
     """``miou_at_k`` columns with values, in click order."""
-    keys = [c for c in metric_keys(runs) if R.clicks_of(c) is not None]
-    return sorted(keys, key=R.clicks_of)
+    keys = [c for c in metric_keys(runs) if names.clicks_of(c) is not None]
+    return sorted(keys, key=names.clicks_of)
 
 
 def value_order(values: Iterable) -> list:

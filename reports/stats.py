@@ -13,19 +13,17 @@ objects sit at the click cap (NoC) or fail (NoF). Pure numpy; the reports call i
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
+from hrsam import names
 from hrsam.interactive import metrics as M
 
 LEVEL = M.LEVEL
 RESAMPLES = 2000
 SEED = 0  # bootstrap indices: the same for every report of the same objects
-_NOC = re.compile(r"^no([cf])(\d+)$")
-_MIOU = re.compile(r"^miou_at_(\d+)$")
-CLICK_GAIN = "click_gain"  # mIoU@5 - mIoU@1 per object (hrsam.interactive.metrics.click_use)
+CLICK_GAIN = names.CLICK_GAIN  # mIoU@5 - mIoU@1 per object (hrsam.interactive.metrics.click_use)
 
 
 @dataclass(frozen=True)
@@ -44,30 +42,31 @@ class Interval:
 
 def has_objects(metric: str) -> bool:
     """Whether ``metric`` is a mean of per-object values (NoC, NoF, mIoU@k, the 5-1 gain)."""
-    return bool(_NOC.match(metric) or _MIOU.match(metric) or metric == CLICK_GAIN)
+    return bool(names.threshold_of(metric) or names.clicks_of(metric) or metric == CLICK_GAIN)
 
 
 def per_object(ious: np.ndarray, metric: str, max_clicks: int | None = None) -> np.ndarray:
     """(N,) float values whose mean is ``metric`` (its sum, for NoF) of the (N, K) matrix."""
     ious = np.asarray(ious, dtype=np.float64)
     k = ious.shape[1] if max_clicks is None else max_clicks
-    if m := _NOC.match(metric):
-        clicks = M.noc(ious, int(m.group(2)) / 100, k).astype(np.float64)
-        return clicks if m.group(1) == "c" else (clicks == k).astype(np.float64)
-    if m := _MIOU.match(metric):
-        return ious[:, int(m.group(1)) - 1].copy()
+    if found := names.threshold_of(metric):
+        _, t = found
+        clicks = M.noc(ious, t / 100, k).astype(np.float64)
+        return (clicks == k).astype(np.float64) if names.is_count(metric) else clicks
+    if (c := names.clicks_of(metric)) is not None:
+        return ious[:, c - 1].copy()
     if metric == CLICK_GAIN:
         first, last = M.GAIN_CLICKS
         return ious[:, min(last, ious.shape[1]) - 1] - ious[:, first - 1]
     raise ValueError(
-        f"metric {metric!r} is not a per-object metric (noc<t>, nof<t>, miou_at_<k>, click_gain)"
+        f"metric {metric!r} is not a per-object metric ({names.noc('<t>')}, {names.nof('<t>')}, "
+        f"{names.miou_at('<k>')}, {CLICK_GAIN})"
     )
 
 
 def is_count(metric: str) -> bool:
     """NoF is a count of objects: its value and interval are N x the per-object mean."""
-    m = _NOC.match(metric)
-    return bool(m and m.group(1) == "f")
+    return names.is_count(metric)
 
 
 def bootstrap(values: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED) -> Interval:
@@ -120,11 +119,11 @@ def _scaled(ci: Interval, factor: float) -> Interval:
 def saturated(values: Values, metric: str, max_clicks: int) -> bool:
     """True when ``metric`` cannot separate settings: NoC with more than half of the objects at
     the click cap, or NoF with more than half of the objects failing."""
-    m = _NOC.match(metric)
-    if not m:
+    found = names.threshold_of(metric)
+    if not found:
         return False
     v = values[1]
-    stuck = v >= max_clicks if m.group(1) == "c" else v >= 1
+    stuck = v >= 1 if names.is_count(metric) else v >= max_clicks
     return bool(stuck.mean() > 0.5)
 
 

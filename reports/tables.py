@@ -21,27 +21,28 @@ import pandas as pd
 
 from ablations import record as R
 from ablations.config import baseline_point
+from hrsam import names
 from reports import frame, stats
 from reports.frame import metric
 
-MAIN_QUALITY = ("miou_at_5", "noc90", "noc95", "nof95")
-MAIN_SYSTEM = ("encoder_ms", "decoder_ms", "peak_mem_mb", "sat_s")
+MAIN_QUALITY = (names.MIOU5, names.NOC90, names.NOC95, names.NOF95)
+MAIN_SYSTEM = (names.ENCODER_MS, names.DECODER_MS, names.PEAK_MEM_MB, names.SAT_S)
 ABLATION_METRICS = (
-    "miou_at_5",
-    "click_gain",
-    "neg_click_delta",
-    "oracle_gain",
-    "noc85",
-    "noc90",
-    "noc95",
-    "nof95",
-    "biou",
-    "encoder_ms",
-    "decoder_ms",
-    "sat_s",
-    "peak_mem_mb",
-    "gflops",
-    "params",
+    names.MIOU5,
+    names.CLICK_GAIN,
+    names.NEG_CLICK_DELTA,
+    names.ORACLE_GAIN,
+    names.NOC85,
+    names.NOC90,
+    names.NOC95,
+    names.NOF95,
+    names.BIOU,
+    names.ENCODER_MS,
+    names.DECODER_MS,
+    names.SAT_S,
+    names.PEAK_MEM_MB,
+    names.GFLOPS,
+    names.PARAMS,
 )
 MODEL_KEYS = ("model.preset", "model.attention", "model.kernel")
 # no run at the point / no value logged / the baseline row of a paired table / no common objects
@@ -244,7 +245,7 @@ def conditions(trials: pd.DataFrame, metrics: Iterable[str]) -> tuple[str, ...]:
     timings and what each timing column means; the click protocol of its quality columns."""
     ok = trials[frame.run_state(trials) == "ok"]
     notes = []
-    timings = [m for m in metrics if m in R.TIMING_PROTOCOL]
+    timings = [m for m in metrics if m in names.TIMING_PROTOCOL]
     if timings and len(ok):
         where = sorted(
             {
@@ -255,11 +256,13 @@ def conditions(trials: pd.DataFrame, metrics: Iterable[str]) -> tuple[str, ...]:
         )
         notes.append(f"timings on {'; '.join(where)}.")
         notes += kernel_notes(ok)
-        notes += [f"{metric(m).short}: {R.TIMING_PROTOCOL[m]}." for m in timings]
+        notes += [f"{metric(m).short}: {names.TIMING_PROTOCOL[m]}." for m in timings]
     quality = [
         m
         for m in metrics
-        if m in R.QUALITY_METRICS or m in R.CLICK_USE_METRICS or R.clicks_of(m) is not None
+        if m in names.QUALITY_METRICS
+        or m in names.CLICK_USE_METRICS
+        or names.clicks_of(m) is not None
     ]
     if quality and len(ok) and "eval.protocol" in ok:
         protocols = sorted({str(v) for v in ok["eval.protocol"].dropna()})
@@ -281,8 +284,8 @@ def conditions(trials: pd.DataFrame, metrics: Iterable[str]) -> tuple[str, ...]:
             f"EMPTY: {where} predicted nothing (mIoU below {R.EMPTY_MIOU:g} after every click): "
             "a training that did not learn, not a measurement of the model."
         )
-    if quality and len(ok) and R.UPSAMPLED in ok:
-        up = ok[ok[R.UPSAMPLED].fillna(0) > 0]
+    if quality and len(ok) and names.UPSAMPLED in ok:
+        up = ok[ok[names.UPSAMPLED].fillna(0) > 0]
         if len(up):
             where = sorted({_text(v) for v in up.get("eval.ts", pd.Series("?", up.index))})
             notes.append(
@@ -445,7 +448,7 @@ def _cell(stats: pd.Series | None, m: str) -> Cell:
     if n == 0:
         return Cell("none")
     std = stats[f"{m}_std"] if n > 1 else None
-    shared = m in R.TIMING_PROTOCOL and bool(stats.get("shared", False))
+    shared = m in names.TIMING_PROTOCOL and bool(stats.get("shared", False))
     return Cell("ok", float(stats[m]), std, n, int(stats["n_runs"] - stats["n_ok"]), shared=shared)
 
 

@@ -26,7 +26,7 @@ def test_oracle_needs_one_click(protocol):
     s = res.summary()
     assert res.ious.shape == (3, 5)
     assert s["noc85"] == s["noc90"] == s["noc95"] == 1.0 and s["nof95"] == 0
-    assert s["miou@1"] >= 0.99 and s["biou"] > 0.9
+    assert s["miou_at_1"] >= 0.99 and s["biou"] > 0.9
     assert all(c[0].positive for c in res.clicks)
     assert len(res.encoder_ms) == 3 and len(res.decoder_ms) == 3 * 5
 
@@ -37,7 +37,7 @@ def test_empty_model_fails_everything():
     )
     s = res.summary()
     assert s["noc85"] == s["noc95"] == 4.0 and s["nof85"] == s["nof95"] == 3
-    assert s["miou@1"] == 0.0
+    assert s["miou_at_1"] == 0.0
     # the empty model ignores clicks, so hrsam keeps clicking new positive pixels
     assert all(len(c) == 4 and all(k.positive for k in c) for c in res.clicks)
 
@@ -140,7 +140,7 @@ def test_oracle_mask_test_and_native_size_marking():
     upsampled; at or below it is not."""
     samples = _samples()  # long sides 517, 240, 300
     echo = evaluate(_MaskEcho(), samples, protocol="hrsam", ts=256, max_clicks=3).summary()
-    assert echo["miou@1"] == 0.0 and echo["oracle_miou"] > 0.97
+    assert echo["miou_at_1"] == 0.0 and echo["oracle_miou"] > 0.97
     assert echo["oracle_gain"] == pytest.approx(echo["oracle_miou"])
     blind = evaluate(GroundTruthStandIn(), samples, protocol="hrsam", ts=256, max_clicks=3)
     assert blind.summary()["oracle_gain"] == pytest.approx(0.0, abs=1e-12)

@@ -36,7 +36,7 @@ def test_noc_nof_miou_hand_computed():
     assert miou_at(IOUS, 1) == pytest.approx((0.5 + 0.1 + 0.95) / 3)
     assert miou_at(IOUS, 5) == pytest.approx((0.97 + 0.89 + 0.1) / 3)
     s = summarize(IOUS)
-    assert s["noc90"] == pytest.approx(3.0) and s["nof95"] == 1 and "miou@10" not in s
+    assert s["noc90"] == pytest.approx(3.0) and s["nof95"] == 1 and "miou_at_10" not in s
     assert noc(IOUS, 0.85, max_clicks=3).tolist() == [2, 3, 1]
     # never reached -> max_clicks, exactly
     assert noc(np.zeros((2, 20)), 0.85).tolist() == [20, 20]

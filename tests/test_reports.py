@@ -210,7 +210,7 @@ def test_a_model_that_predicts_nothing_is_named_in_the_notes():
     says so beside its cells instead of ranking it."""
     from ablations import record as R
 
-    assert R.predicts_nothing({"miou@1": 0.0, "miou@5": 0.004, "noc90": 20.0})
+    assert R.predicts_nothing({"miou_at_1": 0.0, "miou_at_5": 0.004, "noc90": 20.0})
     assert not R.predicts_nothing({"miou@1": 0.0, "miou@5": 0.2})
     assert not R.predicts_nothing({"noc90": 20.0})  # no mIoU recorded: nothing to say
     runs = main_runs()

@@ -248,7 +248,7 @@ def test_debug_sweep_end_to_end_then_rerun_starts_nothing(tmp_path):
         record = json.loads((t / "result.json").read_text())
         assert record["status"] == "FINISHED"
         m = record["metrics"]
-        assert 1 <= m["noc90"] <= 3 and 0 <= m["miou@1"] <= 1 and m["encoder_ms"] > 0
+        assert 1 <= m["noc90"] <= 3 and 0 <= m["miou_at_1"] <= 1 and m["encoder_ms"] > 0
         assert m["gflops"] > 0 and m["params"] > 0 and m["peak_mem_mb"] > 0
     # nothing left behind: no trial locks, no empty job folders
     assert not list((folder / "trials").glob(".*.lock"))
@@ -437,7 +437,7 @@ def _log_one(args) -> str:
         "label": f"i={i}",
         "status": "FINISHED",
         "params": {f"p{k}": k * i for k in range(150)},  # > 100: several batches
-        "metrics": {"noc90": float(i), "miou@1": 0.5},
+        "metrics": {"noc90": float(i), "miou_at_1": 0.5},
         "miou_curve": [0.1 * k for k in range(1, 21)],
         "tags": {"host": "h"},
     }

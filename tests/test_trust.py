@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ablations import record as R
 from ablations import sweep
+from hrsam import names
 from tests.test_trial_pipeline import MICRO, records
 
 
@@ -36,10 +36,10 @@ def test_the_same_trial_in_two_experiments_gives_identical_weights_and_metrics(
         for name in ("a", "b")
     ]
     assert _sha(ckpts[0]) == _sha(ckpts[1])
-    timings = set(R.BENCH_METRICS) | set(R.EVAL_TIMINGS) | {"train_s"}
+    timings = set(names.BENCH_METRICS) | set(names.EVAL_TIMINGS) | {"train_s"}
     quality = {k: v for k, v in a.metrics.items() if k not in timings}
     assert quality == {k: v for k, v in b.metrics.items() if k not in timings}
-    assert {"train_loss", "noc90", R.miou_at(1)} <= set(quality)
+    assert {"train_loss", "noc90", names.miou_at(1)} <= set(quality)
     assert a.miou_curve == b.miou_curve
 
 
@@ -121,7 +121,7 @@ def test_runs_are_live_in_mlflow_and_the_parent_holds_the_report(tmp_path):
             if kids:
                 run = kids[0]
                 curve = c.get_metric_history(run.info.run_id, "train_loss")
-                seen.append((run.info.status, run.data.tags.get(R.STATUS), len(curve)))
+                seen.append((run.info.status, run.data.tags.get(names.STATUS), len(curve)))
         except Exception:  # the database is being written by the sweep: try again
             continue
     out, _ = proc.communicate(timeout=60)
@@ -130,14 +130,14 @@ def test_runs_are_live_in_mlflow_and_the_parent_holds_the_report(tmp_path):
     assert partial, f"never saw a RUNNING run with a partial curve: {seen[-5:]}"
     c = MlflowClient(uri)
     exp = c.get_experiment_by_name("window_size")
-    assert exp.tags[R.EXPERIMENT_KIND[0]] == R.EXPERIMENT_KIND[1]
+    assert exp.tags[names.EXPERIMENT_KIND[0]] == names.EXPERIMENT_KIND[1]
     [kid] = c.search_runs([exp.experiment_id], "tags.`hrsam.role` = 'trial'")
-    assert kid.info.status == "FINISHED" and kid.data.tags[R.STATUS] == "FINISHED"
+    assert kid.info.status == "FINISHED" and kid.data.tags[names.STATUS] == "FINISHED"
     curve = c.get_metric_history(kid.info.run_id, "train_loss")
     assert sorted(m.step for m in curve if m.step > 0) == list(range(1, steps + 1))
     assert len(c.get_metric_history(kid.info.run_id, "lr")) == steps
     [parent] = c.search_runs([exp.experiment_id], "tags.`hrsam.role` = 'sweep'")
-    assert parent.data.tags[R.NOTE].startswith("python -m ablations.sweep grid=window_size")
+    assert parent.data.tags[names.NOTE].startswith("python -m ablations.sweep grid=window_size")
     report = {a.path for a in c.list_artifacts(parent.info.run_id, "report")}
     assert {"report/report.html", "report/report.md", "report/tables"} <= report
 

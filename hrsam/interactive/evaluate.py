@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hrsam import names
 from hrsam.interactive.clicker import Click, check_protocol, next_click
 from hrsam.interactive.metrics import boundary_iou, click_use, iou, summarize
 from hrsam.models.predictor import Predictor
@@ -89,16 +90,17 @@ class EvalResult:
         labels = [[c.positive for c in clicks] for clicks in self.clicks]
         out.update(click_use(self.ious, labels, np.array(self.oracle) if self.oracle else None))
         if self.native:
-            out["upsampled"] = self.upsampled / len(self.native)
-        out["biou"] = float(np.mean(self.biou)) if self.biou else float("nan")
-        out["encoder_ms"] = float(np.median(self.encoder_ms)) if self.encoder_ms else float("nan")
-        out["decoder_ms"] = float(np.median(self.decoder_ms)) if self.decoder_ms else float("nan")
+            out[names.UPSAMPLED] = self.upsampled / len(self.native)
+        nan = float("nan")
+        out[names.BIOU] = float(np.mean(self.biou)) if self.biou else nan
+        out[names.ENCODER_MS] = float(np.median(self.encoder_ms)) if self.encoder_ms else nan
+        out[names.DECODER_MS] = float(np.median(self.decoder_ms)) if self.decoder_ms else nan
         # seconds per click: encoder once per object plus every decoder step
         total = sum(self.encoder_ms) + sum(self.decoder_ms)
         n_clicks = max(1, len(self.names) * self.max_clicks)
-        out["spc_s"] = total / 1e3 / n_clicks
+        out[names.SPC_S] = total / 1e3 / n_clicks
         if self.peak_mem_mb is not None:
-            out["peak_mem_mb"] = self.peak_mem_mb
+            out[names.PEAK_MEM_MB] = self.peak_mem_mb
         return out
 
     def write_csv(self, folder: str | Path) -> None:

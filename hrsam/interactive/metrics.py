@@ -13,8 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-THRESHOLDS = (0.85, 0.90, 0.95)
-MIOU_AT = (1, 2, 3, 4, 5, 10, 15, 20)
+from hrsam import names
+
+THRESHOLDS = tuple(t / 100 for t in names.THRESHOLDS)  # 0.85, 0.90, 0.95
+MIOU_AT = names.MIOU_CLICKS
 
 
 def iou(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None) -> float:
@@ -98,23 +100,23 @@ def boundary_iou(pred: np.ndarray, gt: np.ndarray, dilation_ratio: float = 0.02)
 
 
 def summarize(ious: np.ndarray, max_clicks: int | None = None) -> dict[str, float]:
-    """noc85/90/95, nof85/90/95 and miou@k for every k in `MIOU_AT` that the matrix holds."""
+    """NoC and NoF at every threshold and mIoU@k for every k in `MIOU_AT` that the matrix
+    holds, under their `hrsam.names`."""
     ious = np.asarray(ious, dtype=np.float64)
     k = ious.shape[1] if max_clicks is None else max_clicks
     out: dict[str, float] = {}
-    for t in THRESHOLDS:
-        name = f"{round(t * 100)}"
-        out[f"noc{name}"] = float(noc(ious, t, k).mean())
-        out[f"nof{name}"] = nof(ious, t, k)
+    for t in names.THRESHOLDS:
+        out[names.noc(t)] = float(noc(ious, t / 100, k).mean())
+        out[names.nof(t)] = nof(ious, t / 100, k)
     for c in MIOU_AT:
         if c <= k:
-            out[f"miou@{c}"] = miou_at(ious, c)
+            out[names.miou_at(c)] = miou_at(ious, c)
     return out
 
 
 # -- click use: what corrective clicks and the previous mask add (DESIGN.md 3) --------------------
 
-GAIN_CLICKS = (1, 5)  # click_gain = mIoU@5 - mIoU@1
+GAIN_CLICKS = names.GAIN_CLICKS  # click_gain = mIoU@5 - mIoU@1
 LEVEL = 0.95  # the level of every interval here and in the reports (reports.stats)
 
 
@@ -168,15 +170,15 @@ def click_use(
     deltas, signs = click_deltas(ious, positive)
     nan = float("nan")
     out = {
-        "click_gain": gain,
-        "click_gain_lo": lo,
-        "click_gain_hi": hi,
-        "neg_click_delta": float(deltas[~signs].mean()) if (~signs).any() else nan,
-        "pos_click_delta": float(deltas[signs].mean()) if signs.any() else nan,
-        "harmful_clicks": float((deltas < 0).mean()) if len(deltas) else nan,
+        names.CLICK_GAIN: gain,
+        names.CLICK_GAIN_LO: lo,
+        names.CLICK_GAIN_HI: hi,
+        names.NEG_CLICK_DELTA: float(deltas[~signs].mean()) if (~signs).any() else nan,
+        names.POS_CLICK_DELTA: float(deltas[signs].mean()) if signs.any() else nan,
+        names.HARMFUL_CLICKS: float((deltas < 0).mean()) if len(deltas) else nan,
     }
     if oracle is not None:
         oracle = np.asarray(oracle, dtype=np.float64)
-        out["oracle_miou"] = float(oracle.mean())
-        out["oracle_gain"] = float((oracle - ious[:, 0]).mean())
+        out[names.ORACLE_MIOU] = float(oracle.mean())
+        out[names.ORACLE_GAIN] = float((oracle - ious[:, 0]).mean())
     return out

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hrsam import names
 from hrsam.interactive.clicker import check_protocol, next_click
 from hrsam.models.checkpoint import CheckpointError, atomic_save, checkpoint_record, read_state
 from hrsam.models.common import DropPath
@@ -380,7 +381,7 @@ def train(
         if progress is not None and dist_env.is_main:
             progress(step, cfg.steps, total)
         if on_step is not None and dist_env.is_main:
-            on_step(step, {"train_loss": total, "lr": sched.get_last_lr()[0]})
+            on_step(step, {names.TRAIN_LOSS: total, names.LR: sched.get_last_lr()[0]})
         periodic = bool(cfg.ckpt_every) and step % cfg.ckpt_every == 0
         # last.pt first: a job preempted between the two writes resumes from this step, and
         # whoever sees step_<n>.pt knows a resume starts at n or later
