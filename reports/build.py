@@ -24,7 +24,7 @@ import pandas as pd
 from ablations.config import ConfigError
 from hrsam import cli
 from hrsam.cli import UsageError
-from reports import document, figures, frame, tables, tracking
+from reports import ablation_tables, document, figures, frame, table_format, tables, tracking
 from reports.tracking import ReportError
 
 KEYS = {
@@ -103,7 +103,7 @@ def assemble(
     varying = frame.varying_keys(trials, parents)
     all_tables = [
         tables.main_table(trials, varying, ious),
-        *tables.ablation_tables(trials, parents, ious, baseline),
+        *ablation_tables.ablation_tables(trials, parents, ious, baseline),
     ]
     drawn, skipped = figures.make_figures(trials, varying, ious)
     refs = [_render(d) for d in drawn]
@@ -137,7 +137,7 @@ def training_facts(trials: pd.DataFrame) -> tuple[str, ...]:
     ok = ok[ok["train.enabled"].astype(str) == "True"]
     out = []
     for key, g in ok.groupby(["train.steps", "train.ts"], dropna=False):
-        steps, ts = (tables.key_text(v) for v in key)
+        steps, ts = (table_format.key_text(v) for v in key)
         base = pd.to_numeric(g.get("train.base_steps", pd.Series(dtype=float)), errors="coerce")
         base = int(base.max()) if base.notna().any() else 0
         lr = g["train.lr"].iloc[0] if "train.lr" in g else "?"
@@ -145,7 +145,7 @@ def training_facts(trials: pd.DataFrame) -> tuple[str, ...]:
         base_lr = lr if frame.is_missing(base_lr) or not float(base_lr) else base_lr
         base_ts = g["train.base_ts"].iloc[0] if "train.base_ts" in g else 0
         if not frame.is_missing(base_ts) and float(base_ts):
-            ts_base = tables.key_text(base_ts)
+            ts_base = table_format.key_text(base_ts)
         else:
             ts_base = ts  # 0: the finetune's
         if base:
@@ -185,10 +185,10 @@ def _write(report: document.Report, out_dir: Path) -> None:
     try:
         for t in report.tables:
             (tmp / "tables" / f"{t.name}.md").write_text(
-                f"# {t.title}\n\n{tables.to_markdown(t)}\n"
+                f"# {t.title}\n\n{table_format.to_markdown(t)}\n"
             )
-            (tmp / "tables" / f"{t.name}.tex").write_text(tables.to_latex(t))
-            tables.write_csv(t, tmp / "tables" / f"{t.name}.csv")
+            (tmp / "tables" / f"{t.name}.tex").write_text(table_format.to_latex(t))
+            table_format.write_csv(t, tmp / "tables" / f"{t.name}.csv")
         if report.failed:
             pd.DataFrame(report.failed).to_csv(tmp / "tables" / "failed.csv", index=False)
         for f in report.figures:

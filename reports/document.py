@@ -10,7 +10,7 @@ import html
 from dataclasses import dataclass, field
 
 from reports.figures import Skipped
-from reports.tables import Table, to_html, to_markdown
+from reports.table_format import Table, to_html, to_markdown
 
 MAX_FAILED = 50  # trials listed in the report; all of them are in tables/failed.csv
 

@@ -21,8 +21,8 @@ from PIL import Image
 from ablations import record as R
 from ablations.record import TrialRecord
 from benchmarks.report_build import log_sweep, synthetic_trials
+from reports import ablation_tables, figures, frame, table_format, tables
 from reports import build as report_build
-from reports import figures, frame, tables
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # mlflow 3.17's SQLAlchemy store, not ours
@@ -79,19 +79,19 @@ def parents_frame(grid: str = "g", varying: str = "", planned: int | None = None
     return frame.tidy(pd.DataFrame(raw))
 
 
-def texts(table: tables.Table) -> list[list[str]]:
+def texts(table: table_format.Table) -> list[list[str]]:
     """Each row as its key texts then cell texts, bold marked ``*...*``."""
     return [
-        [tables.key_text(v) for v in point]
+        [table_format.key_text(v) for v in point]
         + [
-            f"*{tables.cell_text(c, col)}*" if c.best else tables.cell_text(c, col)
+            f"*{table_format.cell_text(c, col)}*" if c.best else table_format.cell_text(c, col)
             for c, col in zip(cells, table.columns, strict=True)
         ]
         for point, cells in table.rows
     ]
 
 
-def column(table: tables.Table, header: str) -> list[str]:
+def column(table: table_format.Table, header: str) -> list[str]:
     i = len(table.index) + [c.header for c in table.columns].index(header)
     return [row[i] for row in texts(table)]
 
@@ -247,7 +247,7 @@ def test_ablation_table_rows_are_every_grid_point():
     raw = runs_frame(*grid_runs(points, repeats=2))
     trials = frame.trials(frame.tidy(raw))
     parents = parents_frame(varying="model.window_size,eval.ts,seed")
-    [t] = tables.ablation_tables(trials, parents)
+    [t] = ablation_tables.ablation_tables(trials, parents)
     assert t.index == ("window_size", "ts")
     assert [c.metric for c in t.columns] == ["miou_at_5", "noc95", "encoder_ms"]
     assert texts(t) == [
@@ -258,7 +258,7 @@ def test_ablation_table_rows_are_every_grid_point():
         ["32", "512", "missing", "missing", "missing"],
         ["32", "1024", *["unsupported: flash needs CUDA"] * 3],
     ]
-    md = tables.to_markdown(t)
+    md = table_format.to_markdown(t)
     assert sum(line.startswith("| ") for line in md.splitlines()) == 1 + 6  # header + rows
     assert "**5.25 ± 0.35**" in md and "| missing |" in md
 
@@ -268,11 +268,11 @@ def test_timings_taken_on_a_shared_cpu_are_marked():
     busy = run({"model.window_size": 16}, {"encoder_ms": 30.0, "noc95": 5.0},
                extra_tags={"tags.timing_shared": "True"})  # fmt: skip
     trials = frame.trials(frame.tidy(runs_frame(quiet, busy)))
-    [t] = tables.ablation_tables(trials, parents_frame(varying="model.window_size"))
+    [t] = ablation_tables.ablation_tables(trials, parents_frame(varying="model.window_size"))
     assert column(t, "encoder (ms)") == ["*10.0*", "30.0‡"]
     assert column(t, "NoC95 (clicks)") == ["5.00", "5.00"]  # quality is not a timing
     assert any(n.startswith("‡: timed while another trial ran") for n in t.notes)
-    assert r"30.0$^\ddagger$" in tables.to_latex(t)
+    assert r"30.0$^\ddagger$" in table_format.to_latex(t)
 
 
 def test_partial_failure_is_marked():
@@ -280,7 +280,7 @@ def test_partial_failure_is_marked():
     runs = grid_runs(points, repeats=2)
     runs[1] = run(runs[1]["params"], status="FAILED", error="killed")
     trials = frame.trials(frame.tidy(runs_frame(*runs)))
-    t = tables.ablation_table(trials, ["model.window_size"], ["noc95"], "x")
+    t = ablation_tables.ablation_table(trials, ["model.window_size"], ["noc95"], "x")
     assert texts(t) == [["8", "6.00†"], ["16", "*5.25 ± 0.35*"]]
     assert any("did not finish" in n for n in t.notes)
 
@@ -295,11 +295,11 @@ def test_include_grid_without_missing_points_lists_only_the_points_run():
     ]
     trials = frame.trials(frame.tidy(runs_frame(*runs)))
     varying = "model.preset,model.anchor_sizes"
-    [t] = tables.ablation_tables(trials, parents_frame(varying=varying, planned=3))
+    [t] = ablation_tables.ablation_tables(trials, parents_frame(varying=varying, planned=3))
     assert [r[:2] for r in texts(t)] == [
         ["hrsam_tiny", "None"], ["hrsampp_tiny", "[128, 256]"], ["hrsampp_tiny", "[256]"],
     ]  # fmt: skip
-    [t] = tables.ablation_tables(trials, parents_frame(varying=varying, planned=4))
+    [t] = ablation_tables.ablation_tables(trials, parents_frame(varying=varying, planned=4))
     assert len(t.rows) == 6 and sum(r[2] == "missing" for r in texts(t)) == 3
     assert t.notes[0] == "1 of 4 planned trials have no run."
 
@@ -310,8 +310,10 @@ def test_latex_is_escaped_balanced_and_booktabs():
     for r in runs:
         r["params"]["data.name"] = "hq_seg 50% A&B"
     trials = frame.trials(frame.tidy(runs_frame(*runs, grid="win_size")))
-    [t] = tables.ablation_tables(trials, parents_frame("win_size", "model.window_size,data.name"))
-    tex = tables.to_latex(t)
+    [t] = ablation_tables.ablation_tables(
+        trials, parents_frame("win_size", "model.window_size,data.name")
+    )
+    tex = table_format.to_latex(t)
     assert re.findall(r"\\begin\{(\w+)\}", tex) == ["table", "tabular"]
     assert re.findall(r"\\end\{(\w+)\}", tex) == ["tabular", "table"]
     for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
@@ -327,7 +329,7 @@ def test_latex_is_escaped_balanced_and_booktabs():
 
 def test_latex_main_table_groups_datasets_with_cmidrule():
     t = tables.main_table(main_runs(), [])
-    tex = tables.to_latex(t)
+    tex = table_format.to_latex(t)
     assert r"\multicolumn{4}{c}{hqseg44k} & \multicolumn{4}{c}{davis}" in tex
     assert r"\cmidrule(lr){4-7} \cmidrule(lr){8-11}" in tex
     assert r"\textbf{5.00}" in tex and r"$\pm$" in tex
@@ -342,8 +344,8 @@ def test_latex_main_table_groups_datasets_with_cmidrule():
 def test_csv_keeps_numbers_and_states():
     points = {(8, 512): {"noc95": 6.0}, (16, 512): "boom"}
     trials = frame.trials(frame.tidy(runs_frame(*grid_runs(points))))
-    t = tables.ablation_table(trials, ["model.window_size", "eval.ts"], ["noc95"], "x")
-    fields, rows = tables.csv_rows(t)
+    t = ablation_tables.ablation_table(trials, ["model.window_size", "eval.ts"], ["noc95"], "x")
+    fields, rows = table_format.csv_rows(t)
     assert fields == ["window_size", "ts", "noc95", "noc95 std", "noc95 lo", "noc95 hi", "noc95 n"]
     assert [(r["window_size"], r["noc95"], r["noc95 n"]) for r in rows] == [
         ("8", "6.0", 1), ("16", "failed", 0),
