@@ -163,7 +163,9 @@ def measure(case: Case, mode: str, rounds: int) -> dict[str, list[float]]:
     return times
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, ctypes.CDLL | None]:
+    """The command line and the ``--baseline-rev`` kernel (None without it); a bad value, or no
+    fused kernel on this machine, is a one-line error (exit 2)."""
     p = cli.ArgumentParser(
         prog="python -m benchmarks.cycle_scan",
         description="The cycle-scan mix fused against the R-fold repeated scan (training and "
@@ -188,7 +190,12 @@ def main(argv: list[str] | None = None) -> int:
             rev = build_revision(args.baseline_rev)
         except ValueError as e:
             p.error(str(e))
-    print(f"device: {device_name(torch.device('cpu'))} | torch {torch.__version__}", flush=True)
+    return args, rev
+
+
+def measure_cases(args: argparse.Namespace, rev: ctypes.CDLL | None) -> list[dict]:
+    """One row per case x mode x path: the path's median time and its paired ratio to the
+    default fused path, with the 95% interval over the rounds."""
     rows = []
     for name in args.cases:
         c, n, ts = CASES[name]
@@ -214,8 +221,13 @@ def main(argv: list[str] | None = None) -> int:
                         "rounds": len(secs),
                     }
                 )
+    return rows
+
+
+def results_table(rows: list[dict]) -> str:
+    """The printed table: per row its shape, path, median and ratio with interval."""
     header = ["case", "tokens", "mode", "path", "median ms", "path / default [95% CI]"]
-    table = render(
+    return render(
         [
             [
                 f"{r['case']} (C {r['C']}, N {r['N']})",
@@ -229,8 +241,13 @@ def main(argv: list[str] | None = None) -> int:
         ],
         header,
     )
-    print()
-    print(table)
+
+
+def write_results(
+    args: argparse.Namespace, argv: list[str] | None, rows: list[dict], table: str
+) -> None:
+    """``cycle_scan.csv`` (every row) and ``cycle_scan.md`` (the run's settings and the table)
+    under ``--out`` or ``results/cpu``."""
     out_dir = args.out or RESULTS / "cpu"
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "cycle_scan.csv", list(rows[0]), rows)
@@ -246,6 +263,16 @@ def main(argv: list[str] | None = None) -> int:
         + "\n"
     )
     print(f"\nwrote {out_dir / 'cycle_scan.csv'} and {out_dir / 'cycle_scan.md'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, rev = parse_args(argv)
+    print(f"device: {device_name(torch.device('cpu'))} | torch {torch.__version__}", flush=True)
+    rows = measure_cases(args, rev)
+    table = results_table(rows)
+    print()
+    print(table)
+    write_results(args, argv, rows, table)
     return 0
 
 

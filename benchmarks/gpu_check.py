@@ -21,13 +21,15 @@ import datetime as dt
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from benchmarks._timing import PeakMemory, device_name, time_fn, write_csv
 from benchmarks.attention import render
-from hrsam import info
+from hrsam import info, names
 from hrsam.attention import Attention, list_attention, list_kernels, variant_support
 from hrsam.ssm.scan import get_scan, list_scans, selective_scan
 
@@ -175,7 +177,9 @@ def check_scans(device: torch.device, length: int, channels: int, state: int) ->
     return rows
 
 
-def check_encoders(device: torch.device, presets: list[str], sizes: list[int]) -> list[dict]:
+def check_encoders(
+    device: torch.device, presets: Sequence[str], sizes: Sequence[int]
+) -> list[dict]:
     """Encoder latency and peak memory in bf16 (autocast), random weights."""
     from hrsam.models import build_model
     from hrsam.precision import autocast
@@ -199,7 +203,13 @@ def check_encoders(device: torch.device, presets: list[str], sizes: list[int]) -
                 t = time_fn(encode, device, warmup=1, reps=3)
                 with PeakMemory(device) as mem:
                     encode()
-                row.update(encoder_ms=t.median_ms, spread_ms=t.spread_ms, peak_mem_mb=mem.mb)
+                row.update(
+                    {
+                        names.ENCODER_MS: t.median_ms,
+                        "spread_ms": t.spread_ms,
+                        names.PEAK_MEM_MB: mem.mb,
+                    }
+                )
                 row["status"] = "ok"
             except torch.OutOfMemoryError:
                 row["status"] = "out of memory"
@@ -219,62 +229,84 @@ def _f(x, nd=3) -> str:
     return f"{x:.1e}" if isinstance(x, float) and abs(x) < 1e-2 and x else f"{x:.{nd}f}"
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass(frozen=True)
+class Plan:
+    """The sizes one gpu-check runs at, and what it leaves out."""
+
+    grid: int  # attention: token grid side
+    ws: int  # attention: window size
+    scan_shape: tuple[int, int, int]  # L, C, N
+    presets: tuple[str, ...]
+    sizes: tuple[int, ...]  # encoder ts
+    skipped: tuple[str, ...] = ()
+
+
+PAPER_SCALE = Plan(64, 16, (4096, 64, 16), ("sam_vit_b", "hrsam_vit_b"), (1024, 2048, 4096))
+TINY_SCALE = Plan(
+    12,
+    4,
+    (256, 8, 4),
+    ("sam_tiny", "hrsam_tiny"),
+    (128,),
+    (
+        "gpu-marked tests",
+        "xformers / flash kernels",
+        "mamba_ssm scan",
+        "ViT-B encoders at ts 1024 / 2048 / 4096 (tiny presets at ts 128 instead)",
+    ),
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line: where to write and how long the gpu-marked tests may take."""
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.gpu_check",
         description=__doc__.split("\n\n")[0],
     )
     p.add_argument("--out", type=Path, default=None, help="results folder")
     p.add_argument("--tests-timeout-s", type=float, default=150.0)
-    args = p.parse_args(argv)
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda" if cuda else "cpu")
-    slug = device_name(device) if cuda else "cpu"
-    out = args.out or (
-        ROOT / "benchmarks/results" / slug if cuda else ROOT / "outputs/gpu_check/cpu"
-    )
-    skipped = []
-    start = time.perf_counter()
-    env = info.summary(device)
-    print(f"gpu-check on {device_name(device)}\n{env}", flush=True)
+    return p.parse_args(argv)
+
+
+def plan_and_tests(cuda: bool, timeout_s: float) -> tuple[Plan, dict]:
+    """On CUDA: paper scale, after running the gpu-marked tests. Without: the tiny plan, saying
+    what it skips (the tests among them)."""
     if cuda:
         print("gpu-marked tests ...", flush=True)
-        tests = gpu_tests(args.tests_timeout_s)
+        tests = gpu_tests(timeout_s)
         print(f"  {tests['status']}: {tests['summary']}", flush=True)
-        grid, ws = 64, 16
-        scan_shape = (4096, 64, 16)
-        presets, sizes = ["sam_vit_b", "hrsam_vit_b"], [1024, 2048, 4096]
-    else:
-        print(
-            "no CUDA GPU on this machine: skipping the gpu-marked tests, the CUDA kernels "
-            "(xformers, flash) and CUDA scans (mamba_ssm), the backward of FlexAttention "
-            "(forward only on CPU), and the ViT-B encoders at ts 1024 / 2048 / 4096; running the "
-            "CPU-runnable parts at tiny size",
-            flush=True,
-        )
-        tests = {"status": "skipped: no CUDA GPU", "summary": "", "failures": [], "s": 0.0}
-        skipped = [
-            "gpu-marked tests",
-            "xformers / flash kernels",
-            "mamba_ssm scan",
-            "ViT-B encoders at ts 1024 / 2048 / 4096 (tiny presets at ts 128 instead)",
-        ]
-        grid, ws = 12, 4
-        scan_shape = (256, 8, 4)
-        presets, sizes = ["sam_tiny", "hrsam_tiny"], [128]
-    print(f"attention: every pattern x kernel in bf16 vs fp32 math (grid {grid}) ...", flush=True)
-    attn = check_attention(device, grid, ws)
-    print("scan backends vs ref ...", flush=True)
-    scans = check_scans(device, *scan_shape)
-    print(f"encoders at ts {', '.join(map(str, sizes))} ...", flush=True)
-    enc = check_encoders(device, presets, sizes)
-    elapsed = time.perf_counter() - start
+        return PAPER_SCALE, tests
+    print(
+        "no CUDA GPU on this machine: skipping the gpu-marked tests, the CUDA kernels "
+        "(xformers, flash) and CUDA scans (mamba_ssm), the backward of FlexAttention "
+        "(forward only on CPU), and the ViT-B encoders at ts 1024 / 2048 / 4096; running the "
+        "CPU-runnable parts at tiny size",
+        flush=True,
+    )
+    return TINY_SCALE, {"status": "skipped: no CUDA GPU", "summary": "", "failures": [], "s": 0.0}
 
+
+def run_checks(device: torch.device, plan: Plan) -> dict[str, list[dict]]:
+    """The attention, scan and encoder checks at the plan's sizes: their rows by CSV name."""
+    print(
+        f"attention: every pattern x kernel in bf16 vs fp32 math (grid {plan.grid}) ...",
+        flush=True,
+    )
+    attn = check_attention(device, plan.grid, plan.ws)
+    print("scan backends vs ref ...", flush=True)
+    scans = check_scans(device, *plan.scan_shape)
+    print(f"encoders at ts {', '.join(map(str, plan.sizes))} ...", flush=True)
+    enc = check_encoders(device, plan.presets, plan.sizes)
+    return {"attention": attn, "scan": scans, "encoders": enc}
+
+
+def render_tables(checks: dict[str, list[dict]]) -> list[str]:
+    """The attention, scan and encoder tables, in that order."""
     attn_table = render(
         [
             [r["pattern"], r["kernel"], _f(r.get("err_fwd")), _f(r.get("allowed_fwd")),
              _f(r.get("err_bwd")), _f(r.get("allowed_bwd")), r["status"]]
-            for r in attn
+            for r in checks["attention"]
         ],
         ["pattern", "kernel", "fwd err", "allowed", "bwd err", "allowed", "status"],
     )  # fmt: skip
@@ -282,39 +314,76 @@ def main(argv: list[str] | None = None) -> int:
         [
             [r["backend"], str(r["L"]), _f(r.get("err_fwd")), _f(r.get("err_bwd")),
              _f(r.get("allowed")), _f(r.get("fwdbwd_ms"), 1), r["status"]]
-            for r in scans
+            for r in checks["scan"]
         ],
         ["backend", "L", "fwd err", "bwd err", "allowed", "fwd+bwd ms", "status"],
     )  # fmt: skip
     enc_table = render(
         [
             [r["preset"], r.get("kernel", "-"), str(r.get("ts", "-")), r.get("precision", "-"),
-             _f(r.get("encoder_ms"), 1), _f(r.get("peak_mem_mb"), 0), r["status"]]
-            for r in enc
+             _f(r.get(names.ENCODER_MS), 1), _f(r.get(names.PEAK_MEM_MB), 0), r["status"]]
+            for r in checks["encoders"]
         ],
         ["preset", "kernel", "ts", "precision", "encoder ms", "peak MB", "status"],
     )  # fmt: skip
-    bad = [r for r in [*attn, *scans, *enc] if r["status"].startswith(("MISMATCH", "error"))]
+    return [attn_table, scan_table, enc_table]
+
+
+def write_report(
+    out: Path,
+    device: torch.device,
+    env: str,
+    elapsed: float,
+    tests: dict,
+    plan: Plan,
+    checks: dict[str, list[dict]],
+    tables: list[str],
+) -> None:
+    """``gpu_check.md`` (environment, tests, what was skipped, the three tables) and one
+    ``gpu_check_<check>.csv`` per check under ``out``."""
+    attn_table, scan_table, enc_table = tables
+    length, channels, state = plan.scan_shape
     report = (
         f"# GPU check\n\n- device: {device_name(device)}\n- environment: {env}\n"
         f"- date: {dt.date.today()}\n- wall: {elapsed:.0f} s\n"
         f"- gpu-marked tests: {tests['status']} {tests['summary']}\n"
         + "".join(f"  - {f}\n" for f in tests["failures"])
-        + ("- skipped: " + "; ".join(skipped) + "\n" if skipped else "")
-        + f"\n## Attention, bf16 vs fp32 math (grid {grid}, window {ws})\n\n{attn_table}\n"
-        + f"\n## Scan backends vs ref (L={scan_shape[0]}, C={scan_shape[1]}, "
-        f"N={scan_shape[2]})\n\n{scan_table}\n"
+        + ("- skipped: " + "; ".join(plan.skipped) + "\n" if plan.skipped else "")
+        + f"\n## Attention, bf16 vs fp32 math (grid {plan.grid}, window {plan.ws})\n\n"
+        f"{attn_table}\n"
+        + f"\n## Scan backends vs ref (L={length}, C={channels}, N={state})\n\n{scan_table}\n"
         + f"\n## Encoders (random weights, bf16 autocast, kernel auto)\n\n{enc_table}\n"
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_check.md").write_text(report)
-    for name, rows in (("attention", attn), ("scan", scans), ("encoders", enc)):
+    for name, rows in checks.items():
         fields = list(dict.fromkeys(k for r in rows for k in r))
         write_csv(out / f"gpu_check_{name}.csv", fields, rows)
-    print(attn_table, scan_table, enc_table, sep="\n\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    slug = device_name(device) if cuda else "cpu"
+    out = args.out or (
+        ROOT / "benchmarks/results" / slug if cuda else ROOT / "outputs/gpu_check/cpu"
+    )
+    start = time.perf_counter()
+    env = info.summary(device)
+    print(f"gpu-check on {device_name(device)}\n{env}", flush=True)
+    plan, tests = plan_and_tests(cuda, args.tests_timeout_s)
+    checks = run_checks(device, plan)
+    elapsed = time.perf_counter() - start
+    tables = render_tables(checks)
+    bad = [
+        r for rows in checks.values() for r in rows if r["status"].startswith(("MISMATCH", "error"))
+    ]
+    write_report(out, device, env, elapsed, tests, plan, checks, tables)
+    print(*tables, sep="\n\n")
     print(f"\nwrote {out / 'gpu_check.md'} ({elapsed:.0f} s)")
-    if skipped:
-        print("skipped here: " + "; ".join(skipped))
+    if plan.skipped:
+        print("skipped here: " + "; ".join(plan.skipped))
     if bad or tests["status"].startswith(("failed", "timeout")):
         print(f"gpu-check found {len(bad)} mismatches or errors", file=sys.stderr)
         return 1

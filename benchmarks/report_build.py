@@ -21,15 +21,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ablations import record as R
 from ablations.record import TrialRecord
-from benchmarks._timing import write_csv
-from hrsam import cli
+from benchmarks._timing import device_name, write_csv
+from hrsam import cli, names
 
 RESULTS = Path(__file__).parent / "results"
 GRID = {
@@ -103,24 +104,30 @@ def _metrics(p: dict, rng) -> dict[str, float]:
     enc = (4.0 * s**2 + cost) * KERNEL_SPEED.get(p.get("model.kernel"), 1.0)
     enc *= rng.lognormal(0, 0.05)
     quality = 0.86 + 0.03 * np.log2(s) + 0.004 * np.log2(ws) + rng.normal(0, 0.005)
-    m = {R.miou_at(k): min(0.99, quality + 0.1 * (1 - np.exp(-(k - 1) / 3))) for k in range(1, 21)}
+    m = {
+        names.miou_at(k): min(0.99, quality + 0.1 * (1 - np.exp(-(k - 1) / 3)))
+        for k in range(1, 21)
+    }
     m.update(
-        noc85=max(1.0, 6.5 - 8 * (quality - 0.8) + rng.normal(0, 0.1)),
-        noc90=max(1.0, 8.5 - 9 * (quality - 0.8) + rng.normal(0, 0.1)),
-        noc95=max(1.0, 12.5 - 10 * (quality - 0.8) + rng.normal(0, 0.1)),
-        nof85=float(rng.integers(0, 3)),
-        nof90=float(rng.integers(1, 5)),
-        nof95=float(rng.integers(2, 9)),
-        biou=quality - 0.1,
-        encoder_ms=enc,
-        encoder_ms_iqr=0.05 * enc,
-        decoder_ms=3.0 + rng.normal(0, 0.1),
-        sat_s=(enc + 256 * 3.0) / 1e3,
-        spc_s=0.003,
-        peak_mem_mb=50 * s**2 + (tokens**2 * 4 / 2**20 if att == "global" else 20 * s**2),
-        params=5.1e6,
-        gflops=12.0 * s**2,
-        train_s=600.0,
+        {
+            names.NOC85: max(1.0, 6.5 - 8 * (quality - 0.8) + rng.normal(0, 0.1)),
+            names.NOC90: max(1.0, 8.5 - 9 * (quality - 0.8) + rng.normal(0, 0.1)),
+            names.NOC95: max(1.0, 12.5 - 10 * (quality - 0.8) + rng.normal(0, 0.1)),
+            names.NOF85: float(rng.integers(0, 3)),
+            names.NOF90: float(rng.integers(1, 5)),
+            names.NOF95: float(rng.integers(2, 9)),
+            names.BIOU: quality - 0.1,
+            names.ENCODER_MS: enc,
+            names.ENCODER_MS_IQR: 0.05 * enc,
+            names.DECODER_MS: 3.0 + rng.normal(0, 0.1),
+            names.SAT_S: (enc + 256 * 3.0) / 1e3,
+            names.SPC_S: 0.003,
+            names.PEAK_MEM_MB: 50 * s**2
+            + (tokens**2 * 4 / 2**20 if att == "global" else 20 * s**2),
+            names.PARAMS: 5.1e6,
+            names.GFLOPS: 12.0 * s**2,
+            names.TRAIN_S: 600.0,
+        }
     )
     return {k: float(v) for k, v in m.items()}
 
@@ -163,7 +170,22 @@ def log_sweep(
     return parent
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass
+class Measured:
+    """What one benchmark run measured: the records it logged, the load when the builds started,
+    the seconds of each in-process build and of one ``python -m reports.build``, and how many
+    tables and figures the build wrote."""
+
+    records: list[TrialRecord]
+    load: float
+    times: list[float]
+    cli_s: float
+    n_tables: int
+    n_figures: int
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; ``--runs`` or ``--reps`` below 1 is a one-line error (exit 2)."""
     p = cli.ArgumentParser(
         prog="python -m benchmarks.report_build",
         description="Time reports.build on a synthetic experiment of many MLflow runs.",
@@ -177,23 +199,25 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.runs < 1 or args.reps < 1:
         p.error("--runs and --reps must be >= 1")
-    import torch
+    return args
 
-    from benchmarks._timing import device_name
+
+def time_builds(runs: int, reps: int, machine: str) -> Measured:
+    """Logs ``runs`` synthetic trials and their parent into a fresh SQLite store in a temporary
+    folder, then times ``reps`` in-process builds and one build from the command line."""
     from reports.build import build
 
-    machine = device_name(torch.device("cpu"))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         uri = f"sqlite:///{tmp}/mlflow.db"
         start = time.perf_counter()
-        records = synthetic_trials(args.runs)
+        records = synthetic_trials(runs)
         parent = log_sweep(uri, "bench", "bench_grid", list(GRID), records, tmp / "artifacts")
         setup_s = time.perf_counter() - start
-        print(f"{machine}: logged {args.runs} runs + parent in {setup_s:.1f} s", flush=True)
+        print(f"{machine}: logged {runs} runs + parent in {setup_s:.1f} s", flush=True)
         load = os.getloadavg()[0]  # the box may be shared: say how busy it was
         times = []
-        for _ in range(args.reps):
+        for _ in range(reps):
             start = time.perf_counter()
             out = build("bench", sweep=parent, out=tmp / "report", tracking_uri=uri)
             times.append(time.perf_counter() - start)
@@ -206,22 +230,65 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  python -m reports.build (imports included) {cli_s:.2f} s", flush=True)
         n_tables = len(list((out / "tables").glob("*.tex")))
         n_figures = len(list((out / "figures").glob("*.png")))
-    n_metrics = max(len(r.metrics) for r in records)
-    median = statistics.median(times)
-    status = "PASS" if median <= args.target_s else "FAIL"
-    row = {
-        "runs": args.runs,
-        "failed": sum(r.failed for r in records),
-        "tables": n_tables,
-        "figures": n_figures,
+    return Measured(records, load, times, cli_s, n_tables, n_figures)
+
+
+def result_row(m: Measured, runs: int, reps: int, target_s: float) -> dict:
+    """The one result row: counts, build seconds (median, min, max), the CLI's and PASS / FAIL
+    against ``target_s``."""
+    median = statistics.median(m.times)
+    return {
+        "runs": runs,
+        "failed": sum(r.failed for r in m.records),
+        "tables": m.n_tables,
+        "figures": m.n_figures,
         "build_s_median": f"{median:.2f}",
-        "build_s_min": f"{min(times):.2f}",
-        "build_s_max": f"{max(times):.2f}",
-        "reps": args.reps,
-        "cli_s": f"{cli_s:.2f}",
-        "target_s": args.target_s,
-        "status": status,
+        "build_s_min": f"{min(m.times):.2f}",
+        "build_s_max": f"{max(m.times):.2f}",
+        "reps": reps,
+        "cli_s": f"{m.cli_s:.2f}",
+        "target_s": target_s,
+        "status": "PASS" if median <= target_s else "FAIL",
     }
+
+
+def write_results(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    machine: str,
+    m: Measured,
+    row: dict,
+    table: str,
+) -> None:
+    """``report_build.csv`` (the row and the machine) and ``report_build.md`` (what was timed,
+    the load, the verdict and the table) under ``--out`` or ``results/cpu``."""
+    n_metrics = max(len(r.metrics) for r in m.records)
+    status = row["status"]
+    out_dir = args.out or RESULTS / "cpu"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(out_dir / "report_build.csv", [*row, "machine"], [{**row, "machine": machine}])
+    (out_dir / "report_build.md").write_text(
+        f"# Report build time\n\n- machine: {machine}\n"
+        f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n"
+        f"- command: `python -m benchmarks.report_build {' '.join(argv or sys.argv[1:])}`\n"
+        f"- what: `reports.build.build()` end to end on a fresh SQLite MLflow store holding "
+        f"{args.runs} trial runs of one sweep ({len(FIXED) + 1} params and "
+        f"{n_metrics} metrics each, "
+        f"{row['failed']} FAILED) and its parent: read the runs once, tables, figures (PNG + PDF),"
+        f" report.md, report.html, log as artifacts of the parent run; median of {args.reps}\n"
+        f"- load average (1 min) when the builds started: {m.load:.1f} on {os.cpu_count()} cores"
+        " (logging the runs just before counts too)\n"
+        "- cli_s: one `python -m reports.build ... log=false`, a fresh process (imports included)\n"
+        f"- target: <= {args.target_s:g} s: **{status}**\n\n{table}\n"
+    )
+    print(f"\nwrote {out_dir / 'report_build.csv'} and {out_dir / 'report_build.md'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    machine = device_name(torch.device("cpu"))
+    measured = time_builds(args.runs, args.reps, machine)
+    row = result_row(measured, args.runs, args.reps, args.target_s)
     header = list(row)
     table = "\n".join(
         [
@@ -232,25 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     print(table)
-    out_dir = args.out or RESULTS / "cpu"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(out_dir / "report_build.csv", [*header, "machine"], [{**row, "machine": machine}])
-    (out_dir / "report_build.md").write_text(
-        f"# Report build time\n\n- machine: {machine}\n"
-        f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n"
-        f"- command: `python -m benchmarks.report_build {' '.join(argv or sys.argv[1:])}`\n"
-        f"- what: `reports.build.build()` end to end on a fresh SQLite MLflow store holding "
-        f"{args.runs} trial runs of one sweep ({len(FIXED) + 1} params and "
-        f"{n_metrics} metrics each, "
-        f"{row['failed']} FAILED) and its parent: read the runs once, tables, figures (PNG + PDF),"
-        f" report.md, report.html, log as artifacts of the parent run; median of {args.reps}\n"
-        f"- load average (1 min) when the builds started: {load:.1f} on {os.cpu_count()} cores"
-        " (logging the runs just before counts too)\n"
-        "- cli_s: one `python -m reports.build ... log=false`, a fresh process (imports included)\n"
-        f"- target: <= {args.target_s:g} s: **{status}**\n\n{table}\n"
-    )
-    print(f"\nwrote {out_dir / 'report_build.csv'} and {out_dir / 'report_build.md'}")
-    return 0 if status == "PASS" else 1
+    write_results(args, argv, machine, measured, row, table)
+    return 0 if row["status"] == "PASS" else 1
 
 
 if __name__ == "__main__":

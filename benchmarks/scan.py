@@ -92,7 +92,8 @@ def ref_backward_bytes(length: int, channels: int, state: int) -> float:
     return 4.0 * length * channels * state * 4
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; a length below 1 is a one-line error (exit 2)."""
     p = cli.ArgumentParser(
         prog="python -m benchmarks.scan",
         description="Selective-scan backends: time, tokens/s and peak memory vs sequence length.",
@@ -117,99 +118,134 @@ def main(argv: list[str] | None = None) -> int:
     for length in args.lengths:
         if length < 1:
             p.error(f"--lengths {length}: must be >= 1")
-    device = torch.device(args.device)
-    print(
-        f"device: {device_name(device)} | torch {torch.__version__} | C={args.channels} "
-        f"N={args.state} batch 1",
-        flush=True,
-    )
-    rows, results = [], {}
+    return args
+
+
+def screen(backend: str, length: int, args: argparse.Namespace, device: torch.device) -> str | None:
+    """The status of a case that is not timed (``unsupported`` or ``skipped``), else None."""
+    reasons = get_scan(backend).support(device, backward=True)
+    if reasons:
+        return "unsupported: " + reasons[0]
+    est = estimate_s(backend, length, args.channels, False, device.type)
+    if est > args.max_case_s:
+        return f"skipped: ~{est:.0f} s > --max-case-s {args.max_case_s:.0f}"
+    return None
+
+
+def time_forward(
+    backend: str,
+    inputs: list[torch.Tensor],
+    check: list[torch.Tensor],
+    ref_small: torch.Tensor,
+    ref_out: torch.Tensor | None,
+    row: dict,
+    args: argparse.Namespace,
+    device: torch.device,
+) -> torch.Tensor | None:
+    """Checks ``backend`` against ``ref`` at L = 512 (``check``, ``ref_small``) and at this L
+    (``ref_out``, when ref ran here), measures its peak memory and times its forward into
+    ``row``. Returns its output at this L, or None after a mismatch (``row["status"]``)."""
+    backend_is_ref = backend == "ref"
+    with torch.no_grad():
+        small = selective_scan(*check, delta_softplus=True, backend=backend).cpu()
+        err = ((small - ref_small).abs().max() / ref_small.abs().max()).item()
+        if err > allowed_error(backend, ref_small):
+            row["status"] = f"mismatch vs ref at L=512: {err:.1e}"
+            return None
+        # The profiler that measures CPU peak memory records every op: far too slow
+        # for ref's per-step loop, so ref's memory is not measured.
+        if backend_is_ref:
+            out = run_scan(backend, inputs, grad=False)
+        else:
+            with PeakMemory(device) as mem:
+                out = run_scan(backend, inputs, grad=False)
+            row["peak_fwd_mb"] = mem.mb
+        if not backend_is_ref and ref_out is not None:
+            err = ((out - ref_out).abs().max() / ref_out.abs().max()).item()
+            row["max_rel_err_vs_ref"] = err
+            if err > allowed_error(backend, ref_out):
+                row["status"] = f"mismatch vs ref: {err:.1e}"
+                return None
+        t = time_fn(
+            lambda b=backend, x=inputs: run_scan(b, x, False),
+            device,
+            warmup=0 if backend_is_ref else 1,
+            reps=1 if backend_is_ref else args.reps,
+        )
+    row["fwd_ms"] = t.median_ms
+    row["mtok_s"] = row["L"] / t.median_ms / 1e3
+    return out
+
+
+def time_backward(
+    backend: str,
+    inputs: list[torch.Tensor],
+    row: dict,
+    args: argparse.Namespace,
+    device: torch.device,
+) -> None:
+    """Peak memory and time of forward + backward into ``row``, and its final status; skipped
+    (said in the status) when too slow, or for ref when its autograd would not fit in memory."""
+    length = row["L"]
+    budget = memory_budget_bytes(torch.device("cpu"))
+    if estimate_s(backend, length, args.channels, True, device.type) > args.max_case_s:
+        row["status"] = "ok (fwd+bwd skipped: too slow)"
+    elif (
+        backend == "ref"
+        and (need := ref_backward_bytes(length, args.channels, args.state) / 2**30) > budget / 2**30
+    ):
+        row["status"] = f"ok (fwd+bwd skipped: autograd needs ~{need:.0f} GB)"
+    else:
+        if backend != "ref":
+            with PeakMemory(device) as mem:
+                run_scan(backend, inputs, grad=True)
+            row["peak_bwd_mb"] = mem.mb
+        tb = time_fn(
+            lambda b=backend, x=inputs: run_scan(b, x, True),
+            device,
+            warmup=0,
+            reps=1 if backend == "ref" else args.reps,
+        )
+        row["fwdbwd_ms"] = tb.median_ms
+        row["status"] = "ok"
+
+
+def measure(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    """One row per length x backend, ref first at each length so that the others are checked
+    against its output there; a row without ``fwd_ms`` was not timed (see its status)."""
+    rows = []
     check = make_inputs(512, args.channels, args.state, device)
     with torch.no_grad():
         ref_small = selective_scan(*[t.cpu() for t in check], delta_softplus=True, backend="ref")
     for length in args.lengths:
         inputs = make_inputs(length, args.channels, args.state, device)
         ref_out = None
-        # ref first, so the other backends are checked against it at this length
         for backend in sorted(args.backends, key=lambda name: name != "ref"):
-            label = f"{backend} L={length}"
-            print(f"{label} ...", end=" ", flush=True)
-            reasons = get_scan(backend).support(device, backward=True)
+            print(f"{backend} L={length} ...", end=" ", flush=True)
             row = {"backend": backend, "L": length}
-            if reasons:
-                row["status"] = "unsupported: " + reasons[0]
-                rows.append(row)
-                print(row["status"], flush=True)
-                continue
-            est = estimate_s(backend, length, args.channels, False, device.type)
-            if est > args.max_case_s:
-                row["status"] = f"skipped: ~{est:.0f} s > --max-case-s {args.max_case_s:.0f}"
-                rows.append(row)
-                print(row["status"], flush=True)
-                continue
-            with torch.no_grad():
-                small = selective_scan(*check, delta_softplus=True, backend=backend).cpu()
-                err = ((small - ref_small).abs().max() / ref_small.abs().max()).item()
-                if err > allowed_error(backend, ref_small):
-                    row["status"] = f"mismatch vs ref at L=512: {err:.1e}"
-                    rows.append(row)
-                    continue
-                # The profiler that measures CPU peak memory records every op: far too slow
-                # for ref's per-step loop, so ref's memory is not measured.
-                if backend == "ref":
-                    out = run_scan(backend, inputs, grad=False)
-                else:
-                    with PeakMemory(device) as mem:
-                        out = run_scan(backend, inputs, grad=False)
-                    row["peak_fwd_mb"] = mem.mb
-                if backend == "ref":
-                    ref_out = out
-                elif ref_out is not None:
-                    err = ((out - ref_out).abs().max() / ref_out.abs().max()).item()
-                    row["max_rel_err_vs_ref"] = err
-                    if err > allowed_error(backend, ref_out):
-                        row["status"] = f"mismatch vs ref: {err:.1e}"
-                        rows.append(row)
-                        continue
-                reps = 1 if backend == "ref" else args.reps
-                t = time_fn(
-                    lambda b=backend, x=inputs: run_scan(b, x, False),
-                    device,
-                    warmup=0 if backend == "ref" else 1,
-                    reps=reps,
-                )
-            row["fwd_ms"] = t.median_ms
-            row["mtok_s"] = length / t.median_ms / 1e3
-            budget = memory_budget_bytes(torch.device("cpu"))
-            if estimate_s(backend, length, args.channels, True, device.type) > args.max_case_s:
-                row["status"] = "ok (fwd+bwd skipped: too slow)"
-            elif (
-                backend == "ref"
-                and (need := ref_backward_bytes(length, args.channels, args.state) / 2**30)
-                > budget / 2**30
-            ):
-                row["status"] = f"ok (fwd+bwd skipped: autograd needs ~{need:.0f} GB)"
-            else:
-                if backend != "ref":
-                    with PeakMemory(device) as mem:
-                        run_scan(backend, inputs, grad=True)
-                    row["peak_bwd_mb"] = mem.mb
-                tb = time_fn(
-                    lambda b=backend, x=inputs: run_scan(b, x, True),
-                    device,
-                    warmup=0,
-                    reps=1 if backend == "ref" else args.reps,
-                )
-                row["fwdbwd_ms"] = tb.median_ms
-                row["status"] = "ok"
             rows.append(row)
-            results[(backend, length)] = row
+            status = screen(backend, length, args, device)
+            if status:
+                row["status"] = status
+                print(row["status"], flush=True)
+                continue
+            out = time_forward(backend, inputs, check, ref_small, ref_out, row, args, device)
+            if out is None:
+                continue
+            if backend == "ref":
+                ref_out = out
+            time_backward(backend, inputs, row, args, device)
             print(f"fwd {row['fwd_ms']:.1f} ms, {row['status']}", flush=True)
+    return rows
+
+
+def results_table(rows: list[dict]) -> str:
+    """The printed table, one line per row in `HEADER`'s order."""
 
     def f(x, nd=1):
         return "-" if x is None else f"{x:.{nd}f}"
 
-    table = render(
+    return render(
         [
             [
                 r["backend"],
@@ -225,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
         ],
         HEADER,
     )
+
+
+def target_checks(rows: list[dict], channels: int, state: int) -> list[str]:
+    """The cycle-scan issue's targets at L = 12,288: ``cpu`` against ``ref`` forward and forward
+    + backward, and a peak below one (L, C, N) float32 tensor."""
+    results = {(r["backend"], r["L"]): r for r in rows if "fwd_ms" in r}
     checks = ["Targets at L = 12288 (ratios from this run):"]
     ref, fast = results.get(("ref", 12288)), results.get(("cpu", 12288))
     if ref and fast:
@@ -239,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {'PASS' if sb >= 5 else 'FAIL'} cpu forward+backward {sb:.1f}x "
                 f"faster than ref (target >= 5x)"
             )
-        lcn_mb = 12288 * args.channels * args.state * 4 / 2**20
+        lcn_mb = 12288 * channels * state * 4 / 2**20
         pk = fast.get("peak_bwd_mb") or fast["peak_fwd_mb"]
         checks.append(
             f"  {'PASS' if pk < lcn_mb else 'FAIL'} cpu peak {pk:.0f} MB < one "
@@ -247,10 +289,19 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         checks.append("  not measured (need ref and cpu at L = 12288)")
-    print()
-    print(table)
-    print()
-    print("\n".join(checks))
+    return checks
+
+
+def write_results(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    device: torch.device,
+    rows: list[dict],
+    table: str,
+    checks: list[str],
+) -> None:
+    """``scan.csv`` (every row) and ``scan.md`` (the run's settings, the table and the checks)
+    under ``--out`` or ``results/<device>``."""
     slug = "cpu" if device.type == "cpu" else device_name(device)
     out_dir = args.out or RESULTS / slug
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -275,6 +326,24 @@ def main(argv: list[str] | None = None) -> int:
         f"{peak_memory_kind(device)}\n\n" + table + "\n\n```\n" + "\n".join(checks) + "\n```\n"
     )
     print(f"\nwrote {out_dir / 'scan.csv'} and {out_dir / 'scan.md'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    print(
+        f"device: {device_name(device)} | torch {torch.__version__} | C={args.channels} "
+        f"N={args.state} batch 1",
+        flush=True,
+    )
+    rows = measure(args, device)
+    table = results_table(rows)
+    checks = target_checks(rows, args.channels, args.state)
+    print()
+    print(table)
+    print()
+    print("\n".join(checks))
+    write_results(args, argv, device, rows, table, checks)
     return 0
 
 

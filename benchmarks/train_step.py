@@ -218,7 +218,8 @@ def paired_lines(pairs: list[dict]) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; ``--steps`` not above ``--warmup`` is a one-line error (exit 2)."""
     p = cli.ArgumentParser(
         prog="python -m benchmarks.train_step",
         description="Time per part of a tiny-recipe training step (data, encoder, clicks, "
@@ -236,38 +237,43 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.steps <= args.warmup:
         p.error(f"--steps {args.steps}: must be more than --warmup {args.warmup}")
+    return args
+
+
+def build_trainers(args: argparse.Namespace, cfg: TrainConfig) -> dict[str, Trainer]:
+    """One `Trainer` per variant, each on its own copy of the same initial model and the same
+    synthetic training split."""
     from hrsam.data import build_dataset
 
-    device = torch.device("cpu")
     dataset = build_dataset(
         "synthetic", str(args.data_root), split="train", n_train=args.n_train, n_val=16, size=512
     )
-    cfg = tiny_config(args.steps)
     torch.manual_seed(cfg.seed)
     model = build_model(args.preset)
-    trainers = {v: Trainer(copy.deepcopy(model), dataset, cfg, v) for v in args.variants}
-    rate = matmul_gflops(device, torch.float32)
-    print(
-        f"device: {device_name(device)} | torch {torch.__version__} | {args.preset} ts {cfg.ts} "
-        f"| dense 2048^3 matmul {rate:.1f} GFLOP/s",
-        flush=True,
-    )
-    flops = step_flops(model.preset, cfg.ts)
+    return {v: Trainer(copy.deepcopy(model), dataset, cfg, v) for v in args.variants}
+
+
+def run_steps(trainers: dict[str, Trainer], steps: int) -> str | None:
+    """``steps`` steps of every variant, one of each in turn; then the check that the variants
+    computed the same losses: None, or the mismatch to report."""
     order = list(trainers.values())
-    for i in range(args.steps):  # one step of each variant in turn: same load, same samples
+    for i in range(steps):  # one step of each variant in turn: same load, same samples
         k = i % len(order)  # rotated, so that no variant always runs first (cold caches)
         for tr in order[k:] + order[:k]:
             tr.run_step()
-        print(f"\rstep {i + 1}/{args.steps}", end="", flush=True)
+        print(f"\rstep {i + 1}/{steps}", end="", flush=True)
     print()
-    first = next(iter(trainers.values()))
+    first = order[0]
     for v, tr in trainers.items():  # correctness first: the variants compute the same training
         diff = max(abs(a - b) for a, b in zip(tr.losses, first.losses, strict=True))
         if diff > 1e-3 * max(1.0, max(abs(x) for x in first.losses)):
-            print(f"mismatch: variant {v} losses differ from {first.variant} by {diff:.2e}")
-            return 1
-    rate = max(rate, matmul_gflops(device, torch.float32))
-    stats = {v: summarize(tr, args.warmup) for v, tr in trainers.items()}
+            return f"mismatch: variant {v} losses differ from {first.variant} by {diff:.2e}"
+    return None
+
+
+def parts_table(stats: dict[str, dict[str, float]], flops: float, rate: float) -> str:
+    """Per variant: the median ms of each part, the step's median and spread, steps/s and the
+    share of the matmul rate."""
     header = ["variant", *(f"{p} ms" for p in PARTS), "step ms", "steps/s", "% matmul"]
     rows = []
     for v, s in stats.items():
@@ -281,7 +287,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{100 * share:.0f}",
             ]
         )
-    table = render(rows, header)
+    return render(rows, header)
+
+
+def largest_parts(stats: dict[str, dict[str, float]], flops: float) -> list[str]:
+    """The step's FLOPs, and per variant its largest part and that part's share of the step."""
     lines = [f"Step FLOPs (encoder forward + backward, analytic): {flops / 1e9:.2f} GFLOP"]
     for v, s in stats.items():
         top = max(PARTS, key=lambda x: s[x])
@@ -289,12 +299,24 @@ def main(argv: list[str] | None = None) -> int:
             f"  {v}: largest part {top} {1e3 * s[top]:.1f} ms = {100 * s[top] / s['step']:.0f}% "
             f"of the step"
         )
-    pairs = paired(trainers, args.warmup)
-    lines += paired_lines(pairs)
-    print()
-    print(table)
-    print()
-    print("\n".join(lines))
+    return lines
+
+
+def write_results(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    cfg: TrainConfig,
+    stats: dict[str, dict[str, float]],
+    pairs: list[dict],
+    flops: float,
+    rate: float,
+    table: str,
+    lines: list[str],
+) -> None:
+    """``train_step.csv`` (per variant, ms), ``train_step_paired.csv`` (the paired ratios, when
+    there are any) and ``train_step.md`` (the run's settings, the table and the lines) under
+    ``--out`` or ``results/cpu``."""
+    device = torch.device("cpu")
     out_dir = args.out or RESULTS / "cpu"
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(
@@ -326,6 +348,35 @@ def main(argv: list[str] | None = None) -> int:
         + "\n```\n"
     )
     print(f"\nwrote {out_dir / 'train_step.csv'} and {out_dir / 'train_step.md'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = torch.device("cpu")
+    cfg = tiny_config(args.steps)
+    trainers = build_trainers(args, cfg)
+    rate = matmul_gflops(device, torch.float32)
+    print(
+        f"device: {device_name(device)} | torch {torch.__version__} | {args.preset} ts {cfg.ts} "
+        f"| dense 2048^3 matmul {rate:.1f} GFLOP/s",
+        flush=True,
+    )
+    flops = step_flops(next(iter(trainers.values())).model.preset, cfg.ts)
+    mismatch = run_steps(trainers, args.steps)
+    if mismatch:
+        print(mismatch)
+        return 1
+    rate = max(rate, matmul_gflops(device, torch.float32))
+    stats = {v: summarize(tr, args.warmup) for v, tr in trainers.items()}
+    table = parts_table(stats, flops, rate)
+    lines = largest_parts(stats, flops)
+    pairs = paired(trainers, args.warmup)
+    lines += paired_lines(pairs)
+    print()
+    print(table)
+    print()
+    print("\n".join(lines))
+    write_results(args, argv, cfg, stats, pairs, flops, rate, table, lines)
     return 0
 
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from benchmarks._timing import PeakMemory
-from benchmarks.attention import BenchCase, BenchResult, main, parse_args, summary, useful_flops
+from benchmarks.attention import main, parse_args, summary
+from benchmarks.attention_cases import BenchCase, BenchResult, useful_flops
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ import importlib.util
 
 import pytest
 
-from benchmarks.backbone import OFFICIAL, Row, official_ratios
+from benchmarks.backbone_models import OFFICIAL
+from benchmarks.backbone_rows import Row, official_ratios
 
 
 @pytest.mark.skipif(
@@ -66,7 +67,8 @@ def test_interleaved_rounds_time_every_checked_case(tmp_path, capsys):
 def test_a_bare_preset_is_the_default_build_and_every_row_names_its_kernel(tmp_path):
     """Issue #29: ``sam_tiny`` alone is the model as ``build_model`` gives it (kernel ``auto``,
     resolved here to the fused kernel); the table and CSV name the kernel of every row."""
-    from benchmarks.backbone import main, parse_variant
+    from benchmarks.backbone import main
+    from benchmarks.backbone_models import parse_variant
 
     assert parse_variant("sam_vit_b") == ("sam_vit_b", None, "auto")
     argv = ["--ts", "64", "--variants", "sam_tiny", "sam_tiny:global:math", "--reps", "1"]

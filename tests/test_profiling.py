@@ -76,7 +76,7 @@ def test_backbone_benchmark_bad_variant(capsys):
 
 @pytest.mark.parametrize(("ms_4096", "verdict"), [(6000 * 16 * 1.1, "PASS"), (6000 * 27.6, "FAIL")])
 def test_backbone_summary_checks_linear_scaling_against_the_token_count(ms_4096, verdict):
-    from benchmarks.backbone import Row, summary
+    from benchmarks.backbone_rows import Row, summary
 
     v = "hrsam_vit_b:shifted_kv:sdpa"
     rows = [Row(v, 1024, 4096, enc_ms=6000.0), Row(v, 4096, 65536, enc_ms=ms_4096)]
@@ -92,7 +92,7 @@ def test_backbone_summary_checks_linear_scaling_against_the_token_count(ms_4096,
 
 
 def test_backbone_summary_names_the_largest_ts_that_fits():
-    from benchmarks.backbone import Row, largest_fitting
+    from benchmarks.backbone_rows import Row, largest_fitting
 
     v = "sam_vit_b:global:math"
     rows = [
@@ -114,7 +114,7 @@ def test_backbone_summary_names_the_largest_ts_that_fits():
 
 
 def test_backbone_summary_gives_the_compile_speedup_against_its_eager_twin():
-    from benchmarks.backbone import Row, compile_speedups
+    from benchmarks.backbone_rows import Row, compile_speedups
 
     rows = [
         Row("hrsam_tiny:shifted_kv:sdpa", 512, 1024, enc_ms=300.0),
