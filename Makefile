@@ -76,9 +76,10 @@ lock-check: setup ## fail when requirements-cpu.lock is not what `make lock` wou
 	@diff -u $(VENV)/lock-check.want $(VENV)/lock-check.got \
 		|| (echo "requirements-cpu.lock is stale for pyproject.toml: run 'make lock'" && exit 1)
 
-lint: setup ## ruff lint and format check
+lint: setup ## ruff lint and format check, function and module length
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) tools/function_length.py
 
 format: setup ## ruff format and autofix
 	$(PY) -m ruff format .

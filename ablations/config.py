@@ -17,11 +17,9 @@ and MLflow run.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
 import hashlib
-import itertools
 import json
 import re
 import typing
@@ -33,6 +31,7 @@ import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from ablations.record import flatten  # noqa: F401 (the sweep's name for it)
 from hrsam.data import DataConfig
 from hrsam.interactive.evaluate import EvalConfig
 from hrsam.precision import PRECISIONS
@@ -162,37 +161,6 @@ class SweepCfg:
     report: ReportCfg = field(default_factory=ReportCfg)
 
 
-@dataclass(frozen=True)
-class Trial:
-    """One point of a grid: its resolved config (plain dict), id, and a short label."""
-
-    trial_id: str
-    config: dict
-    label: str
-    train_key: str | None  # hash of what changes the weights; None when evaluating a checkpoint
-
-
-@dataclass(frozen=True)
-class Sweep:
-    grid: str
-    description: str
-    config: dict  # the sweep-level config (executor, mlflow, out, ...)
-    trials: list[Trial]
-    varying: list[str]  # the keys that differ between trials
-
-    @property
-    def experiment(self) -> str:
-        return self.config["experiment"] or self.grid
-
-    @property
-    def sweep_id(self) -> str:
-        return short_hash({"grid": self.grid, "trials": sorted(t.trial_id for t in self.trials)})
-
-    @property
-    def folder(self) -> Path:
-        return Path(self.config["out"]) / self.experiment
-
-
 def list_grids() -> list[str]:
     return sorted(p.stem for p in (CONF / "grid").glob("*.yaml"))
 
@@ -214,7 +182,7 @@ def schema_keys(node, prefix: str = "") -> list[str]:
     return keys
 
 
-def _one_line(e: Exception) -> str:
+def one_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0]
 
 
@@ -234,17 +202,30 @@ def _check_key(key: str, schema: dict) -> None:
 
 
 def _load_yaml(path: Path) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+    """A config file as a dict; a file YAML cannot parse (or that is not a mapping) is one line
+    naming the file and the place."""
+    try:
+        out = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or one_line(e)
+        raise ConfigError(f"{path}:{where} is not valid YAML: {problem}") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{path}: {one_line(e)}") from None
+    if not isinstance(out, dict):
+        raise ConfigError(f"{path}: must be a mapping of keys, not a {type(out).__name__}")
+    return out
 
 
-def _merge(base: DictConfig, overrides: dict | DictConfig, source: str) -> DictConfig:
+def merge(base: DictConfig, overrides: dict | DictConfig, source: str) -> DictConfig:
     try:
         return OmegaConf.merge(base, overrides)
     except ConfigKeyError as e:
         raise ConfigError(f"{source}: unknown key {getattr(e, 'full_key', '') or e}") from None
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", "")
-        raise ConfigError(f"{source}: bad value for {key}: {_one_line(e)}") from None
+        raise ConfigError(f"{source}: bad value for {key}: {one_line(e)}") from None
 
 
 def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -255,6 +236,11 @@ def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
             flags.append(arg)
         elif "=" in arg:
             key, value = arg.split("=", 1)
+            if key in overrides and overrides[key] != value:
+                raise ConfigError(
+                    f"{key} is given twice ({key}={overrides[key]} and {key}={value}); "
+                    f"give it once (an axis: {key}={overrides[key]},{value})"
+                )
             overrides[key] = value
         else:
             raise ConfigError(f"argument {arg!r} is not key=value (e.g. grid=window_size)")
@@ -290,16 +276,16 @@ def compose(overrides: dict[str, str]) -> tuple[dict, dict]:
     }
     for key in axes:
         overrides.pop(key)
-    cfg = _merge(schema, _load_yaml(CONF / "defaults.yaml"), "conf/defaults.yaml")
+    cfg = merge(schema, _load_yaml(CONF / "defaults.yaml"), "conf/defaults.yaml")
     if profile != "default":
-        cfg = _merge(cfg, _load_yaml(CONF / "profile" / f"{profile}.yaml"), f"profile {profile}")
+        cfg = merge(cfg, _load_yaml(CONF / "profile" / f"{profile}.yaml"), f"profile {profile}")
     executor = overrides.pop("executor", None) or overrides.pop("executor.name", None)
     if executor is not None:
         if executor not in EXECUTORS:
             raise ConfigError(f"unknown executor {executor!r}; executors: {', '.join(EXECUTORS)}")
-        cfg = _merge(cfg, _load_yaml(CONF / "executor" / f"{executor}.yaml"), "executor")
+        cfg = merge(cfg, _load_yaml(CONF / "executor" / f"{executor}.yaml"), "executor")
     dotlist = [f"{k}={v}" for k, v in overrides.items()]
-    cfg = _merge(cfg, OmegaConf.from_dotlist(dotlist), "command line")
+    cfg = merge(cfg, OmegaConf.from_dotlist(dotlist), "command line")
     cfg.grid, cfg.profile = grid, profile
     out = OmegaConf.to_container(cfg, resolve=True)
     preset = out["executor"]["slurm"]["preset"]
@@ -379,242 +365,8 @@ def _check(cfg: dict) -> None:
         )
 
 
-def check_trial(cfg: dict, train: bool) -> None:
-    """Everything about one trial that can be known without running it, on any machine (nothing
-    here depends on the host: no device, no compiled extension)."""
-    from hrsam.attention import list_attention
-    from hrsam.data import list_datasets
-    from hrsam.models import get_preset
-
-    if cfg.get("precision", "fp32") not in PRECISIONS:
-        raise ConfigError(f"precision={cfg['precision']!r}; valid: {', '.join(PRECISIONS)}")
-    m = cfg["model"]
-    try:
-        get_preset(m["preset"], **model_overrides(m))
-    except ValueError as e:
-        msg = _one_line(e)
-        if "unknown attention" in msg and m["attention"] not in list_attention():
-            msg = f"unknown attention {m['attention']!r}; valid: {', '.join(list_attention())}"
-        raise ConfigError(f"model: {msg}") from None
-    try:
-        eval_config(cfg)
-    except ValueError as e:
-        raise ConfigError(_in_section("eval", e)) from None
-    ts = cfg["bench"]["ts"]
-    if ts != 0 and (ts < 16 or ts % 16):
-        raise ConfigError(f"bench.ts={ts} must be a positive multiple of 16")
-    data = cfg["data"]
-    if data["name"] not in list_datasets():
-        raise ConfigError(f"data.name={data['name']!r}; valid: {', '.join(list_datasets())}")
-    try:
-        data_config(cfg)  # the synthetic generator's spec: a scene it cannot draw
-    except ValueError as e:
-        raise ConfigError(_in_section("data", e)) from None
-    if data["name"] != "synthetic" and not Path(data["root"]).is_dir():
-        raise ConfigError(
-            f"data.root={data['root']!r} ({data['name']}) is not a folder; point data.root "
-            f"(or data.roots.{data['name']}) at the dataset"
-        )
-    if train:
-        try:
-            train_config(cfg)
-        except ValueError as e:
-            raise ConfigError(_in_section("train", e)) from None
-        base_ts = cfg["train"]["base_ts"]
-        if base_ts and (base_ts < 16 or base_ts % 16):
-            raise ConfigError(
-                f"train.base_ts={base_ts} must be 0 (the finetune's train.ts) or a positive "
-                "multiple of 16"
-            )
-        if cfg["train"]["recipe"] != "interactive":
-            raise ConfigError(
-                f"train.recipe={cfg['train']['recipe']!r}; sweeps train with: interactive"
-            )
-    ckpt = m["checkpoint"]
-    if ckpt and not Path(ckpt).is_file():
-        raise ConfigError(f"model.checkpoint={ckpt!r} does not exist")
-
-
-def _in_section(section: str, e: Exception) -> str:
-    """``ts=500 must be ...`` -> ``eval.ts=500 must be ...``; other messages get ``eval: ``."""
-    msg = _one_line(e)
-    head = msg.split("=", 1)[0]
-    return f"{section}.{msg}" if head.isidentifier() else f"{section}: {msg}"
-
-
-def train_config(cfg: dict) -> TrainConfig:
-    """The trial's `TrainConfig`: every ``train.*`` key, seeded with the trial's seed."""
-    fields = {k: v for k, v in cfg["train"].items() if k not in SWEEP_TRAIN_KEYS}
-    return TrainConfig(**fields, seed=cfg["seed"])
-
-
-def base_config(cfg: dict) -> tuple[str, TrainConfig] | None:
-    """The shared base training of a trial as (its cache key, its `TrainConfig`): the trial's
-    recipe for ``train.base_steps`` steps on the preset's own architecture; None without one.
-    The key holds what changes the base's weights, so sweeps of every grid share it."""
-    steps = cfg["train"].get("base_steps", 0)
-    if not steps:
-        return None
-    tc = train_config(cfg)
-    t = cfg["train"]
-    tc = dataclasses.replace(
-        tc, steps=steps, lr=t.get("base_lr") or tc.lr, ts=t.get("base_ts") or tc.ts
-    )
-    spec = {
-        "preset": cfg["model"]["preset"],
-        "train": dataclasses.asdict(tc),
-        "data": _data_key(cfg),
-    }
-    return short_hash(spec), tc
-
-
-def data_config(cfg: dict) -> DataConfig:
-    return DataConfig(**{k: v for k, v in cfg["data"].items() if k != "roots"})
-
-
-def eval_config(cfg: dict) -> EvalConfig:
-    return EvalConfig(**cfg["eval"])
-
-
-ARCH_KEYS = ("attention", "window_size", "cycle_repeats", "anchor_sizes")  # change the weights
-COMPUTE_KEYS = ("kernel", "scan")  # compute the same function: not in the training key
-
-
-def model_overrides(model_cfg: dict, keys: tuple[str, ...] = ARCH_KEYS + COMPUTE_KEYS) -> dict:
-    """The model keys set in the config (None: the preset's), as `build_model` overrides."""
-    return {k: model_cfg[k] for k in keys if model_cfg[k] is not None}
-
-
-def training_key(cfg: dict) -> str:
-    """Hash of what changes the trained weights: the kernel and scan backend do not (they compute
-    the same function), so e.g. every kernel of one attention pattern shares one training."""
-    m = {k: v for k, v in cfg["model"].items() if k not in (*COMPUTE_KEYS, "checkpoint")}
-    m["scan_on"] = cfg["model"]["scan"] != "none"
-    train = _hash_view({"train": cfg["train"]})["train"]
-    return short_hash({"model": m, "train": train, "data": _data_key(cfg), "seed": cfg["seed"]})
-
-
-def _data_key(cfg: dict) -> dict:
-    """The data keys that change trained weights (not ``limit``, an evaluation subset, nor
-    ``roots``, where the files live)."""
-    return {k: v for k, v in cfg["data"].items() if k not in ("limit", "roots")}
-
-
-# Keys added after sweeps were recorded, with the value every earlier trial ran with: left out
-# of a hash while they hold it, so those sweeps keep their trial ids and resume.
-_LATER_KEYS = {"precision": "fp32", "tf32": False, "train.precision": None}
-_LATER_KEYS.update({"data.version": 2, "data.objects": "2-4"})  # the scene generator (#30)
-
-
-def _hash_view(cfg: dict) -> dict:
-    out = copy.deepcopy(cfg)
-    for key, default in _LATER_KEYS.items():
-        *parents, leaf = key.split(".")
-        node = out
-        for p in parents:
-            node = node.get(p, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict) and leaf in node and node[leaf] == default:
-            del node[leaf]
-    return out
-
-
-def expand(sweep_cfg: dict, grid_spec: dict) -> Sweep:
-    """The grid's trials AS REQUESTED (``auto`` and preset defaults stay unresolved: the job
-    resolves them on its own device), each checked. Raises `ConfigError` on the first bad one."""
-    params = dict(grid_spec.get("params") or {})
-    include = list(grid_spec.get("include") or [])
-    fixed = set(grid_spec.get("fixed", []))
-    for key in fixed | set(grid_spec.get("axes", {})):  # the command line wins over the grid
-        params.pop(key, None)
-        include = [{k: v for k, v in p.items() if k != key} for p in include]
-    params.update(grid_spec.get("axes", {}))
-    for key, values in params.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"grid {sweep_cfg['grid']}: params.{key} must be a non-empty list")
-    # the grid says whether its trials train; train.enabled on the command line wins
-    train = sweep_cfg["train"]["enabled"]
-    if "train.enabled" not in fixed:
-        train = bool(grid_spec.get("train", train))
-    combos = itertools.product(*params.values())
-    points = [dict(zip(params, combo, strict=True)) for combo in combos]
-    points += [p for p in include if p not in points]
-    points = points or [{}]
-    trials, seen = [], set()
-    for point in points:
-        for r in range(sweep_cfg["repeats"]):
-            cfg = copy.deepcopy({k: v for k, v in sweep_cfg.items() if k not in NOT_HASHED})
-            cfg["train"]["enabled"] = train
-            for key, value in (grid_spec.get("set") or {}).items():
-                if key not in fixed:  # the command line wins over the grid
-                    _set(cfg, key, value)
-            for key, value in point.items():
-                _set(cfg, key, value)
-            cfg["seed"] = sweep_cfg["seed"] + r
-            if cfg["data"]["name"] in cfg["data"]["roots"]:
-                cfg["data"]["root"] = cfg["data"]["roots"][cfg["data"]["name"]]
-            if not train:
-                ckpt = cfg["model"]["checkpoint"] or sweep_cfg["checkpoints"].get(
-                    cfg["model"]["preset"]
-                )
-                cfg["model"]["checkpoint"] = ckpt
-            if cfg["bench"]["ts"] == 0:
-                cfg["bench"]["ts"] = cfg["eval"]["ts"]
-            label = ", ".join(f"{k.split('.')[-1]}={fmt(v)}" for k, v in point.items())
-            typed = _merge(OmegaConf.structured(SweepCfg), cfg, f"grid point {label or '-'}")
-            cfg = {k: v for k, v in OmegaConf.to_container(typed).items() if k in cfg}
-            check_trial(cfg, train)
-            if not train:
-                cfg["train"] = {"enabled": False}
-            trial_id = short_hash(_hash_view(cfg))  # as requested: the same on every host
-            if trial_id in seen:
-                continue
-            seen.add(trial_id)
-            if sweep_cfg["repeats"] > 1:
-                label = f"{label}, seed={cfg['seed']}" if label else f"seed={cfg['seed']}"
-            trials.append(
-                Trial(trial_id, cfg, label or "default", training_key(cfg) if train else None)
-            )
-    keys = sorted({k for p in points for k in p})
-    if sweep_cfg["report"]["baseline"]:  # a bad baseline fails here, before anything runs
-        grid_points = list(dict.fromkeys(tuple(get(t.config, k) for k in keys) for t in trials))
-        baseline_point(sweep_cfg["report"]["baseline"], keys, grid_points)
-    if sweep_cfg["repeats"] > 1:
-        keys.append("seed")
-    return Sweep(sweep_cfg["grid"], grid_spec.get("description", ""), sweep_cfg, trials, keys)
-
-
-def check_checkpoints(sweep: Sweep) -> None:
-    """Opens every checkpoint the trials evaluate, once, here, before any job: readable, and
-    fitting its preset (with the trial's model keys). A bad file is one complete line."""
-    from hrsam.models import CheckpointError, load_model
-
-    seen = set()
-    for t in sweep.trials:
-        m = t.config["model"]
-        overrides = model_overrides(m)
-        key = (m["preset"], m["checkpoint"], json.dumps(overrides, sort_keys=True))
-        if t.train_key is not None or not m["checkpoint"] or key in seen:
-            continue
-        seen.add(key)
-        try:
-            load_model(m["preset"], m["checkpoint"], **overrides)
-        except (CheckpointError, ValueError) as e:
-            raise ConfigError(f"model.checkpoint={m['checkpoint']!r}: {_one_line(e)}") from None
-
-
 def fmt(v) -> str:
     return ",".join(str(x) for x in v) if isinstance(v, list) else str(v)
-
-
-def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
-    """{"model": {"preset": ...}} -> {"model.preset": ...} (MLflow params, table columns)."""
-    out = {}
-    for k, v in cfg.items():
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
 
 
 def _norm(v) -> str:

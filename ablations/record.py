@@ -18,6 +18,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 # Metric, tag and parameter names are `hrsam.names`' (one spelling each, the same in result.json,
 # MLflow and the reports); the ones this module's readers use are re-exported here.
@@ -25,6 +26,7 @@ from hrsam.names import (
     ERROR,
     GRID,
     LABEL,
+    MIOU_SERIES,
     PARENT,
     REQUESTED,
     ROLE,
@@ -40,6 +42,16 @@ FINISHED, FAILED, UNSUPPORTED = "FINISHED", "FAILED", "UNSUPPORTED"
 STATUSES = (FINISHED, FAILED, UNSUPPORTED)
 MLFLOW_STATUS = {FINISHED: "FINISHED", FAILED: "FAILED", UNSUPPORTED: "FINISHED"}
 ROLE_SWEEP, ROLE_TRIAL = "sweep", "trial"
+
+
+# a timing taken while another trial of the sweep ran on the same machine (provenance
+# ``timing_shared``) is marked the same way in the console table, results.md and the report
+SHARED_MARK = "‡"
+SHARED_NOTE = "timed while another trial ran on the same machine (shared cores: not comparable)"
+
+
+def timing_shared(record: TrialRecord) -> bool:
+    return record.provenance.get("timing_shared") == "True"
 
 
 EMPTY_MIOU = 0.01  # below this mIoU after every click a model "predicts nothing"
@@ -144,6 +156,16 @@ class TrialRecord:
             tags[ERROR] = self.headline()[:500]
         return tags
 
+    def mlflow_payload(self, parent_run_id: str) -> MlflowPayload:
+        """The finished run's tags, params, metrics and the mIoU-per-click series."""
+        series = [(MIOU_SERIES, float(v), k) for k, v in enumerate(self.miou_curve, start=1)]
+        return MlflowPayload(
+            self.mlflow_tags(parent_run_id),
+            self.mlflow_params(),
+            self.mlflow_metrics(),
+            series,
+        )
+
     def mlflow_metrics(self) -> dict[str, float]:
         """The finite metrics (their names are MLflow's: `hrsam.names`)."""
         return {
@@ -151,6 +173,46 @@ class TrialRecord:
             for k, v in self.metrics.items()
             if v is not None and math.isfinite(float(v))
         }
+
+
+def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
+    """{"model": {"preset": ...}} -> {"model.preset": ...} (MLflow params, table columns)."""
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def started(spec, sweep_id: str, grid: str, experiment: str) -> TrialRecord:
+    """The record of a trial as it starts: its ids and the requested config as ``params``."""
+    return TrialRecord(
+        spec.trial_id, sweep_id, grid, experiment, spec.label, params=flatten(spec.config)
+    )
+
+
+def finish(
+    record: TrialRecord, resolved: dict, metrics: dict, curve: list, facts: dict
+) -> TrialRecord:
+    """The record's results, in one place: the resolved config (flat), metrics, the mIoU curve
+    and provenance entries."""
+    record.resolved = flatten(resolved)
+    record.metrics.update(metrics)
+    record.miou_curve = list(curve)
+    record.provenance.update(facts)
+    return record
+
+
+@dataclass(frozen=True)
+class MlflowPayload:
+    """Everything a trial's MLflow run receives, built from the record in one place."""
+
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]  # finite values, step 0
+    series: list[tuple[str, float, int]]  # (name, value, step): mIoU after k clicks at step k
 
 
 def _param_text(v) -> str:

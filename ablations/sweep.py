@@ -24,11 +24,12 @@ import sys
 from pathlib import Path
 
 from ablations import config as C
+from ablations import preflight, tracking
 from ablations import record as R
-from ablations import tracking
+from ablations import spec as S
 from ablations.launch import Tracked, run
 from ablations.record import TrialRecord
-from ablations.trial import TrialJob
+from ablations.trial import SweepRun, TrialJob
 from hrsam import names
 
 FLAGS = ("--dry-run", "--help", "-h")
@@ -50,7 +51,7 @@ INTERVAL_METRICS = (names.NOC90,)  # shown with their 95% interval over objects 
 RECORDED_INTERVALS = (names.CLICK_GAIN,)
 
 
-def plan_table(sweep: C.Sweep, status: dict[str, str]) -> str:
+def plan_table(sweep: S.Sweep, status: dict[str, str]) -> str:
     rows = [["#", "trial", *(sweep.varying or ["point"]), "weights", "status"]]
     for i, t in enumerate(sweep.trials, 1):
         values = [C.fmt(C.get(t.config, k)) for k in sweep.varying] or [t.label]
@@ -60,14 +61,15 @@ def plan_table(sweep: C.Sweep, status: dict[str, str]) -> str:
     return _markdown(rows)
 
 
-def results_table(sweep: C.Sweep, records: dict[str, TrialRecord | None]) -> str:
+def results_table(sweep: S.Sweep, records: dict[str, TrialRecord | None]) -> str:
     """The trials' headline metrics; NoC90 with its 95% bootstrap interval over the objects
     (from the trial folder's ``ious.csv``), NoF90 out of the objects evaluated."""
-    from reports import stats
+    from hrsam.interactive.metrics import mean_interval, per_object
 
     with_ci = (*INTERVAL_METRICS, *RECORDED_INTERVALS)
     head = [names.label(k) + (" [95% CI]" if k in with_ci else "") for k in TABLE_METRICS]
     rows = [[*(sweep.varying or ["trial"]), *head, "kernel", "status"]]
+    shared_any = False
     for t in sweep.trials:
         r = records.get(t.trial_id)
         m = r.metrics if r else {}
@@ -77,13 +79,15 @@ def results_table(sweep: C.Sweep, records: dict[str, TrialRecord | None]) -> str
         for k in TABLE_METRICS:
             text = _num(m.get(k))
             if ious is not None and k in INTERVAL_METRICS:
-                ci = stats.interval((list(range(len(ious))), stats.per_object(ious, k)), k)
-                text += f" [{_num(ci.lo)}, {_num(ci.hi)}]"
+                _, lo, hi = mean_interval(per_object(ious, k))
+                text += f" [{_num(lo)}, {_num(hi)}]"
             elif k in RECORDED_INTERVALS and m.get(names.interval(k)[0]) is not None:
                 lo, hi = names.interval(k)
                 text += f" [{_num(m[lo])}, {_num(m[hi])}]"
             elif ious is not None and names.is_count(k) and m.get(k) is not None:
                 text = f"{int(m[k])}/{len(ious)}"
+            if k in names.TIMING_PROTOCOL and r is not None and R.timing_shared(r) and text != "-":
+                text, shared_any = text + R.SHARED_MARK, True
             cells.append(text)
         status = "missing" if r is None else r.headline() if not r.ok else r.status
         if m.get(names.UPSAMPLED):  # evaluated above the images' native size: not high-resolution
@@ -92,12 +96,13 @@ def results_table(sweep: C.Sweep, records: dict[str, TrialRecord | None]) -> str
             status += f" (EMPTY: mIoU < {R.EMPTY_MIOU:g} after every click)"
         kernel = str(r.resolved.get("model.kernel") or "-") if r else "-"  # the timings' kernel
         rows.append([*values, *cells, kernel, status])
-    return _markdown(rows)
+    note = f"\n{R.SHARED_MARK} {R.SHARED_NOTE}" if shared_any else ""
+    return _markdown(rows) + note
 
 
 def _ious(folder: Path):
     """The trial's (objects x clicks) IoU matrix, or None."""
-    from reports.tracking import read_ious
+    from hrsam.interactive.evaluate import read_ious
 
     table = read_ious(folder / "ious.csv")
     return None if table is None else table[1]
@@ -116,13 +121,13 @@ def _markdown(rows: list[list[str]]) -> str:
     return "\n".join([fmt(rows[0]), sep, *(fmt(r) for r in rows[1:])])
 
 
-def prepare_data(sweep: C.Sweep) -> None:
+def prepare_data(sweep: S.Sweep) -> None:
     """Generates each synthetic dataset the trials use, once, here (jobs would race)."""
     from hrsam.cli import Progress
 
     seen = set()
     for t in sweep.trials:
-        data = C.data_config(t.config)
+        data = t.data
         key = (data.root, *data.synthetic_spec().values())
         if data.name != "synthetic" or key in seen:
             continue
@@ -151,8 +156,10 @@ def main(argv: list[str] | None = None) -> int:
                 hint = f"did you mean {close[0]!r}?" if close else "options: --dry-run, --help"
                 raise C.ConfigError(f"unknown option {flag!r}; {hint}")
         cfg, grid_spec = C.compose(overrides)
-        sweep = C.expand(cfg, grid_spec)
-        C.check_checkpoints(sweep)
+        sweep = S.expand(cfg, grid_spec)
+        S.check_checkpoints(sweep)
+        devices = {t.device for t in sweep.trials}
+        preflight.check(cfg, sweep.folder, devices, dry_run="--dry-run" in flags)
     except C.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -168,60 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     return execute(sweep, records, " ".join(["python -m ablations.sweep", *argv]))
 
 
-def execute(sweep: C.Sweep, records: dict[str, TrialRecord | None], command: str = "") -> int:
-    cfg = sweep.config
-    folder = sweep.folder
+def execute(sweep: S.Sweep, records: dict[str, TrialRecord | None], command: str = "") -> int:
+    """Runs the trials that have no finished record (the MLflow parent run first), then writes
+    ``results.md``, builds the report and prints where to look. Exit code 1 when a trial failed."""
+    cfg, folder = sweep.config, sweep.folder
     uri = tracking.absolute_uri(cfg["mlflow"]["tracking_uri"])
     folder.mkdir(parents=True, exist_ok=True)
     prepare_data(sweep)
-    parent = tracking.start_sweep(
-        uri,
-        sweep.experiment,
-        sweep.sweep_id,
-        sweep.grid,
-        {
-            "grid": sweep.grid,
-            "profile": cfg["profile"],
-            "trials": len(sweep.trials),
-            **C.flatten({"executor": cfg["executor"]}),
-            **({"report.baseline": b} if (b := cfg["report"]["baseline"]) else {}),
-        },
-        sweep.varying,
-        folder / "mlartifacts",
-        command,
-    )
-    logged = tracking.trial_runs(uri, sweep.experiment, sweep.sweep_id)
-    todo = []
-    threads = cfg["executor"]["cpus_per_task"] if cfg["executor"]["name"] != "debug" else 0
-    if threads:  # a job's OpenMP / MKL pools match the cores it was given (inherited by jobs)
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = str(threads)
-    for t in sweep.trials:
-        job = TrialJob(
-            t.trial_id,
-            t.config,
-            t.label,
-            t.train_key,
-            sweep.sweep_id,
-            sweep.grid,
-            sweep.experiment,
-            str(folder.resolve()),
-            uri,
-            parent,
-            threads,
-            os.getcwd(),
-        )
-        record = records.get(t.trial_id)
-        if record and record.ok:
-            if logged.get(t.trial_id, ("", ""))[1] != "FINISHED":  # folder ahead of MLflow
-                tracking.log_trial(
-                    uri, sweep.experiment, parent, record, folder / "trials" / t.trial_id
-                )
-            continue
-        todo.append(job)
-    skipped = len(sweep.trials) - len(todo)
-    if skipped:
-        print(f"{skipped} trial(s) already finished in this experiment: skipped")
+    parent = _start_sweep(sweep, uri, command)
+    todo = _jobs(sweep, records, uri, parent)
     _write_sweep_json(sweep, parent, uri, [])
 
     def on_done(t: Tracked) -> None:
@@ -236,11 +198,6 @@ def execute(sweep: C.Sweep, records: dict[str, TrialRecord | None], command: str
     _tidy(folder, [t for t, r in records.items() if r is not None])
     # unsupported is an answer about this device, not a crash: it does not fail the sweep
     failed = [t for t in sweep.trials if records[t.trial_id] is None or records[t.trial_id].failed]
-    unsupported = [
-        t
-        for t in sweep.trials
-        if records[t.trial_id] and records[t.trial_id].status == R.UNSUPPORTED
-    ]
     tracking.end_sweep(uri, parent, ok=not failed)
     table = results_table(sweep, records)
     (folder / "results.md").write_text(table + "\n")
@@ -248,13 +205,79 @@ def execute(sweep: C.Sweep, records: dict[str, TrialRecord | None], command: str
     print(f"trial folders: {folder / 'trials'}")
     if cfg["report"]["enabled"]:
         _report(sweep, parent, uri)
+    _print_links(sweep, uri)
+    return _print_outcome(sweep, records, failed)
+
+
+def _start_sweep(sweep: S.Sweep, uri: str, command: str) -> str:
+    """The sweep's MLflow parent run (reused when the sweep runs again); returns its id."""
+    cfg = sweep.config
+    return tracking.start_sweep(
+        uri,
+        sweep.experiment,
+        sweep.sweep_id,
+        sweep.grid,
+        {
+            "grid": sweep.grid,
+            "profile": cfg["profile"],
+            "trials": len(sweep.trials),
+            **C.flatten({"executor": cfg["executor"]}),
+            **({"report.baseline": b} if (b := cfg["report"]["baseline"]) else {}),
+        },
+        sweep.varying,
+        sweep.folder / "mlartifacts",
+        command,
+    )
+
+
+def _jobs(
+    sweep: S.Sweep, records: dict[str, TrialRecord | None], uri: str, parent: str
+) -> list[TrialJob]:
+    """The jobs of the trials without a finished record; a finished trial that MLflow lacks is
+    logged again from its folder."""
+    cfg, folder = sweep.config, sweep.folder
+    logged = tracking.trial_runs(uri, sweep.experiment, sweep.sweep_id)
+    threads = cfg["executor"]["cpus_per_task"] if cfg["executor"]["name"] != "debug" else 0
+    if threads:  # a job's OpenMP / MKL pools match the cores it was given (inherited by jobs)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(threads)
+    where = SweepRun(
+        sweep.sweep_id, sweep.grid, sweep.experiment, str(folder.resolve()), uri, parent
+    )
+    todo = []
+    for t in sweep.trials:
+        record = records.get(t.trial_id)
+        if record and record.ok:
+            if logged.get(t.trial_id, ("", ""))[1] != "FINISHED":  # folder ahead of MLflow
+                tracking.log_trial(
+                    uri, sweep.experiment, parent, record, folder / "trials" / t.trial_id
+                )
+            continue
+        todo.append(TrialJob(t, where, threads=threads, cwd=os.getcwd()))
+    skipped = len(sweep.trials) - len(todo)
+    if skipped:
+        print(f"{skipped} trial(s) already finished in this experiment: skipped")
+    return todo
+
+
+def _print_links(sweep: S.Sweep, uri: str) -> None:
+    """How to open the sweep's runs in the MLflow UI."""
     db = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
-    page = tracking.runs_page(uri, sweep.experiment)
+    page = tracking.runs_page(uri, sweep.experiment, sweep.sweep_id, sweep.varying)
     if db:
         print(f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{db} --host 127.0.0.1")
         print(f"  (or make mlflow-ui), then the runs: http://127.0.0.1:5000/{page}")
     else:
         print(f"MLflow: {uri.rstrip('/')}/{page}")
+
+
+def _print_outcome(sweep: S.Sweep, records: dict, failed: list) -> int:
+    """One line per unsupported or failed trial, then the count; the sweep's exit code."""
+    unsupported = [
+        t
+        for t in sweep.trials
+        if records[t.trial_id] and records[t.trial_id].status == R.UNSUPPORTED
+    ]
     for t in unsupported:
         print(f"UNSUPPORTED {t.trial_id} ({t.label}): {records[t.trial_id].reason}")
     for t in failed:
@@ -274,14 +297,21 @@ def execute(sweep: C.Sweep, records: dict[str, TrialRecord | None], command: str
     return 0
 
 
-def _report(sweep: C.Sweep, parent: str, uri: str) -> None:
-    try:
-        from reports import build as report_build
-    except ImportError:
-        print("report: the reports package is not available; see results.md")
+REPORT_BUILDERS = "hrsam_bench.report"  # the entry-point group the reports package registers in
+
+
+def _report(sweep: S.Sweep, parent: str, uri: str) -> None:
+    """The sweep's report, by the builder the reports package registered (pyproject.toml's
+    entry points): ablations does not import reports."""
+    from importlib.metadata import entry_points
+
+    builders = entry_points(group=REPORT_BUILDERS)
+    if not builders:
+        print("report: no report builder is installed (pip install -e .); see results.md")
         return
     try:
-        out = report_build.build(sweep.experiment, sweep=parent, tracking_uri=uri)
+        build = next(iter(builders)).load()
+        out = build(sweep.experiment, sweep=parent, tracking_uri=uri)
         print(f"report: {out / 'report.html'} (and report.md)")
     except Exception as e:  # the sweep's results stand without a report
         print(f"report: could not be built ({type(e).__name__}: {e})", file=sys.stderr)
@@ -289,8 +319,8 @@ def _report(sweep: C.Sweep, parent: str, uri: str) -> None:
 
 def _lost_trial_record(t: Tracked) -> TrialRecord:
     j = t.trial
-    record = TrialRecord(j.trial_id, j.sweep_id, j.grid, j.experiment, j.label, R.FAILED)
-    record.params, record.error = C.flatten(j.config), t.error
+    record = R.started(j.spec, j.sweep.sweep_id, j.sweep.grid, j.sweep.experiment)
+    record.status, record.error = R.FAILED, t.error
     return record
 
 
@@ -317,7 +347,7 @@ def _tidy(folder: Path, ended: list[str]) -> None:
         jobs.rmdir()
 
 
-def _write_sweep_json(sweep: C.Sweep, parent: str, uri: str, tracked: list[Tracked]) -> None:
+def _write_sweep_json(sweep: S.Sweep, parent: str, uri: str, tracked: list[Tracked]) -> None:
     jobs = {t.trial.trial_id: str(t.job.job_id) for t in tracked if t.job is not None}
     data = {
         "grid": sweep.grid,

@@ -9,6 +9,7 @@ database (reference/ecosystem.md 3.7).
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -134,7 +135,7 @@ def log_trial(
     tracking_uri: str,
     experiment: str,
     parent_run_id: str,
-    record: TrialRecord | dict,
+    record: TrialRecord,
     folder: Path | None,
 ) -> str:
     """Mirrors one trial record into its child run (found by trial id under the parent, else
@@ -143,19 +144,14 @@ def log_trial(
     the run's artifacts and a failure's traceback ``traceback.txt``."""
     from mlflow.entities import Metric, RunTag
 
-    if isinstance(record, dict):
-        record = TrialRecord.from_dict({"experiment": experiment, **record})
     c = client(tracking_uri)
     run_id = _trial_run(c, experiment, parent_run_id, record)
-    tags = record.mlflow_tags(parent_run_id)
-    _retry(lambda: c.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()]))
-    _log_params(c, run_id, record.mlflow_params())
+    payload = record.mlflow_payload(parent_run_id)
+    _retry(lambda: c.log_batch(run_id, tags=[RunTag(k, v) for k, v in payload.tags.items()]))
+    _log_params(c, run_id, payload.params)
     now = int(time.time() * 1000)
-    metrics = [Metric(k, v, now, 0) for k, v in record.mlflow_metrics().items()]
-    metrics += [
-        Metric(names.MIOU_SERIES, float(v), now, k)
-        for k, v in enumerate(record.miou_curve, start=1)
-    ]
+    metrics = [Metric(k, v, now, 0) for k, v in payload.metrics.items()]
+    metrics += [Metric(name, v, now, step) for name, v, step in payload.series]
     for i in range(0, len(metrics), 1000):
         _retry(lambda chunk=metrics[i : i + 1000]: c.log_batch(run_id, metrics=chunk))
     if folder is not None and folder.is_dir():
@@ -229,11 +225,20 @@ def _trial_run(
     return _retry(lambda: c.create_run(exp_id, run_name=record.label, tags=tags)).info.run_id
 
 
-def runs_page(tracking_uri: str, experiment: str) -> str:
+# the metrics the sweep's MLflow page shows as columns, beside the sweep's varying params
+VIEW_METRICS = (names.NOC90, names.MIOU1, names.MIOU5, names.CLICK_GAIN, names.ENCODER_MS)
+VIEW_TAG = "mlflow.sharedViewState."  # MLflow's saved views: an experiment tag per view
+
+
+def runs_page(
+    tracking_uri: str, experiment: str, sweep_id: str | None = None, varying: list[str] = ()
+) -> str:
     """The UI's path to the experiment's trial runs, best NoC90 first. MLflow 3's UI opens on
     its GenAI overview unless the model-training view is asked for (``workflowType``), and
     folds child runs under their parent unless the table is filtered and sorted by other than
-    date."""
+    date. With ``sweep_id``: a saved view of the sweep (MLflow's ``viewStateShareKey``, an
+    experiment tag) whose columns are the sweep's ``varying`` params and `VIEW_METRICS`, so the
+    page shows the numbers without opening a run."""
     from urllib.parse import quote, urlencode
 
     c = client(tracking_uri)
@@ -246,9 +251,16 @@ def runs_page(tracking_uri: str, experiment: str) -> str:
         "orderByKey": f"metrics.`{names.NOC90}`",
         "orderByAsc": "true",
     }
-    return f"#/experiments/{exp.experiment_id}/runs?{urlencode(query, quote_via=quote)}"
-
-
-def log_report(tracking_uri: str, parent_run_id: str, folder: Path) -> None:
-    c = client(tracking_uri)
-    _retry(lambda: c.log_artifacts(parent_run_id, str(folder), "report"))
+    if sweep_id is None:
+        return f"#/experiments/{exp.experiment_id}/runs?{urlencode(query, quote_via=quote)}"
+    key = f"hrsam-{sweep_id}"
+    state = {
+        "searchFilter": f"{query['searchFilter']} and tags.`{names.SWEEP_ID}` = '{sweep_id}'",
+        "orderByKey": query["orderByKey"],
+        "orderByAsc": True,
+        "selectedColumns": [f"params.`{k}`" for k in varying]
+        + [f"metrics.`{m}`" for m in VIEW_METRICS],
+    }
+    _retry(lambda: c.set_experiment_tag(exp.experiment_id, VIEW_TAG + key, json.dumps(state)))
+    view = {"workflowType": "machine_learning", "viewStateShareKey": key}
+    return f"#/experiments/{exp.experiment_id}/runs?{urlencode(view, quote_via=quote)}"

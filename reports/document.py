@@ -10,7 +10,7 @@ import html
 from dataclasses import dataclass, field
 
 from reports.figures import Skipped
-from reports.table_format import Table, to_html, to_markdown
+from reports.table_format import Table, inline_html, to_html, to_markdown
 
 MAX_FAILED = 50  # trials listed in the report; all of them are in tables/failed.csv
 
@@ -79,7 +79,9 @@ td.failed, td.unsupported, td.killed { color: #b00020; font-style: italic; }
 td.missing, td.none, td.running { color: #888; font-style: italic; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; height: auto; }
 figcaption, p.note { color: #555; font-size: 0.9rem; margin: 0.2rem 0; }
-.wide { overflow-x: auto; }
+.wide { overflow-x: auto; max-width: 100%; }
+code { font: 0.92em ui-monospace, "DejaVu Sans Mono", monospace; background: #f3f3f3;
+       padding: 0 0.2em; border-radius: 3px; }
 """
 
 # Records on <html> how many images loaded and every error (uncaught, resource, console.error).
@@ -111,7 +113,7 @@ CHECK_SCRIPT = """
 def render_html(report: Report) -> str:
     esc = html.escape
     body = [f"<h1>Report: {esc(report.experiment)}</h1>", "<ul>"]
-    body += [f"<li>{esc(f)}</li>" for f in report.facts]
+    body += [f"<li>{inline_html(f)}</li>" for f in report.facts]
     body.append("</ul>")
     for t in report.tables:
         body += [
@@ -124,13 +126,15 @@ def render_html(report: Report) -> str:
         body.append(
             f'<figure id="{esc(f.name)}"><img alt="{esc(f.caption)}" '
             f'src="data:image/png;base64,{data}"><figcaption><b>{esc(f.name)}</b>: '
-            f"{esc(f.caption)}</figcaption></figure>"
+            f"{inline_html(f.caption)}</figcaption></figure>"
         )
     if not report.figures:
         body.append("<p>No figure could be drawn from these runs.</p>")
     if report.skipped:
         body.append("<h2>Skipped figures</h2><ul>")
-        body += [f"<li><code>{esc(s.name)}</code>: {esc(s.reason)}</li>" for s in report.skipped]
+        body += [
+            f"<li><code>{esc(s.name)}</code>: {inline_html(s.reason)}</li>" for s in report.skipped
+        ]
         body.append("</ul>")
     if report.failed:
         body.append(f"<h2>Trials that did not finish ({len(report.failed)})</h2>")

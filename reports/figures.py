@@ -289,9 +289,9 @@ def metric_vs_ts(
             ax.set_yscale("log")
         ax.set_ylabel(metric(m).axis)
     _legend(fig)
-    names = " and ".join(metric(m).long for m in metrics)
+    what = " and ".join(metric(m).long for m in metrics)
     scale = "log-log" if log_y else "log x"
-    caption = f"{names[0].upper() + names[1:]} against ts ({scale}); mean over repeats"
+    caption = f"{what[0].upper() + what[1:]} against ts ({scale}); mean over repeats"
     if bars:
         caption += f", bars = {' or '.join(sorted(bars))}"
     return fig, caption + "".join(f"; {n}" for n in note) + "."

@@ -19,6 +19,7 @@ import numpy as np
 
 from hrsam import names
 from hrsam.interactive import metrics as M
+from hrsam.interactive.metrics import per_object
 
 LEVEL = M.LEVEL
 RESAMPLES = 2000
@@ -43,25 +44,6 @@ class Interval:
 def has_objects(metric: str) -> bool:
     """Whether ``metric`` is a mean of per-object values (NoC, NoF, mIoU@k, the 5-1 gain)."""
     return bool(names.threshold_of(metric) or names.clicks_of(metric) or metric == CLICK_GAIN)
-
-
-def per_object(ious: np.ndarray, metric: str, max_clicks: int | None = None) -> np.ndarray:
-    """(N,) float values whose mean is ``metric`` (its sum, for NoF) of the (N, K) matrix."""
-    ious = np.asarray(ious, dtype=np.float64)
-    k = ious.shape[1] if max_clicks is None else max_clicks
-    if found := names.threshold_of(metric):
-        _, t = found
-        clicks = M.noc(ious, t / 100, k).astype(np.float64)
-        return (clicks == k).astype(np.float64) if names.is_count(metric) else clicks
-    if (c := names.clicks_of(metric)) is not None:
-        return ious[:, c - 1].copy()
-    if metric == CLICK_GAIN:
-        first, last = M.GAIN_CLICKS
-        return ious[:, min(last, ious.shape[1]) - 1] - ious[:, first - 1]
-    raise ValueError(
-        f"metric {metric!r} is not a per-object metric ({names.noc('<t>')}, {names.nof('<t>')}, "
-        f"{names.miou_at('<k>')}, {CLICK_GAIN})"
-    )
 
 
 def is_count(metric: str) -> bool:

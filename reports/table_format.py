@@ -13,13 +13,14 @@ import itertools
 import math
 from dataclasses import dataclass
 
+from ablations.record import SHARED_MARK
 from reports import frame
 from reports.frame import metric
 
 # no run at the point / no value logged / the baseline row of a paired table / no common objects
 MISSING_TEXT = {"missing": "missing", "none": "—", "baseline": "baseline", "unpaired": "not paired"}
 DAGGER = "†"
-SHARED = "‡"
+SHARED = SHARED_MARK  # the console table and results.md use the same mark
 SATURATED = "§"
 SIGNIFICANT = "*"
 
@@ -209,6 +210,15 @@ def to_latex(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+def inline_html(text: str) -> str:
+    """Escaped prose with Markdown's inline code (backticks) as ``<code>``: the notes, facts
+    and captions are written once, for report.md, and read the same in report.html."""
+    parts = html.escape(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: leave the text as it is
+        return html.escape(text)
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
 def to_html(table: Table) -> str:
     esc = html.escape
     groups = [(g, len(list(cs))) for g, cs in itertools.groupby(c.group for c in table.columns)]
@@ -226,7 +236,7 @@ def to_html(table: Table) -> str:
             cls = cell.state if cell.state != "ok" else ("best" if cell.best else "")
             tds.append(f'<td class="{cls}">{f"<b>{text}</b>" if cell.best else text}</td>')
         body.append("<tr>" + "".join(tds) + "</tr>")
-    notes = "".join(f"<p class='note'>{esc(n)}</p>" for n in table.notes)
+    notes = "".join(f"<p class='note'>{inline_html(n)}</p>" for n in table.notes)
     return f"<table><thead>{''.join(head)}</thead><tbody>{''.join(body)}</tbody></table>{notes}"
 
 

@@ -270,13 +270,20 @@ def finish(table: Table) -> Table:
             for i, c in enumerate(cells)
             if c.state == "ok"
         }
-        # one value, all equal, a saturated metric or a table of differences: no best
-        if len(set(shown.values())) < 2 or not table.rank or any(c.saturated for c in cells):
+        exclusive = {i: v for i, v in shown.items() if not cells[i].shared}
+        # one value, all equal, a saturated metric or a table of differences: no best; a timing
+        # taken on shared cores is shown, marked, and never the best
+        if (
+            len(set(shown.values())) < 2
+            or not exclusive
+            or not table.rank
+            or any(c.saturated for c in cells)
+        ):
             best.append(set())
             continue
         pick = max if m.higher_is_better else min
-        top = pick(shown.values())
-        best.append({i for i, v in shown.items() if v == top})
+        top = pick(exclusive.values())
+        best.append({i for i, v in exclusive.items() if v == top})
     rows = tuple(
         (point, tuple(replace(c, best=i in best[j]) for j, c in enumerate(cells)))
         for i, (point, cells) in enumerate(table.rows)

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hrsam.interactive.evaluate import read_ious
+
 
 class ReportError(ValueError):
     """Bad input to the report: unknown experiment or sweep, no finished runs, no store."""
@@ -80,16 +82,3 @@ def load_ious(run_ids, tracking_uri: str) -> dict[str, tuple[list[str], np.ndarr
             if table is not None:
                 out[run_id] = table
     return out
-
-
-def read_ious(path: str | Path) -> tuple[list[str], np.ndarray] | None:
-    """(object names, IoU matrix) of an ``ious.csv`` (`hrsam.interactive.EvalResult.write_csv`:
-    a header, then a name and max_clicks exact floats per object); None when the file is missing
-    or holds no object."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    table = pd.read_csv(path, dtype={"name": str})
-    if table.empty:
-        return None
-    return table["name"].tolist(), table.drop(columns="name").to_numpy(dtype=np.float64)

@@ -55,12 +55,13 @@ def test_fp32_trial_ids_did_not_change():
     """precision / tf32 at their defaults stay out of the hash: sweeps recorded before these keys
     existed keep their trial ids (and resume); another precision is another trial."""
     from ablations import config as C
+    from ablations import spec as S
 
     base = ["grid=window_size", "model.window_size=4", *MICRO]
-    fp32 = C.expand(*C.compose(C.parse_args(base)[0])).trials[0]
-    bf16 = C.expand(*C.compose(C.parse_args([*base, "precision=bf16"])[0])).trials[0]
+    fp32 = S.expand(*C.compose(C.parse_args(base)[0])).trials[0]
+    bf16 = S.expand(*C.compose(C.parse_args([*base, "precision=bf16"])[0])).trials[0]
     assert fp32.trial_id != bf16.trial_id and fp32.train_key == bf16.train_key
-    view = C._hash_view(fp32.config)
+    view = S._hash_view(fp32.config)
     assert "precision" not in view and "tf32" not in view and "precision" not in view["train"]
 
 

@@ -275,6 +275,15 @@ def test_timings_taken_on_a_shared_cpu_are_marked():
     assert r"30.0$^\ddagger$" in table_format.to_latex(t)
 
 
+def test_a_shared_timing_is_never_the_best_even_when_it_is_the_lowest():
+    quiet = run({"model.window_size": 8}, {"encoder_ms": 10.0, "noc95": 5.0})
+    busy = run({"model.window_size": 16}, {"encoder_ms": 4.0, "noc95": 5.0},
+               extra_tags={"tags.timing_shared": "True"})  # fmt: skip
+    trials = frame.trials(frame.tidy(runs_frame(quiet, busy)))
+    [t] = ablation_tables.ablation_tables(trials, parents_frame(varying="model.window_size"))
+    assert column(t, "encoder (ms)") == ["*10.0*", "4.0‡"]  # the best of the exclusive timings
+
+
 def test_partial_failure_is_marked():
     points = {(8, 512): {"noc95": 6.0}, (16, 512): {"noc95": 5.0}}
     runs = grid_runs(points, repeats=2)
@@ -472,6 +481,14 @@ def test_html_is_self_contained(report_dir):
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert len(srcs) == len(list((report_dir / "figures").glob("*.png")))
     assert not re.search(r"https?://|@import|url\(", html)
+    body = re.sub(r"<style>.*?</style>|<script>.*?</script>", "", html, flags=re.S)
+    assert "`" not in body and "<code>" in body  # Markdown's inline code rendered, not shown
+    assert '<div class="wide"><table>' in html  # a wide table scrolls inside the page
+
+
+def test_inline_html_renders_code_and_escapes_the_rest():
+    assert table_format.inline_html("a `x<y` b") == "a <code>x&lt;y</code> b"
+    assert table_format.inline_html("one ` tick") == "one ` tick"
 
 
 def test_build_logs_the_report_to_the_parent_run(store, report_dir):

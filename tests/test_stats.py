@@ -13,6 +13,7 @@ import pytest
 
 from ablations import config as C
 from ablations import record as R
+from ablations import spec as S
 from ablations import sweep as sweep_cli
 from ablations.record import TrialRecord
 from reports import build as report_build
@@ -249,7 +250,7 @@ def test_sweep_refuses_a_baseline_outside_the_grid_before_anything_runs(tmp_path
     assert not db.exists() and not (tmp_path / "sweeps").exists()
     # a good one (leaf name, a bare value, the full key) plans fine
     cfg, spec = C.compose({"grid": "window_size", "report.baseline": "16"})
-    sweep = C.expand(cfg, spec)
+    sweep = S.expand(cfg, spec)
     points = [(t.config["model"]["window_size"],) for t in sweep.trials]
     for text in ("16", "window_size=16", "model.window_size=16"):
         assert C.baseline_point(text, ["model.window_size"], points) == {"model.window_size": 16}

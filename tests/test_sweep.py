@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from ablations import config as C
+from ablations import spec as S
 from ablations import tracking
+from ablations.record import TrialRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 # a sweep that trains and evaluates in seconds: 64 px images, 3 training steps, 3 clicks
@@ -36,6 +38,12 @@ MICRO = [
     "bench.sat_points=2",
     "report=false",
 ]
+
+
+def with_keys(args: list[str], *extra: str) -> list[str]:
+    """``args`` with the keys of ``extra`` replaced (a key given twice is an error, exit 2)."""
+    keys = {e.split("=", 1)[0] for e in extra}
+    return [a for a in args if a.split("=", 1)[0] not in keys] + list(extra)
 
 
 def sweep(
@@ -83,7 +91,7 @@ def test_the_command_line_wins_over_a_slurm_preset_even_at_the_schema_default():
 def test_grids_expand_to_distinct_trials_as_requested():
     for grid in C.list_grids():
         cfg, spec = C.compose({"grid": grid})
-        sweep_ = C.expand(cfg, spec)
+        sweep_ = S.expand(cfg, spec)
         ids = [t.trial_id for t in sweep_.trials]
         assert len(ids) == len(set(ids)) >= 2, grid
         for t in sweep_.trials:
@@ -92,7 +100,7 @@ def test_grids_expand_to_distinct_trials_as_requested():
 
 
 def _plan_ids(**overrides) -> list[str]:
-    return [t.trial_id for g in C.list_grids() for t in C.expand(*C.compose({"grid": g})).trials]
+    return [t.trial_id for g in C.list_grids() for t in S.expand(*C.compose({"grid": g})).trials]
 
 
 def test_planning_is_host_independent_and_builds_nothing(monkeypatch):
@@ -117,27 +125,27 @@ def test_planning_is_host_independent_and_builds_nothing(monkeypatch):
 
 def test_window_size_grid_and_command_line_precedence():
     cfg, spec = C.compose({"grid": "window_size"})
-    s = C.expand(cfg, spec)
+    s = S.expand(cfg, spec)
     assert [t.config["model"]["window_size"] for t in s.trials] == [4, 8, 16]
     assert s.varying == ["model.window_size"]
     # a key fixed on the command line is no longer swept (Hydra's rule) ...
     cfg, spec = C.compose({"grid": "window_size", "model.window_size": "8"})
-    assert [t.config["model"]["window_size"] for t in C.expand(cfg, spec).trials] == [8]
+    assert [t.config["model"]["window_size"] for t in S.expand(cfg, spec).trials] == [8]
     # ... and a,b on the command line is an axis
     cfg, spec = C.compose({"grid": "window_size", "model.window_size": "2,8"})
-    assert [t.config["model"]["window_size"] for t in C.expand(cfg, spec).trials] == [2, 8]
+    assert [t.config["model"]["window_size"] for t in S.expand(cfg, spec).trials] == [2, 8]
 
 
 def test_trial_ids_are_stable_and_executor_independent():
-    a = C.expand(*C.compose({"grid": "window_size"}))
-    b = C.expand(*C.compose({"grid": "window_size", "executor": "debug", "out": "elsewhere"}))
+    a = S.expand(*C.compose({"grid": "window_size"}))
+    b = S.expand(*C.compose({"grid": "window_size", "executor": "debug", "out": "elsewhere"}))
     assert [t.trial_id for t in a.trials] == [t.trial_id for t in b.trials]
-    c = C.expand(*C.compose({"grid": "window_size", "eval.max_clicks": "10"}))
+    c = S.expand(*C.compose({"grid": "window_size", "eval.max_clicks": "10"}))
     assert not {t.trial_id for t in a.trials} & {t.trial_id for t in c.trials}
 
 
 def test_kernels_share_one_training_per_pattern():
-    s = C.expand(*C.compose({"grid": "attention"}))
+    s = S.expand(*C.compose({"grid": "attention"}))
     keys = {}
     for t in s.trials:
         keys.setdefault(t.config["model"]["attention"], set()).add(t.train_key)
@@ -146,7 +154,7 @@ def test_kernels_share_one_training_per_pattern():
 
 
 def test_resolution_grid_trains_once():
-    s = C.expand(*C.compose({"grid": "resolution"}))
+    s = S.expand(*C.compose({"grid": "resolution"}))
     assert len({t.train_key for t in s.trials}) == 1
     # on the 1024 px scenes: 1x, 2x, 4x of the training ts 256, all native
     assert [t.config["eval"]["ts"] for t in s.trials] == [256, 512, 1024]
@@ -154,11 +162,17 @@ def test_resolution_grid_trains_once():
 
 
 def test_paper_profile_evaluates_given_checkpoints(tmp_path):
-    for name in ("DAVIS", "HQ"):
-        (tmp_path / name).mkdir()
+    for folder in ("DAVIS/img", "DAVIS/gt", "HQ/DIS5K/DIS-VD/im", "HQ/DIS5K/DIS-VD/gt"):
+        (tmp_path / folder).mkdir(parents=True)  # the layouts, one pair each (listed, not read)
+    for image, mask in (
+        ("DAVIS/img/a.jpg", "DAVIS/gt/a.png"),
+        ("HQ/DIS5K/DIS-VD/im/a.jpg", "HQ/DIS5K/DIS-VD/gt/a.png"),
+    ):
+        (tmp_path / image).touch()
+        (tmp_path / mask).touch()
     ckpt = tmp_path / "hrsam.pth"
     ckpt.write_bytes(b"x")
-    s = C.expand(
+    s = S.expand(
         *C.compose(
             {
                 "grid": "paper_main",
@@ -218,7 +232,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     r = sweep(tmp_path, "grid=window_size", "--dry-run", env_extra={"HRSAM_CACHE": str(cache)})
     assert r.returncode == 0, r.stderr
     assert not cache.exists(), "the dry run built the C scan"
-    s = C.expand(*C.compose({"grid": "window_size"}))
+    s = S.expand(*C.compose({"grid": "window_size"}))
     for t in s.trials:
         assert t.trial_id in r.stdout
     assert "| model.window_size |" in r.stdout and "pending" in r.stdout
@@ -292,42 +306,42 @@ def test_debug_sweep_end_to_end_then_rerun_starts_nothing(tmp_path):
 @pytest.mark.slow
 def test_unsupported_and_failed_trials_reach_mlflow_and_the_report_as_themselves(tmp_path):
     """Through the real jobs, MLflow and reports.build: a kernel this CPU cannot run is
-    ``unsupported: <reason>`` (decided in the job from the kernel's own support(); the sweep
-    still exits 0 for it), a trial that raises is failed (exit 1), the rest complete."""
+    ``unsupported: <reason>`` (decided in the job from the kernel's own support(), before any
+    training; the sweep still exits 0 for it), a trial that raises is failed (exit 1), the rest
+    complete."""
     r = sweep(
         tmp_path,
         "grid=attention",
         "executor=debug",
         "model.attention=window",
         "model.kernel=sdpa,xformers",
-        "device=cpu,cuda",  # no CUDA here: those two trials raise in the job
-        *MICRO,
-        "report=true",
+        "train.lr=0.0003,1e30",  # a recipe that diverges: the training raises in the job
+        *with_keys(MICRO, "report=true"),
     )
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "1 of 4 trials finished, 1 unsupported on this device (not a failure), 2 failed" in (
+    assert "1 of 4 trials finished, 2 unsupported on this device (not a failure), 1 failed" in (
         r.stderr
     )
     assert "UNSUPPORTED" in r.stdout and "xformers runs on CUDA only" in r.stdout
     kids = children(runs(tmp_path, "attention"))
     state = {
-        (k, d): (s, t)
-        for k, d, s, t in zip(
+        (k, float(lr)): (s, t)
+        for k, lr, s, t in zip(
             kids["params.model.kernel"],
-            kids["params.device"],
+            kids["params.train.lr"],
             kids["status"],
             kids["tags.hrsam.status"],
             strict=True,
         )
     }
     assert state == {
-        ("sdpa", "cpu"): ("FINISHED", "FINISHED"),
-        ("xformers", "cpu"): ("FINISHED", "UNSUPPORTED"),
-        ("sdpa", "cuda"): ("FAILED", "FAILED"),
-        ("xformers", "cuda"): ("FAILED", "FAILED"),
+        ("sdpa", 3e-4): ("FINISHED", "FINISHED"),
+        ("xformers", 3e-4): ("FINISHED", "UNSUPPORTED"),
+        ("sdpa", 1e30): ("FAILED", "FAILED"),
+        ("xformers", 1e30): ("FINISHED", "UNSUPPORTED"),  # decided before the training
     }
     failed = kids[kids["tags.hrsam.status"] == "FAILED"].iloc[0]
-    assert "no CUDA device" in failed["tags.hrsam.error"]
+    assert "FloatingPointError: loss is" in failed["tags.hrsam.error"]
     from mlflow.tracking import MlflowClient
 
     path = MlflowClient().download_artifacts(failed["run_id"], "traceback.txt", str(tmp_path))
@@ -337,13 +351,17 @@ def test_unsupported_and_failed_trials_reach_mlflow_and_the_report_as_themselves
     )
     assert set(record) >= {"status", "params", "resolved", "metrics", "provenance", "reason"}
     table = (tmp_path / "reports/out/attention/tables/ablation_attention.md").read_text()
-    assert table.splitlines()[2].startswith("| kernel | device | 5-1 gain (%) | neg Δ (%)")
-    by = {tuple(c.strip() for c in row.split("|")[1:3]): row for row in table.splitlines()[4:8]}
+    assert table.splitlines()[2].startswith("| kernel | lr | 5-1 gain (%) | neg Δ (%)")
+    rows = table.splitlines()[4:8]
+    by = {tuple(c.strip() for c in row.split("|")[1:3]): row for row in rows}
+    lrs = sorted({lr for _, lr in by}, key=float)
     reason = "unsupported: attention window with kernel xformers cannot run on cpu"
-    assert f"| {reason} |" in by[("xformers", "cpu")]
+    assert (
+        f"| {reason} |" in by[("xformers", lrs[0])] and f"| {reason} |" in by[("xformers", lrs[1])]
+    )
     assert f"*{reason}: xformers runs on CUDA only" in table  # the whole reason, as a note
-    assert "| failed |" in by[("sdpa", "cuda")] and "| failed |" in by[("xformers", "cuda")]
-    assert "unsupported" not in by[("sdpa", "cpu")] and "failed" not in by[("sdpa", "cpu")]
+    assert "| failed |" in by[("sdpa", lrs[1])]
+    assert "unsupported" not in by[("sdpa", lrs[0])] and "failed" not in by[("sdpa", lrs[0])]
 
 
 def _trial_dirs(folder: Path) -> list[Path]:
@@ -394,7 +412,8 @@ def _pids_running(pattern: str) -> list[int]:
 @pytest.mark.slow
 def test_job_killed_outside_python_is_reported_failed(tmp_path):
     # a long training so the job is still running when it is killed
-    args = ["grid=window_size", "executor=local", "model.window_size=8", *MICRO, "train.steps=5000"]
+    args = ["grid=window_size", "executor=local", "model.window_size=8"]
+    args += with_keys(MICRO, "train.steps=5000")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HRSAM_FLEX_COMPILE": "0"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "ablations.sweep", *args],
@@ -430,17 +449,11 @@ def _cwd(pid: int) -> str:
 
 def _log_one(args) -> str:
     uri, parent, i = args
-    record = {
-        "trial_id": f"t{i}",
-        "sweep_id": "s",
-        "grid": "g",
-        "label": f"i={i}",
-        "status": "FINISHED",
-        "params": {f"p{k}": k * i for k in range(150)},  # > 100: several batches
-        "metrics": {"noc90": float(i), "miou_at_1": 0.5},
-        "miou_curve": [0.1 * k for k in range(1, 21)],
-        "tags": {"host": "h"},
-    }
+    record = TrialRecord(f"t{i}", "s", "g", "concurrent", f"i={i}", "FINISHED")
+    record.params = {f"p{k}": k * i for k in range(150)}  # > 100: several batches
+    record.metrics = {"noc90": float(i), "miou_at_1": 0.5}
+    record.miou_curve = [0.1 * k for k in range(1, 21)]
+    record.provenance = {"host": "h"}
     return tracking.log_trial(uri, "concurrent", parent, record, None)
 
 
@@ -479,15 +492,8 @@ def test_mlflow_server_serves_the_runs_on_loopback(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     parent = tracking.start_sweep(uri, "served", "s", "g", {"a": 1}, ["i"], tmp_path / "art")
     for i in range(2):
-        rec = {
-            "trial_id": f"t{i}",
-            "sweep_id": "s",
-            "grid": "g",
-            "label": f"i={i}",
-            "status": "FINISHED",
-            "params": {"i": i},
-            "metrics": {"noc90": float(i)},
-        }
+        rec = TrialRecord(f"t{i}", "s", "g", "served", f"i={i}", "FINISHED")
+        rec.params, rec.metrics = {"i": i}, {"noc90": float(i)}
         tracking.log_trial(uri, "served", parent, rec, None)
     port = _free_port()
     server = subprocess.Popen(
@@ -546,7 +552,7 @@ def test_mlflow_server_serves_the_runs_on_loopback(tmp_path):
 def test_paper_main_trains_once_per_model_at_one_ts_and_evaluates_at_1x_2x_4x():
     """The grid's ``set`` fixes the training ts (not an axis: no column for it); a key given on
     the command line still wins."""
-    sweep = C.expand(*C.compose({"grid": "paper_main"}))
+    sweep = S.expand(*C.compose({"grid": "paper_main"}))
     ts = {t.config["train"]["ts"] for t in sweep.trials}
     assert ts == {256} and "train.ts" not in sweep.varying
     assert sorted({t.config["eval"]["ts"] for t in sweep.trials}) == [256, 512, 1024]
@@ -556,8 +562,8 @@ def test_paper_main_trains_once_per_model_at_one_ts_and_evaluates_at_1x_2x_4x():
     # the paper's window-to-grid ratio at the training ts (16 of 64 tokens): window 4 of 16
     assert {t.config["model"]["window_size"] for t in sweep.trials} == {4}
     # every model's base trains at the same ts as its finetune
-    assert {C.base_config(t.config)[1].ts for t in sweep.trials} == {256}
-    cli = C.expand(*C.compose({"grid": "paper_main", "train.ts": "128"}))
+    assert {S.base_config(t.config)[1].ts for t in sweep.trials} == {256}
+    cli = S.expand(*C.compose({"grid": "paper_main", "train.ts": "128"}))
     assert {t.config["train"]["ts"] for t in cli.trials} == {128}
 
 
@@ -566,7 +572,7 @@ def test_no_default_grid_evaluates_the_embedded_default_above_its_native_size():
     training and evaluation ts stays at or below it, so no default result is an upsampled
     picture. An evaluation above it is marked (tests/test_evaluate.py)."""
     for grid in C.list_grids():
-        sweep = C.expand(*C.compose({"grid": grid}))
+        sweep = S.expand(*C.compose({"grid": grid}))
         for t in sweep.trials:
             d, ts = t.config["data"], t.config["eval"]["ts"]
             if d["name"] != "synthetic":
@@ -574,3 +580,24 @@ def test_no_default_grid_evaluates_the_embedded_default_above_its_native_size():
             assert d["version"] >= 3, grid
             assert ts <= d["size"], (grid, ts, d["size"])
             assert t.config["train"]["ts"] <= d["size"], grid
+
+
+def test_results_md_marks_shared_core_timings_like_the_report(tmp_path):
+    from ablations import record as R
+    from ablations.sweep import results_table
+
+    cfg, grid = C.compose(C.parse_args(["grid=window_size", f"out={tmp_path}"])[0])
+    planned = S.expand(cfg, grid)
+    records = {}
+    for i, t in enumerate(planned.trials):
+        r = TrialRecord(t.trial_id, "s", "window_size", "window_size", t.label)
+        r.metrics = {"noc90": 5.0, "encoder_ms": 10.0 + i, "peak_mem_mb": 6.0}
+        r.provenance = {"timing_shared": str(i == 1)}
+        records[t.trial_id] = r
+    table = results_table(planned, records)
+    rows = [line for line in table.splitlines() if line.startswith("| ")][1:]
+    assert "11.0‡" in rows[1] and "6.000‡" in rows[1] and "‡" not in rows[0] + rows[2]
+    assert "| 5.000 " in rows[1]  # quality is not a timing: never marked
+    assert table.splitlines()[-1] == f"{R.SHARED_MARK} {R.SHARED_NOTE}"
+    records[planned.trials[1].trial_id].provenance = {"timing_shared": "False"}
+    assert R.SHARED_MARK not in results_table(planned, records)

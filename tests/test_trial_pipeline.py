@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import torch
 import yaml
 
 from ablations import config as C
+from ablations import spec as S
 from ablations import sweep
 from ablations.record import TrialRecord
 
@@ -54,7 +56,7 @@ def test_scan_auto_is_resolved_in_the_job_and_recorded_as_run(tmp_path, monkeypa
 
     monkeypatch.chdir(tmp_path)
     args = ["grid=window_size", "model.window_size=4", *MICRO]
-    planned = C.expand(*C.compose(C.parse_args(args)[0]))
+    planned = S.expand(*C.compose(C.parse_args(args)[0]))
     [trial] = planned.trials
     assert trial.config["model"]["scan"] is None and trial.config["device"] == "auto"
     # the job's machine: its default backend is another one than this planner's ("cpu")
@@ -207,7 +209,9 @@ def test_shared_base_training_is_trained_once_and_finetuned_per_trial(tmp_path, 
     finetunes from it, and the record says which base it came from."""
     monkeypatch.chdir(tmp_path)
     # after MICRO: the last value of a key wins; the base trains at its own (smaller) ts
-    micro = [*MICRO, "train.base_steps=3", "train.base_ts=32"]
+    from tests.test_sweep import with_keys
+
+    micro = with_keys(MICRO, "train.base_steps=3", "train.base_ts=32")
     assert sweep.main(["grid=window_size", "model.window_size=4,8", *micro]) == 0
     bases = list((tmp_path / "outputs/sweeps/_base").iterdir())
     assert len(bases) == 1 and (bases[0] / "model.pt").exists()
@@ -232,12 +236,15 @@ def test_shared_base_training_is_trained_once_and_finetuned_per_trial(tmp_path, 
     [r16] = records(tmp_path, "w16")
     assert r16.ok and r16.provenance["base"] == bases[0].name
     # the base's key: the recipe and data, not the trial's architecture or finetune length
-    key = C.base_config(planned_config(["grid=window_size", *micro]))[0]
+    key = S.base_config(planned_config(["grid=window_size", *micro]))[0]
     assert key == bases[0].name
     # (the finetune's lr too: the default recipe gives the base its own train.base_lr)
     # base_ts set: the finetune's ts is not the base's either
     for override in ("model.window_size=16", "train.steps=5", "train.lr=0.01", "train.ts=128"):
-        assert C.base_config(planned_config(["grid=window_size", *micro, override]))[0] == key
+        assert (
+            S.base_config(planned_config(["grid=window_size", *with_keys(micro, override)]))[0]
+            == key
+        )
     for override in (
         "train.base_steps=4",
         "train.weight_decay=0.1",
@@ -245,18 +252,21 @@ def test_shared_base_training_is_trained_once_and_finetuned_per_trial(tmp_path, 
         "train.base_lr=1",
         "train.base_ts=48",
     ):
-        assert C.base_config(planned_config(["grid=window_size", *micro, override]))[0] != key
+        assert (
+            S.base_config(planned_config(["grid=window_size", *with_keys(micro, override)]))[0]
+            != key
+        )
     # base_lr sets the base's rate, not the finetune's
-    with_lr = planned_config(["grid=window_size", *micro, "train.base_lr=0.005"])
-    assert C.base_config(with_lr)[1].lr == 0.005 and C.train_config(with_lr).lr == 0.0003
+    with_lr = planned_config(["grid=window_size", *with_keys(micro, "train.base_lr=0.005")])
+    assert S.base_config(with_lr)[1].lr == 0.005 and S.train_config(with_lr).lr == 0.0003
     # base_ts sets the base's canvas; 0 means the finetune's
-    assert C.base_config(with_lr)[1].ts == 32 and C.train_config(with_lr).ts == 64
-    same = planned_config(["grid=window_size", *micro, "train.base_ts=0"])
-    assert C.base_config(same)[1].ts == 64
+    assert S.base_config(with_lr)[1].ts == 32 and S.train_config(with_lr).ts == 64
+    same = planned_config(["grid=window_size", *with_keys(micro, "train.base_ts=0")])
+    assert S.base_config(same)[1].ts == 64
 
 
 def planned_config(args: list[str]) -> dict:
-    return C.expand(*C.compose(C.parse_args(args)[0])).trials[0].config
+    return S.expand(*C.compose(C.parse_args(args)[0])).trials[0].config
 
 
 @pytest.mark.slow
@@ -278,3 +288,46 @@ def test_paper_main_trial_of_sam_records_the_kernel_it_ran_and_it_is_not_the_ref
     header, _, row = table.splitlines()[:3]
     cells = dict(zip(header.split("|"), row.split("|"), strict=True))
     assert {k.strip(): v.strip() for k, v in cells.items()}["kernel"] == "sdpa"
+
+
+@pytest.mark.slow
+def test_a_job_resolves_its_preset_and_scan_once(tmp_path, monkeypatch):
+    """The job settles the preset and the scan backend once (`ablations.resolve.resolve`);
+    training, loading, the benchmark and the evaluation read what it settled (the library's own
+    lookups, e.g. the environment summary's default scan, are not the trial's)."""
+    from ablations import spec as S
+    from ablations import tracking
+    from ablations.trial import SweepRun, TrialJob, run_trial
+    from hrsam.models import presets
+    from hrsam.ssm import scan as scan_backends
+
+    monkeypatch.chdir(tmp_path)
+    planned = S.expand(
+        *C.compose(C.parse_args(["grid=window_size", "model.window_size=4", *MICRO])[0])
+    )
+    [trial] = planned.trials
+    sweep.prepare_data(planned)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = tracking.start_sweep(uri, "once", planned.sweep_id, "window_size", {}, [], tmp_path)
+    folder = tmp_path / "once"
+    (folder / "trials").mkdir(parents=True)
+    calls = {"get_preset": 0, "default_scan": 0}
+
+    def counted(name, fn):  # calls from the trial path (ablations.*), not the library's own
+        def wrapper(*args, **kwargs):
+            caller = sys._getframe(1).f_globals["__name__"]
+            calls[name] += caller.startswith("ablations")
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(presets, "get_preset", counted("get_preset", presets.get_preset))
+    monkeypatch.setattr(
+        scan_backends, "default_scan", counted("default_scan", scan_backends.default_scan)
+    )
+    where = SweepRun(planned.sweep_id, "window_size", "once", str(folder), uri, parent)
+    brief = run_trial(TrialJob(trial, where, cwd=str(tmp_path)))
+    assert brief["status"] == "FINISHED", brief["error"]
+    assert calls == {"get_preset": 1, "default_scan": 1}
+    record = TrialRecord.load(folder / "trials" / trial.trial_id)
+    assert record.resolved["model.scan"] == scan_backends.default_scan(torch.device("cpu"))

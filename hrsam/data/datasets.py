@@ -66,6 +66,13 @@ class DataConfig:
 
             generate(self.root, progress=progress, **self.synthetic_spec())
 
+    def check(self) -> None:
+        """Raises `DatasetError` (one line, naming the root and the expected layout) unless a
+        real dataset's folder holds image/mask pairs; lists files, reads none. The synthetic
+        set is generated on demand and always passes."""
+        if self.name != "synthetic":
+            build_dataset(self.name, self.root)
+
     def build(self, split: str = "val", progress=None):
         """The dataset's ``split`` (synthetic: train or val; real datasets are val sets)."""
         if self.name == "synthetic":

@@ -121,6 +121,20 @@ class EvalResult:
                     w.writerow([name, i, c.y, c.x, int(c.positive)])
 
 
+def read_ious(path: str | Path) -> tuple[list[str], np.ndarray] | None:
+    """(object names, IoU matrix) of an ``ious.csv`` (`EvalResult.write_csv`: a header, then a
+    name and max_clicks exact floats per object); None when the file is missing or holds no
+    object."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    if not rows:
+        return None
+    return [r[0] for r in rows], np.array([[float(v) for v in r[1:]] for r in rows], np.float64)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

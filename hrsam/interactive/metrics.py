@@ -114,6 +114,25 @@ def summarize(ious: np.ndarray, max_clicks: int | None = None) -> dict[str, floa
     return out
 
 
+def per_object(ious: np.ndarray, metric: str, max_clicks: int | None = None) -> np.ndarray:
+    """(N,) float values whose mean is ``metric`` (its sum, for NoF) of the (N, K) matrix."""
+    ious = np.asarray(ious, dtype=np.float64)
+    k = ious.shape[1] if max_clicks is None else max_clicks
+    if found := names.threshold_of(metric):
+        _, t = found
+        clicks = noc(ious, t / 100, k).astype(np.float64)
+        return (clicks == k).astype(np.float64) if names.is_count(metric) else clicks
+    if (c := names.clicks_of(metric)) is not None:
+        return ious[:, c - 1].copy()
+    if metric == names.CLICK_GAIN:
+        first, last = names.GAIN_CLICKS
+        return ious[:, min(last, ious.shape[1]) - 1] - ious[:, first - 1]
+    raise ValueError(
+        f"metric {metric!r} is not a per-object metric ({names.noc('<t>')}, {names.nof('<t>')}, "
+        f"{names.miou_at('<k>')}, {names.CLICK_GAIN})"
+    )
+
+
 # -- click use: what corrective clicks and the previous mask add (DESIGN.md 3) --------------------
 
 GAIN_CLICKS = names.GAIN_CLICKS  # click_gain = mIoU@5 - mIoU@1

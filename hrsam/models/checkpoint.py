@@ -9,6 +9,7 @@ first few of each and their counts. Our own files are written atomically.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,14 +42,25 @@ def read_state(path: str | os.PathLike) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, not a checkpoint, or pickled code we refuse
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(e).__name__}: {first}); only tensors "
-            "and plain containers are loaded (weights_only=True)"
-        ) from None
+        raise CheckpointError(f"{path} {_unreadable(e)}") from None
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
     return dict(obj)
+
+
+def _unreadable(e: Exception) -> str:
+    """Why torch.load refused a file, in our words (torch's own advice to load it with
+    ``weights_only=False`` is not ours to give: that would run code from the file)."""
+    text = str(e)
+    if m := re.search(r"Unsupported global: GLOBAL ([\w.]+)", text):
+        return (
+            f"holds a pickled Python object ({m[1]}), not only tensors; it is not loaded (that "
+            "would run code from the file): save a state dict (torch.save(model.state_dict()))"
+        )
+    if "zip archive" in text or "Unsupported operand" in text or "invalid load key" in text:
+        return "is corrupt or not a PyTorch checkpoint (truncated, or not written by torch.save)"
+    first = text.strip().splitlines()[0][:200] if text.strip() else ""
+    return f"is not a readable checkpoint ({type(e).__name__}{': ' + first if first else ''})"
 
 
 def _summary(keys: list[str], limit: int = 5) -> str:
