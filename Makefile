@@ -13,11 +13,13 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 # extra key=value overrides for the demo sweep, e.g. DEMO_ARGS="train.steps=3 eval.ts=64"
 DEMO_ARGS ?=
+# arguments of the app (python -m hrsam.app --help), e.g. TRY_ARGS="--port 9000"
+TRY_ARGS ?=
 PIP_COMPILE := $(VENV)/bin/pip-compile -q --allow-unsafe --strip-extras --no-emit-index-url \
 	--no-emit-find-links --extra test --extra dev
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-latest lock lock-check lint format bench bench-attention \
+.PHONY: help setup demo try test test-latest lock lock-check lint format bench bench-attention \
 	bench-scan bench-cycle-scan bench-train-step bench-backbone mlflow-ui slurm-up slurm-down info \
 	gpu-check
 
@@ -45,6 +47,9 @@ setup: $(VENV)/.installed-lock$(LOCK) ## create .venv from requirements-cpu.lock
 
 demo: setup ## the main job: the window_size sweep on the embedded default, then its report
 	$(PY) -m ablations.sweep grid=window_size $(DEMO_ARGS)
+
+try: setup ## try the trained models by clicking on them: a web page on http://127.0.0.1:8765
+	$(PY) -m hrsam.app $(TRY_ARGS)
 
 mlflow-ui: setup ## browse the runs: MLflow UI on http://127.0.0.1:5000
 	@echo "runs: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (a sweep prints its own page)"

@@ -165,6 +165,19 @@ def list_grids() -> list[str]:
     return sorted(p.stem for p in (CONF / "grid").glob("*.yaml"))
 
 
+def grid_path(grid: str) -> tuple[str, Path]:
+    """(name, file) of ``grid=``: a grid of ``conf/grid/`` by name, or a path to your own grid
+    file (``*.yaml``; its stem names the experiment)."""
+    if grid in list_grids():
+        return grid, CONF / "grid" / f"{grid}.yaml"
+    if grid.endswith((".yaml", ".yml")) and Path(grid).is_file():
+        return Path(grid).stem, Path(grid)
+    raise ConfigError(
+        f"unknown grid {grid!r}; grids: {', '.join(list_grids())}, or the path of a grid file "
+        "(*.yaml)"
+    )
+
+
 def list_profiles() -> list[str]:
     return ["default", *sorted(p.stem for p in (CONF / "profile").glob("*.yaml"))]
 
@@ -259,8 +272,7 @@ def compose(overrides: dict[str, str]) -> tuple[dict, dict]:
     grid = overrides.pop("grid", None)
     if not grid:
         raise ConfigError(f"grid=<name> is required; grids: {', '.join(list_grids())}")
-    if grid not in list_grids():
-        raise ConfigError(f"unknown grid {grid!r}; grids: {', '.join(list_grids())}")
+    grid, grid_file = grid_path(grid)
     profile = overrides.pop("profile", "default")
     if profile not in list_profiles():
         raise ConfigError(f"unknown profile {profile!r}; profiles: {', '.join(list_profiles())}")
@@ -292,7 +304,7 @@ def compose(overrides: dict[str, str]) -> tuple[dict, dict]:
     if preset:
         cli = {k.split(".", 2)[2] for k in overrides if k.startswith("executor.slurm.")}
         out["executor"]["slurm"] = _slurm_preset(preset, out["executor"]["slurm"], cli)
-    grid_spec = _load_yaml(CONF / "grid" / f"{grid}.yaml")
+    grid_spec = _load_yaml(grid_file)
     if profile != "default" and profile in grid_spec:  # the profile's points replace the rest
         grid_spec = {
             **grid_spec,

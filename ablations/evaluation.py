@@ -14,6 +14,7 @@ from ablations.resolve import Resolved, check_support
 from hrsam import names
 
 log = logging.getLogger("ablations.evaluation")
+GALLERY_OBJECTS = 4  # the first validation objects every trial keeps for the report's gallery
 
 
 def load(resolved: Resolved, checkpoint: str | Path | None) -> torch.nn.Module:
@@ -72,6 +73,7 @@ def evaluate(resolved: Resolved, model, dataset, progress: Callable, series=None
                 series and series(i, {names.EVAL_OBJECTS_DONE: i}),
             ),
             precision=resolved.precision,
+            gallery=GALLERY_OBJECTS,
         )
 
 

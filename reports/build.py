@@ -2,7 +2,7 @@
 
     python -m reports.build experiment=window_size
     python -m reports.build experiment=resolution sweep=3f2a9c... out=outputs/report
-    python -m reports.build experiment=paper_main tracking_uri=http://login:5000 log=false
+    python -m reports.build experiment=paper_main mlflow.tracking_uri=http://login:5000 log=false
 
 Reads the experiment's runs once, then writes ``out`` (default ``reports/out/<experiment>``):
 ``report.md``, a self-contained ``report.html``, ``tables/*.{md,tex,csv}`` and
@@ -24,14 +24,26 @@ import pandas as pd
 from ablations.config import ConfigError
 from hrsam import cli
 from hrsam.cli import UsageError
-from reports import ablation_tables, document, figures, frame, table_format, tables, tracking
+from reports import (
+    ablation_tables,
+    document,
+    figures,
+    frame,
+    gallery,
+    table_format,
+    tables,
+    tracking,
+)
 from reports.tracking import ReportError
 
 KEYS = {
     "experiment": (str, "MLflow experiment (a sweep's grid name unless it set experiment=)"),
     "sweep": (str, "parent run id of one sweep (default: every trial of the experiment)"),
     "out": (str, "report folder (default reports/out/<experiment>)"),
-    "tracking_uri": (str, "MLflow tracking URI (default MLFLOW_TRACKING_URI, sqlite:///mlflow.db)"),
+    "mlflow.tracking_uri": (
+        str,
+        "MLflow tracking URI (the sweep's key; default MLFLOW_TRACKING_URI, sqlite:///mlflow.db)",
+    ),
     "log": (bool, "log the report as artifacts of the sweep's parent run"),
     "baseline": (
         str,
@@ -79,8 +91,9 @@ def build(
         raise ReportError(f"{where} has no finished runs ({counts})")
     ok = trials["run_id"][states == "ok"]
     ious = tracking.load_ious(ok, uri)
+    galleries = tracking.load_galleries(ok.iloc[: gallery.MAX_SETTINGS * 4], uri)
     try:
-        report = assemble(experiment, trials, parents, uri, sweep, ious, baseline)
+        report = assemble(experiment, trials, parents, uri, sweep, ious, baseline, galleries)
     except ConfigError as e:
         raise ReportError(str(e)) from None
     _write(report, out_dir)
@@ -97,6 +110,7 @@ def assemble(
     sweep: str | None = None,
     ious: dict | None = None,
     baseline: str | None = None,
+    galleries: dict | None = None,
 ) -> document.Report:
     """Tables and figures of ``trials`` as a `document.Report` (figures rendered to PNG, PDF);
     ``ious`` (run id -> (object names, IoU matrix)) adds intervals and paired differences."""
@@ -106,6 +120,7 @@ def assemble(
         *ablation_tables.ablation_tables(trials, parents, ious, baseline),
     ]
     drawn, skipped = figures.make_figures(trials, varying, ious)
+    drawn += gallery.gallery_figures(trials, varying, galleries or {})
     refs = [_render(d) for d in drawn]
     states = frame.run_state(trials).value_counts()
     counts = ", ".join(f"{n} {s.replace('ok', 'finished')}" for s, n in states.items())
@@ -213,7 +228,7 @@ def _main(cfg: dict) -> int:
             cfg["experiment"],
             cfg.get("sweep"),
             cfg.get("out"),
-            cfg.get("tracking_uri"),
+            cfg.get("mlflow.tracking_uri"),
             cfg["log"],
             cfg.get("baseline"),
         )

@@ -25,7 +25,7 @@ def resolve_uri(tracking_uri: str | None) -> str:
     if uri.startswith("sqlite:///"):
         path = uri.removeprefix("sqlite:///").split("?", 1)[0]
         if path and path != ":memory:" and not Path(path).exists():
-            raise ReportError(f"no MLflow database at {path} (tracking_uri={uri})")
+            raise ReportError(f"no MLflow database at {path} (mlflow.tracking_uri={uri})")
     return uri
 
 
@@ -65,6 +65,18 @@ IOUS = "ious.csv"  # a trial's (objects x clicks) IoU matrix, one of its run's a
 def load_ious(run_ids, tracking_uri: str) -> dict[str, tuple[list[str], np.ndarray]]:
     """``run_id -> (object names, IoU matrix)`` from each run's ``ious.csv`` artifact; runs
     without one (failed, unsupported, logged by older versions) are left out."""
+    return _load_artifact(run_ids, tracking_uri, IOUS, read_ious)
+
+
+def load_galleries(run_ids, tracking_uri: str) -> dict[str, list]:
+    """``run_id -> gallery items`` (`hrsam.interactive.evaluate.read_gallery`) from each run's
+    ``gallery.npz`` artifact; runs without one are left out."""
+    from hrsam.interactive.evaluate import GALLERY, read_gallery
+
+    return _load_artifact(run_ids, tracking_uri, GALLERY, lambda p: read_gallery(p) or None)
+
+
+def _load_artifact(run_ids, tracking_uri: str, name: str, read) -> dict:
     import tempfile
 
     from mlflow import MlflowClient
@@ -75,10 +87,10 @@ def load_ious(run_ids, tracking_uri: str) -> dict[str, tuple[list[str], np.ndarr
     with tempfile.TemporaryDirectory() as tmp:
         for run_id in run_ids:
             try:
-                path = client.download_artifacts(run_id, IOUS, f"{tmp}/{run_id}")
+                path = client.download_artifacts(run_id, name, f"{tmp}/{run_id}")
             except (MlflowException, OSError):
                 continue
-            table = read_ious(path)
-            if table is not None:
-                out[run_id] = table
+            value = read(path)
+            if value is not None:
+                out[run_id] = value
     return out

@@ -499,7 +499,7 @@ def test_build_logs_the_report_to_the_parent_run(store, report_dir):
 
 
 def test_cli_errors_are_one_line_with_exit_code_2(store, tmp_path, capsys):
-    uri = f"tracking_uri={store['uri']}"
+    uri = f"mlflow.tracking_uri={store['uri']}"
     cases = {
         ("experiment=nope", uri): "unknown experiment 'nope'; experiments in",
         ("experiment=broken", uri): "has no finished runs (1 failed)",
@@ -507,7 +507,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(store, tmp_path, capsys):
         ("experimnt=window_size", uri): "did you mean 'experiment'?",
         ("experiment=window_size", "sweep=abc", uri): "unknown sweep 'abc'",
         (uri,): "experiment=<name> is required",
-        ("experiment=x", f"tracking_uri=sqlite:///{tmp_path}/none.db"): "no MLflow database",
+        ("experiment=x", f"mlflow.tracking_uri=sqlite:///{tmp_path}/none.db"): "no MLflow database",
     }
     for argv, message in cases.items():
         assert report_build.main(list(argv)) == 2
@@ -527,7 +527,7 @@ def test_cli_help_and_out_guard(store, tmp_path, capsys):
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "notes.txt").write_text("keep")
-    argv = ["experiment=window_size", f"out={precious}", f"tracking_uri={store['uri']}"]
+    argv = ["experiment=window_size", f"out={precious}", f"mlflow.tracking_uri={store['uri']}"]
     assert report_build.main(argv) == 2
     assert "not a report folder" in capsys.readouterr().err
     assert sorted(p.name for p in precious.iterdir()) == ["notes.txt"]
@@ -535,7 +535,12 @@ def test_cli_help_and_out_guard(store, tmp_path, capsys):
 
 def test_cli_builds_the_whole_experiment(store, tmp_path, capsys):
     out = tmp_path / "rep"
-    argv = ["experiment=window_size", f"out={out}", f"tracking_uri={store['uri']}", "log=false"]
+    argv = [
+        "experiment=window_size",
+        f"out={out}",
+        f"mlflow.tracking_uri={store['uri']}",
+        "log=false",
+    ]
     assert report_build.main(argv) == 0
     assert f"report: {out / 'report.html'}" in capsys.readouterr().out
     rows = list(csv.DictReader(io.StringIO((out / "tables" / "main.csv").read_text())))

@@ -124,3 +124,29 @@ def test_a_preempted_trial_is_requeued_and_resumes_its_training(cluster, tmp_pat
     assert max(written.values()) > interrupted
     kids = children(runs(tmp_path, "window_size"))
     assert len(kids) == 1 and set(kids["status"]) == {"FINISHED"}
+
+
+def test_with_the_controller_stopped_a_slurm_sweep_is_one_line_and_writes_nothing(
+    cluster, tmp_path
+):
+    """The real local cluster, stopped: the sweep asks the controller before anything else
+    (no MLflow run left RUNNING, no folder, no sbatch file), then the cluster starts again."""
+    stop = subprocess.run(["bash", str(ROOT / "slurm" / "local" / "stop.sh")], timeout=60)
+    assert stop.returncode == 0
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0:
+            assert time.monotonic() < deadline, "slurmctld still answers after stop.sh"
+            time.sleep(0.5)
+        r = sweep(tmp_path, "grid=window_size", "executor=slurm", *MICRO, timeout=120)
+        assert r.returncode == 2, r.stdout + r.stderr
+        [line] = r.stderr.strip().splitlines()
+        assert line.startswith("error: executor=slurm but the SLURM controller does not answer")
+        assert "make slurm-up" in line
+        assert sorted(p.name for p in tmp_path.iterdir()) == []  # no mlflow.db, no outputs/
+    finally:
+        start = subprocess.run(
+            ["bash", str(ROOT / "slurm" / "local" / "start.sh")],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert start.returncode == 0, start.stdout + start.stderr

@@ -228,7 +228,7 @@ def test_report_baseline_choice_and_bad_baseline(known_store, capsys):
     paired = read_csv(out / "tables" / "paired_window_size.csv")
     assert paired["8"]["Δ noc90"] == "baseline" and float(paired["4"]["Δ noc90"]) > 0
     bad = known_store["root"] / "bad"
-    argv = ["experiment=ws", f"tracking_uri={known_store['uri']}", f"out={bad}", "log=false"]
+    argv = ["experiment=ws", f"mlflow.tracking_uri={known_store['uri']}", f"out={bad}", "log=false"]
     assert report_build.main([*argv, "baseline=window_size=5"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "report.baseline='window_size=5' names no point" in err

@@ -6,6 +6,7 @@
   HRSOD with ``masks_max255``, ThinObject5K test), GT binarized ``> 0``; pooled, or one subset.
 * ``grabcut`` / ``berkeley``: the RITM layouts; mask value 128 is ignore, > 128 is the object.
 * ``synthetic``: the generated high-resolution set (`hrsam.data.synthetic`).
+* ``folder``: your own images and masks paired by file stem (`FolderDataset`).
 
 A dataset is named in config as ``name`` + ``root``. Unreadable images or masks fail with the file
 named; a root without the expected layout names the layout it looked for.
@@ -228,6 +229,70 @@ def berkeley(root: str | Path) -> PairedDataset:
     return PairedDataset(
         _pair_by_stem(_images(root / "images"), root / "masks"), _ritm_decode, root, layout
     )
+
+
+FOLDER_LAYOUT = (
+    "images/<stem>.<jpg|png|...> with masks/<stem>.png (a label image: 0 background, 1..254 one "
+    "object each, 255 ignore) or masks/<stem>/<k>.png (one binary mask per object)"
+)
+
+
+class FolderDataset:
+    """Your own images and masks, paired by file stem (`FOLDER_LAYOUT`); every object of every
+    image is one sample, named ``<stem>_<k>``. Every image needs a mask and every mask an image:
+    an unpaired file is an error naming it, before anything is read but the label images."""
+
+    def __init__(self, root: str | Path) -> None:
+        root = Path(root)
+        _require(root, FOLDER_LAYOUT, "images", "masks")
+        images = {p.stem: p for p in _images(root / "images")}
+        masks = {
+            p.stem: p
+            for p in (root / "masks").iterdir()
+            if p.is_dir() or p.suffix.lower() in IMAGE_EXTS
+        }
+        for stem, mask in sorted(masks.items()):
+            if stem not in images:
+                raise DatasetError(f"mask {mask} has no image images/{stem}.*; {FOLDER_LAYOUT}")
+        self.items: list[tuple[str, Path, Path, int | None]] = []
+        for stem, image in sorted(images.items()):
+            mask = masks.get(stem)
+            if mask is None:
+                raise DatasetError(
+                    f"image {image} has no mask (masks/{stem}.png or masks/{stem}/<k>.png)"
+                )
+            if mask.is_dir():
+                files = _images(mask)
+                if not files:
+                    raise DatasetError(f"mask folder {mask} holds no mask image")
+                self.items += [(f"{stem}_{f.stem}", image, f, None) for f in files]
+            else:
+                ids = sorted(set(np.unique(read_mask(mask)).tolist()) - {0, 255})
+                if not ids:
+                    raise DatasetError(f"label image {mask} holds no object (values 1..254)")
+                self.items += [(f"{stem}_{k}", image, mask, int(k)) for k in ids]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Sample:
+        name, image_path, mask_path, value = self.items[i]
+        image, mask = read_image(image_path), read_mask(mask_path)
+        if mask.shape != image.shape[:2]:
+            raise DatasetError(
+                f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but image "
+                f"{image_path} is {image.shape[1]}x{image.shape[0]}"
+            )
+        if value is None:
+            return Sample(name, image, mask > 0, None)
+        ignore = mask == 255
+        return Sample(name, image, mask == value, ignore if ignore.any() else None)
+
+
+@DATASETS.register("folder")
+def folder(root: str | Path) -> FolderDataset:
+    """Your own images and masks (`FolderDataset`)."""
+    return FolderDataset(root)
 
 
 @DATASETS.register("synthetic")

@@ -65,6 +65,72 @@ class Sample:
     ignore: np.ndarray | None = None
 
 
+GALLERY_CLICKS = (1, 3, 5)  # the masks a gallery shows, after k clicks
+GALLERY_SIDE = 256  # px: the long side of a gallery's thumbnails
+GALLERY = "gallery.npz"  # a trial's gallery file (an artifact of its run)
+
+
+@dataclass
+class GalleryItem:
+    """One object as the gallery shows it: thumbnails of the image, the ground truth and the
+    mask after each of `GALLERY_CLICKS` clicks, the clicks in thumbnail pixels, and the IoUs."""
+
+    name: str
+    image: np.ndarray  # (h, w, 3) uint8
+    gt: np.ndarray  # (h, w) bool
+    masks: dict[int, np.ndarray]  # k -> (h, w) bool
+    clicks: list[tuple[float, float, bool]]  # (y, x, positive) in thumbnail pixels
+    ious: dict[int, float]  # k -> IoU at full resolution
+
+
+def _thumb(a: np.ndarray) -> np.ndarray:
+    step = max(1, -(-max(a.shape[:2]) // GALLERY_SIDE))
+    return np.ascontiguousarray(a[::step, ::step])
+
+
+def gallery_item(sample, masks: dict[int, np.ndarray], clicks, ious: dict[int, float]):
+    step = max(1, -(-max(sample.gt.shape) // GALLERY_SIDE))
+    return GalleryItem(
+        sample.name,
+        _thumb(sample.image),
+        _thumb(np.asarray(sample.gt, bool)),
+        {k: _thumb(m) for k, m in masks.items()},
+        [(c.y / step, c.x / step, c.positive) for c in clicks],
+        ious,
+    )
+
+
+def write_gallery(items: list[GalleryItem], path: str | Path) -> None:
+    """The gallery as one compressed ``.npz`` (a few hundred kB for four objects)."""
+    arrays = {}
+    for i, it in enumerate(items):
+        arrays[f"{i}/image"], arrays[f"{i}/gt"] = it.image, it.gt
+        for k, m in it.masks.items():
+            arrays[f"{i}/mask{k}"] = m
+        arrays[f"{i}/clicks"] = np.array(it.clicks, np.float64).reshape(-1, 3)
+        arrays[f"{i}/ious"] = np.array([[k, v] for k, v in it.ious.items()], np.float64)
+        arrays[f"{i}/name"] = np.array(it.name)
+    np.savez_compressed(path, **arrays)
+
+
+def read_gallery(path: str | Path) -> list[GalleryItem]:
+    """`write_gallery`'s items back; an empty list when the file is missing."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with np.load(path) as z:
+        n = len({k.split("/")[0] for k in z.files})
+        items = []
+        for i in range(n):
+            masks = {int(k.split("mask")[1]): z[k] for k in z.files if k.startswith(f"{i}/mask")}
+            clicks = [(y, x, bool(p)) for y, x, p in z[f"{i}/clicks"]]
+            ious = {int(k): float(v) for k, v in z[f"{i}/ious"]}
+            items.append(
+                GalleryItem(str(z[f"{i}/name"]), z[f"{i}/image"], z[f"{i}/gt"], masks, clicks, ious)
+            )
+    return items
+
+
 @dataclass
 class EvalResult:
     protocol: str
@@ -78,6 +144,7 @@ class EvalResult:
     native: list[int] = field(default_factory=list)  # each object's image long side, px
     encoder_ms: list[float] = field(default_factory=list)
     decoder_ms: list[float] = field(default_factory=list)
+    gallery: list[GalleryItem] = field(default_factory=list)  # the first objects, if asked
     peak_mem_mb: float | None = None
 
     @property
@@ -105,8 +172,12 @@ class EvalResult:
 
     def write_csv(self, folder: str | Path) -> None:
         """``ious.csv`` (the N x max_clicks IoU matrix, one row per object, exact float64 so that
-        a metric recomputed from it equals the logged one) and ``clicks.csv``."""
+        a metric recomputed from it equals the logged one), ``clicks.csv`` and, when kept,
+        the gallery (`GALLERY`)."""
         folder = Path(folder)
+        if self.gallery:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_gallery(self.gallery, folder / GALLERY)
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "ious.csv", "w", newline="") as f:
             w = csv.writer(f)
@@ -149,11 +220,13 @@ def evaluate(
     seed: int = 42,
     progress: Callable[[int, int, str], None] | None = None,
     precision: str = "fp32",
+    gallery: int = 0,
 ) -> EvalResult:
     """Runs the click loop on every sample; returns the IoU matrix, clicks and timings.
 
     ``precision`` (fp32, bf16, fp16) runs encoder and decoder under autocast; logits are
-    thresholded in float32."""
+    thresholded in float32. ``gallery``: keep thumbnails of the first that many objects and
+    their masks after `GALLERY_CLICKS` clicks (`EvalResult.gallery`)."""
     check_protocol(protocol)
     check_precision(precision)
     if max_clicks < 1:
@@ -179,6 +252,7 @@ def evaluate(
         clicks: list[Click] = []
         prev = None
         curve = []
+        kept: dict[int, np.ndarray] = {}
         biou_at = min(5, max_clicks)
         for k in range(1, max_clicks + 1):
             click = next_click(gt, pred, clicked, protocol, ignore=ignore, rng=rng)
@@ -195,6 +269,8 @@ def evaluate(
                 result.decoder_ms.append((time.perf_counter() - start) * 1e3)
                 pred = logits[0].float().cpu().numpy() > thr
             curve.append(iou(pred, gt, ignore))
+            if i < gallery and k in GALLERY_CLICKS:
+                kept[k] = pred.copy()
             if k == biou_at:
                 result.biou.append(boundary_iou(pred, gt))
         if clicks:  # the oracle-mask test: click 1 again, with the ideal mask as previous mask
@@ -208,6 +284,10 @@ def evaluate(
         else:
             result.oracle.append(curve[0])
         result.native.append(max(gt.shape))
+        if i < gallery:
+            ious_at = {k: curve[k - 1] for k in kept}
+            shown = clicks[: max(GALLERY_CLICKS)]
+            result.gallery.append(gallery_item(sample, kept, shown, ious_at))
         rows.append(curve)
         result.names.append(sample.name)
         result.clicks.append(clicks)

@@ -1,0 +1,1 @@
+"""Try a model by clicking on it: ``python -m hrsam.app`` (`hrsam.app.server`)."""

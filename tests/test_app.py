@@ -1,0 +1,303 @@
+"""The app (`python -m hrsam.app`): a real uvicorn server on a free port; bad input answered with
+a 4xx and one line while the server keeps serving; a click sequence gives the mask an offline
+replay gives; and real headless Chromium clicking on the page (Chrome DevTools Protocol)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hrsam.app.__main__ import DEFAULT_HOST, parse_args
+from hrsam.app.models import ImageEntry, ModelEntry, load
+from hrsam.app.server import MAX_UPLOAD_BYTES, Engine, create_app, replay
+from hrsam.interactive.metrics import iou
+from hrsam.models import Predictor, build_model, save_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scene(seed: int, h: int = 96, w: int = 128):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+    gt = np.zeros((h, w), bool)
+    gt[20:70, 30:90] = True
+    image[gt] += 150
+    return image, gt
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """Two models (the same preset, two seeds: two trials to compare), two validation images."""
+    import uvicorn
+
+    tmp = tmp_path_factory.mktemp("app")
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        ckpt = save_checkpoint(build_model("hrsam_tiny"), tmp / f"m{seed}.pt")
+        models.append(ModelEntry(f"trial{seed}", f"seed {seed}", "hrsam_tiny", str(ckpt), 128))
+    images = [ImageEntry(f"val-{i}", f"scene{i}", *_scene(i)) for i in range(2)]
+    (tmp / "uploads").mkdir()
+    engine = Engine(models, images, tmp / "uploads")
+    port = _free_port()
+    config = uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert time.monotonic() < deadline, "the app did not start"
+        time.sleep(0.05)
+    yield {"base": f"http://127.0.0.1:{port}", "engine": engine, "models": models, "tmp": tmp}
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def _call(base: str, path: str, body=None, headers=None):
+    if isinstance(body, bytes) and len(body) > MAX_UPLOAD_BYTES:  # the server answers first
+        import http.client
+
+        host, port = base.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        conn.putrequest("POST", path)
+        conn.putheader("content-length", str(len(body)))
+        conn.endheaders()
+        conn.send(body[:65536])
+        r = conn.getresponse()
+        return r.status, r.read()
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    req = urllib.request.Request(base + path, data=data, headers=headers or {})
+    if isinstance(body, dict):
+        req.add_header("content-type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _png(array) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_the_app_binds_localhost_unless_told():
+    assert DEFAULT_HOST == "127.0.0.1" and parse_args([]).host == "127.0.0.1"
+    assert parse_args(["--host", "0.0.0.0"]).host == "0.0.0.0"
+
+
+def _valid(base):
+    body = {"model": "trial0", "image": "val-0", "clicks": [{"x": 60, "y": 45, "positive": True}]}
+    status, data = _call(base, "/api/predict", body)
+    assert status == 200, data
+    return json.loads(data)
+
+
+def test_bad_input_is_a_4xx_with_one_line_and_the_server_keeps_serving(server):
+    base = server["base"]
+    huge = Image.new("L", (5000, 4000))
+    one = [{"x": 5, "y": 5, "positive": 1}]
+    cases = {
+        "not an image": ("/api/upload", b"plain text, not an image", 400, "not a readable image"),
+        "corrupt image": ("/api/upload", _png(_scene(0)[0])[:200], 400, "not a readable image"),
+        "oversized upload": ("/api/upload", b"\0" * (MAX_UPLOAD_BYTES + 1), 413, "exceeds"),
+        "too many pixels": ("/api/upload", _png(np.asarray(huge)), 413, "5000x4000 px exceeds"),
+        "click outside": (
+            "/api/predict",
+            {"model": "trial0", "image": "val-0", "clicks": [{"x": 500, "y": 5, "positive": 1}]},
+            400,
+            "click at x=500, y=5 is outside the 128x96 image",
+        ),
+        "unknown trial": (
+            "/api/predict",
+            {"model": "nope", "image": "val-0", "clicks": one},
+            404,
+            "unknown model 'nope'",
+        ),
+        "unknown image": (
+            "/api/predict",
+            {"model": "trial0", "image": "../../etc/passwd", "clicks": one},
+            404,
+            "unknown image '../../etc/passwd'",
+        ),
+        "no clicks": (
+            "/api/predict", {"model": "trial0", "image": "val-0", "clicks": []}, 400, "no clicks"
+        ),
+        "not JSON": ("/api/predict", b"{x", 400, "send JSON"),
+    }  # fmt: skip
+    for name, (path, body, status, text) in cases.items():
+        got, data = _call(base, path, body)
+        detail = json.loads(data)["detail"]
+        assert got == status, (name, got, detail)
+        assert text in detail and "\n" not in detail, (name, detail)
+        assert _valid(base)["iou"] is not None  # still serving
+    assert list((server["tmp"] / "uploads").iterdir()) == []  # nothing kept of a bad upload
+
+
+def test_a_click_sequence_gives_the_mask_an_offline_replay_gives(server):
+    base, engine = server["base"], server["engine"]
+    clicks = [(45, 60, True), (80, 20, False), (30, 40, True)]
+    shown = []
+    for k in range(1, len(clicks) + 1):
+        body = {"model": "trial1", "image": "val-1",
+                "clicks": [{"y": y, "x": x, "positive": p} for y, x, p in clicks[:k]]}  # fmt: skip
+        status, data = _call(base, "/api/predict", body)
+        assert status == 200, data
+        shown.append(json.loads(data))
+    assert [r["decoder_steps"] for r in shown] == [1, 1, 1]  # one decoder step per new click
+    assert shown[0]["encoder_ms"] > 0 and shown[1]["encoder_ms"] == 0  # encoded once
+    model = load(server["models"][1])
+    predictor = Predictor(model, 128)
+    image, gt = _scene(1)
+    predictor.set_image(image)
+    logits, _ = replay(predictor, clicks)
+    offline = logits[0].float().numpy() > 0
+    page = np.asarray(Image.open(io.BytesIO(base64.b64decode(shown[-1]["mask"])))) > 127
+    assert np.array_equal(page, offline)
+    assert abs(shown[-1]["iou"] - iou(offline, gt)) < 1e-6
+    assert engine.cache and len(engine.cache) <= engine.cache_size
+
+
+# -- real headless Chromium ----------------------------------------------------------------------
+
+
+class _Browser:
+    """Headless Chromium driven over the Chrome DevTools Protocol (aiohttp's websocket)."""
+
+    def __init__(self, profile: Path, width: int = 1500, height: int = 700) -> None:
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--remote-debugging-port=0",
+                 f"--window-size={width},{height}", f"--user-data-dir={profile}"]  # fmt: skip
+        self.proc = subprocess.Popen(
+            ["chromium", *flags, "about:blank"], stderr=subprocess.PIPE, text=True
+        )
+        for line in self.proc.stderr:
+            if m := re.search(r"DevTools listening on ws://127\.0\.0\.1:(\d+)/", line):
+                self.port = int(m[1])
+                break
+        self.n = 0
+
+    async def connect(self, session):
+        async with session.get(f"http://127.0.0.1:{self.port}/json/list") as r:
+            [page] = [t for t in await r.json() if t["type"] == "page"]
+        self.ws = await session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0)
+
+    async def send(self, method: str, **params):
+        self.n += 1
+        await self.ws.send_json({"id": self.n, "method": method, "params": params})
+        while True:
+            msg = await self.ws.receive_json(timeout=120)
+            if msg.get("id") == self.n:
+                assert "error" not in msg, msg
+                return msg.get("result", {})
+
+    async def js(self, expression: str):
+        r = await self.send("Runtime.evaluate", expression=expression, returnByValue=True,
+                            awaitPromise=True)  # fmt: skip
+        assert "exceptionDetails" not in r, (expression, r["exceptionDetails"])
+        return r["result"].get("value")
+
+    async def wait(self, expression: str, timeout: float = 120):
+        deadline = time.monotonic() + timeout
+        while not await self.js(expression):
+            assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+            await asyncio.sleep(0.1)
+
+    async def click(self, canvas: str, x: int, y: int, button: str = "left"):
+        """A real mouse press and release on pixel (x, y) of ``canvas``."""
+        box = await self.js(
+            f"(() => {{ const c = document.getElementById('{canvas}');"
+            " const r = c.getBoundingClientRect();"
+            " return [r.left, r.top, r.width / c.width, r.height / c.height]; })()"
+        )
+        px, py = box[0] + (x + 0.5) * box[2], box[1] + (y + 0.5) * box[3]
+        for kind in ("mousePressed", "mouseReleased"):
+            await self.send("Input.dispatchMouseEvent", type=kind, x=px, y=py, button=button,
+                            clickCount=1)  # fmt: skip
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("chromium"), reason="needs Debian's chromium")
+def test_chromium_clicks_on_the_page_and_sees_the_offline_mask(server, tmp_path):
+    import aiohttp
+
+    base, models = server["base"], server["models"]
+
+    async def run():
+        browser = _Browser(tmp_path / "chromium")
+        try:
+            async with aiohttp.ClientSession() as session:
+                await browser.connect(session)
+                await browser.send("Page.enable")
+                await browser.send("Page.navigate", url=f"{base}/")
+                await browser.wait("document.body && document.body.dataset.ready === 'yes'")
+                # compare mode: both trials answer the same clicks
+                await browser.js("document.getElementById('compare').click()")
+                await browser.wait("document.querySelectorAll('canvas').length === 2")
+                await browser.click("canvas-0", 60, 45, "left")
+                await browser.wait(
+                    "document.body.dataset.clicks === '1' && document.body.dataset.state === 'idle'"
+                )
+                first = await browser.js(
+                    "[0, 1].map(n => document.getElementById(`stats-${n}`).dataset.iou)"
+                )
+                mask1 = await browser.js("document.getElementById('canvas-0').toDataURL()")
+                await browser.click("canvas-0", 20, 80, "right")
+                await browser.wait(
+                    "document.body.dataset.clicks === '2' && document.body.dataset.state === 'idle'"
+                )
+                second = await browser.js(
+                    "[0, 1].map(n => document.getElementById(`stats-${n}`).dataset.iou)"
+                )
+                mask2 = await browser.js("document.getElementById('canvas-0').toDataURL()")
+                sent = json.loads(await browser.js("document.body.dataset.sent"))
+                error = await browser.js("document.getElementById('error').textContent")
+                shot = await browser.send("Page.captureScreenshot", format="png")
+                return first, second, mask1, mask2, sent, error, shot["data"]
+        finally:
+            browser.close()
+
+    first, second, mask1, mask2, sent, error, shot = asyncio.run(run())
+    assert error == "" and mask1 != mask2  # the negative click changed what the page shows
+    clicks = [(c["y"], c["x"], c["positive"]) for c in sent]  # the pixels the clicks landed on
+    assert [p for *_, p in clicks] == [True, False]
+    assert all(abs(a - b) <= 1 for c, t in zip(clicks, [(45, 60), (80, 20)], strict=True)
+               for a, b in zip(c[:2], t, strict=True))  # fmt: skip
+    image, gt = _scene(0)
+    for n, entry in enumerate(models):
+        predictor = Predictor(load(entry), 128)
+        predictor.set_image(image)
+        for k, shown in ((1, first[n]), (2, second[n])):
+            logits, _ = replay(predictor, clicks[:k])
+            assert abs(float(shown) - iou(logits[0].float().numpy() > 0, gt)) < 1e-6, (n, k)
+    (tmp_path / "app.png").write_bytes(base64.b64decode(shot))
+    if os.environ.get("HRSAM_APP_SCREENSHOT"):  # the README's picture: this test's screenshot
+        Path(os.environ["HRSAM_APP_SCREENSHOT"]).write_bytes(base64.b64decode(shot))
