@@ -154,7 +154,7 @@ def check_trial(cfg: dict, train: bool) -> None:
         data_config(cfg)  # the synthetic generator's spec: a scene it cannot draw
     except ValueError as e:
         raise ConfigError(_in_section("data", e)) from None
-    if data["name"] != "synthetic" and not Path(data["root"]).is_dir():
+    if data["name"] not in ("synthetic", "photos") and not Path(data["root"]).is_dir():
         raise ConfigError(
             f"data.root={data['root']!r} ({data['name']}) is not a folder; point data.root "
             f"(or data.roots.{data['name']}) at the dataset"

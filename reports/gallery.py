@@ -38,7 +38,8 @@ def gallery_figures(trials: pd.DataFrame, varying: list[str], galleries: dict) -
         caption = (
             f"Gallery, {label}: masks after {', '.join(map(str, _clicks(items)))} clicks on the "
             f"first {len(items)} validation objects (the same objects in every setting); mask in "
-            "blue, ground-truth outline in black, positive clicks green, negative red, IoU below"
+            "blue with a yellow outline, ground-truth outline in black, positive clicks green, "
+            "negative red, IoU below"
         )
         out.append(Drawn(f"gallery_{slug}", caption, draw(items, label)))
     return out
@@ -72,6 +73,8 @@ def _panel(ax, it, k: int) -> None:
     if mask is not None:
         image = np.where(mask[..., None], 0.45 * image + 0.55 * MASK_RGB, image)
     ax.imshow(image, interpolation="nearest")
+    if mask is not None and mask.any():
+        ax.contour(mask.astype(float), levels=[0.5], colors="#ffd400", linewidths=1.0)
     ax.contour(it.gt.astype(float), levels=[0.5], colors="black", linewidths=0.7)
     for y, x, positive in it.clicks[:k]:
         ax.plot(x, y, "o", ms=5, mec="white", mew=0.8, color=POSITIVE if positive else NEGATIVE)

