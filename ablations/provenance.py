@@ -17,6 +17,24 @@ from pathlib import Path
 import submitit
 
 
+def git_state(root: Path) -> dict[str, str]:
+    """The code's commit and whether the tree differs from it: modified, staged or untracked
+    files (ignored ones, such as outputs and the venv, do not count)."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {
+        "git_sha": git("rev-parse", "HEAD") or "unknown",
+        "git_dirty": str(bool(git("status", "--porcelain", "--untracked-files=normal"))),
+    }
+
+
 def provenance(resolved: dict) -> dict:
     """Where and with what a trial ran: git sha and dirty flag, versions, device, precision,
     kernels that run here in that precision, the environment report's summary
@@ -27,16 +45,6 @@ def provenance(resolved: dict) -> dict:
     from hrsam.attention.kernels import KERNELS, get_kernel
     from hrsam.precision import dtype, tf32_enabled
 
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", *args], cwd=root, capture_output=True, text=True, timeout=10
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
     device = torch.device(resolved["device"] if resolved["device"] != "auto" else "cpu")
     if device.type == "cuda" and torch.cuda.is_available():
         device_name = torch.cuda.get_device_name(device)
@@ -45,8 +53,7 @@ def provenance(resolved: dict) -> dict:
     precision = resolved.get("precision", "fp32")
     kernels = [k for k in KERNELS.names() if not get_kernel(k).support(device, dtype(precision))]
     return {
-        "git_sha": git("rev-parse", "HEAD") or "unknown",
-        "git_dirty": str(bool(git("status", "--porcelain"))),  # untracked files count too
+        **git_state(Path(__file__).resolve().parent.parent),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": device.type,

@@ -331,3 +331,27 @@ def test_a_job_resolves_its_preset_and_scan_once(tmp_path, monkeypatch):
     assert calls == {"get_preset": 1, "default_scan": 1}
     record = TrialRecord.load(folder / "trials" / trial.trial_id)
     assert record.resolved["model.scan"] == scan_backends.default_scan(torch.device("cpu"))
+
+
+def test_git_dirty_counts_untracked_files_but_not_ignored_ones(tmp_path):
+    import subprocess
+
+    from ablations.provenance import git_state
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / ".gitignore").write_text("outputs/\n")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs" / "run.txt").write_text("ignored")
+    clean = git_state(tmp_path)
+    assert clean["git_dirty"] == "False" and len(clean["git_sha"]) == 40
+    (tmp_path / "new_module.py").write_text("y = 2\n")  # untracked, not ignored
+    assert git_state(tmp_path)["git_dirty"] == "True"
+    (tmp_path / "new_module.py").unlink()
+    (tmp_path / "a.py").write_text("x = 2\n")  # modified
+    assert git_state(tmp_path)["git_dirty"] == "True"
