@@ -247,42 +247,9 @@ def evaluate(
             predictor.set_image(sample.image)
         _sync(device)
         result.encoder_ms.append((time.perf_counter() - start) * 1e3)
-        pred = np.zeros_like(gt)
-        clicked = np.zeros_like(gt)
-        clicks: list[Click] = []
-        prev = None
-        curve = []
-        kept: dict[int, np.ndarray] = {}
-        biou_at = min(5, max_clicks)
-        for k in range(1, max_clicks + 1):
-            click = next_click(gt, pred, clicked, protocol, ignore=ignore, rng=rng)
-            if click is not None:
-                clicks.append(click)
-                clicked[click.y, click.x] = True
-            if clicks:
-                pts = np.array([[c.y, c.x] for c in clicks])
-                labels = np.array([int(c.positive) for c in clicks])
-                start = time.perf_counter()
-                with autocast(device, precision):
-                    logits, prev = predictor.predict(pts, labels, prev)
-                _sync(device)
-                result.decoder_ms.append((time.perf_counter() - start) * 1e3)
-                pred = logits[0].float().cpu().numpy() > thr
-            curve.append(iou(pred, gt, ignore))
-            if i < gallery and k in GALLERY_CLICKS:
-                kept[k] = pred.copy()
-            if k == biou_at:
-                result.biou.append(boundary_iou(pred, gt))
-        if clicks:  # the oracle-mask test: click 1 again, with the ideal mask as previous mask
-            with autocast(device, precision):
-                first = predictor.predict(
-                    np.array([[clicks[0].y, clicks[0].x]]),
-                    np.array([int(clicks[0].positive)]),
-                    predictor.ideal_logits(gt),
-                )[0]
-            result.oracle.append(iou(first[0].float().cpu().numpy() > thr, gt, ignore))
-        else:
-            result.oracle.append(curve[0])
+        keep = GALLERY_CLICKS if i < gallery else ()
+        curve, clicks, kept = _click_loop(predictor, gt, ignore, rng, result, precision, keep)
+        result.oracle.append(_oracle(predictor, gt, ignore, clicks, thr, precision, curve[0]))
         result.native.append(max(gt.shape))
         if i < gallery:
             ious_at = {k: curve[k - 1] for k in kept}
@@ -297,3 +264,53 @@ def evaluate(
     if device.type == "cuda":
         result.peak_mem_mb = torch.cuda.max_memory_allocated(device) / 2**20
     return result
+
+
+def _click_loop(predictor, gt, ignore, rng, result: EvalResult, precision: str, keep=()):
+    """One object's clicks 1..max_clicks: the next click where the prediction is wrong, then
+    a prediction from all clicks so far and the previous step's logits. Appends the decoder
+    times and the BIoU after click 5 (or the last) to ``result``; returns (IoU per click, the
+    clicks, the masks after the clicks in ``keep``)."""
+    device = predictor.device
+    thr = _RITM_LOGIT if result.protocol == "ritm" else 0.0
+    pred = np.zeros_like(gt)
+    clicked = np.zeros_like(gt)
+    clicks: list[Click] = []
+    prev = None
+    curve = []
+    kept: dict[int, np.ndarray] = {}
+    biou_at = min(5, result.max_clicks)
+    for k in range(1, result.max_clicks + 1):
+        click = next_click(gt, pred, clicked, result.protocol, ignore=ignore, rng=rng)
+        if click is not None:
+            clicks.append(click)
+            clicked[click.y, click.x] = True
+        if clicks:
+            pts = np.array([[c.y, c.x] for c in clicks])
+            labels = np.array([int(c.positive) for c in clicks])
+            start = time.perf_counter()
+            with autocast(device, precision):
+                logits, prev = predictor.predict(pts, labels, prev)
+            _sync(device)
+            result.decoder_ms.append((time.perf_counter() - start) * 1e3)
+            pred = logits[0].float().cpu().numpy() > thr
+        curve.append(iou(pred, gt, ignore))
+        if k in keep:
+            kept[k] = pred.copy()
+        if k == biou_at:
+            result.biou.append(boundary_iou(pred, gt))
+    return curve, clicks, kept
+
+
+def _oracle(predictor, gt, ignore, clicks, thr: float, precision: str, first_iou: float) -> float:
+    """The oracle-mask test: click 1 again, with the ideal mask as the previous mask (the first
+    click's IoU when the clicker made no click)."""
+    if not clicks:
+        return first_iou
+    with autocast(predictor.device, precision):
+        first = predictor.predict(
+            np.array([[clicks[0].y, clicks[0].x]]),
+            np.array([int(clicks[0].positive)]),
+            predictor.ideal_logits(gt),
+        )[0]
+    return iou(first[0].float().cpu().numpy() > thr, gt, ignore)

@@ -292,6 +292,45 @@ def save_training_state(
     atomic_save(record, path)
 
 
+def _resume(last: Path, model, opt, sched) -> tuple[int, list[float]]:
+    """Model, optimizer, schedule and torch RNG from a training state; (its step, losses)."""
+    state = read_state(last)
+    if "optimizer" not in state:
+        raise CheckpointError(f"{last} is not a training state (no optimizer)")
+    model.load_state_dict(state["state_dict"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    log.info("resumed %s at step %d", last, int(state["step"]))
+    return int(state["step"]), list(state["losses"])
+
+
+def _sample_loss(
+    model, dataset, cfg: TrainConfig, rng, to_input, teacher, reuse_embedding, precision: str
+):
+    """One sample's loss, drawn and flipped by ``rng`` (prepared in full precision, the loss
+    under ``precision``'s autocast): the interactive loss, or the distillation MSE to the
+    teacher's embedding."""
+    device = next(model.parameters()).device
+    index = int(rng.integers(len(dataset)))
+    sample = dataset[index]
+    flip = cfg.flip and bool(rng.random() < 0.5)
+    image, gt = prepare(sample.image, sample.gt, cfg.ts, flip, to_input)
+    gt = gt.to(device)
+    with autocast(device, precision):
+        if cfg.recipe == "interactive":
+            return interactive_loss(model, image, gt, cfg, rng, reuse_embedding)
+        target = teacher(index, image).to(device)
+        return F.mse_loss(model.encode(image).float(), target.float())
+
+
+def _report(step: int, steps: int, loss: float, lr: float, progress, on_step) -> None:
+    if progress is not None:
+        progress(step, steps, loss)
+    if on_step is not None:
+        on_step(step, {names.TRAIN_LOSS: loss, names.LR: lr})
+
+
 def train(
     model,
     dataset,
@@ -327,18 +366,8 @@ def train(
     opt, sched = make_optimizer(
         model, cfg.lr, cfg.weight_decay, cfg.steps, cfg.warmup, cfg.layer_decay
     )
-    step, losses = 0, []
     last = out / "last.pt"
-    if resume and last.exists():
-        state = read_state(last)
-        if "optimizer" not in state:
-            raise CheckpointError(f"{last} is not a training state (no optimizer)")
-        model.load_state_dict(state["state_dict"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        step, losses = int(state["step"]), list(state["losses"])
-        torch.set_rng_state(state["torch_rng"])
-        log.info("resumed %s at step %d", last, step)
+    step, losses = _resume(last, model, opt, sched) if resume and last.exists() else (0, [])
     precision = training_precision(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     reuse_embedding = is_deterministic(model)
@@ -353,17 +382,9 @@ def train(
         first = dist_env.rank * cfg.batch_size
         for j in range(first, first + cfg.batch_size):
             rng = np.random.default_rng([cfg.seed, step, j])
-            index = int(rng.integers(len(dataset)))
-            sample = dataset[index]
-            flip = cfg.flip and bool(rng.random() < 0.5)
-            image, gt = prepare(sample.image, sample.gt, cfg.ts, flip, to_input)
-            gt = gt.to(device)
-            with autocast(device, precision):
-                if cfg.recipe == "interactive":
-                    loss = interactive_loss(model, image, gt, cfg, rng, reuse_embedding)
-                else:
-                    target = teacher(index, image).to(device)
-                    loss = F.mse_loss(model.encode(image).float(), target.float())
+            loss = _sample_loss(
+                model, dataset, cfg, rng, to_input, teacher, reuse_embedding, precision
+            )
             scaler.scale(loss / cfg.batch_size).backward()
             total += loss.item() / cfg.batch_size
         distributed.average_gradients(model)
@@ -378,10 +399,8 @@ def train(
         losses.append(total)
         if not math.isfinite(total):
             raise FloatingPointError(f"loss is {total} at step {step}")
-        if progress is not None and dist_env.is_main:
-            progress(step, cfg.steps, total)
-        if on_step is not None and dist_env.is_main:
-            on_step(step, {names.TRAIN_LOSS: total, names.LR: sched.get_last_lr()[0]})
+        if dist_env.is_main:
+            _report(step, cfg.steps, total, sched.get_last_lr()[0], progress, on_step)
         periodic = bool(cfg.ckpt_every) and step % cfg.ckpt_every == 0
         # last.pt first: a job preempted between the two writes resumes from this step, and
         # whoever sees step_<n>.pt knows a resume starts at n or later
