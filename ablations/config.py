@@ -73,14 +73,22 @@ def _schema_of(cls: type, name: str, extra: list[tuple] = (), exclude: tuple = (
 
 
 # train.*: every TrainConfig field (its seed is the trial's ``seed``), plus whether the grid trains
-# base_steps > 0: every trial finetunes ``steps`` (at ``lr``, ``ts``) from one base training of
-# ``base_steps`` at ``base_lr`` and ``base_ts`` (0: ``lr``, ``ts``; the preset's own architecture,
-# the same recipe otherwise), trained once and cached across sweeps
+# and where its trials start:
+# base=pretrained: every trial finetunes ``steps`` from the preset's committed pretrained weights
+# (hrsam/pretrained, made by `python -m ablations.pretrain`); ``base_sha256`` is filled in by the
+# plan with their sha256, so trial ids and training keys change when the weights do.
+# base=scratch and base_steps > 0: every trial finetunes ``steps`` (at ``lr``, ``ts``) from one base
+# training of ``base_steps`` at ``base_lr`` and ``base_ts`` (0: ``lr``, ``ts``; the preset's own
+# architecture, the same recipe otherwise), trained once and cached across sweeps; base_steps 0:
+# from the initialization.
+BASES = ("scratch", "pretrained")
 TrainCfg = _schema_of(
     TrainConfig,
     "TrainCfg",
     [
         ("enabled", bool, field(default=True)),
+        ("base", str, field(default="scratch")),
+        ("base_sha256", str, field(default="")),
         ("base_steps", int, field(default=0)),
         ("base_lr", float, field(default=0.0)),
         ("base_ts", int, field(default=0)),
@@ -88,7 +96,7 @@ TrainCfg = _schema_of(
     exclude=("seed",),
 )
 # train.* keys not in TrainConfig
-SWEEP_TRAIN_KEYS = ("enabled", "base_steps", "base_lr", "base_ts")
+SWEEP_TRAIN_KEYS = ("enabled", "base", "base_sha256", "base_steps", "base_lr", "base_ts")
 # data.*: DataConfig, plus a root per dataset name for grids over data.name
 DataCfg = _schema_of(
     DataConfig, "DataCfg", [("roots", dict[str, str], field(default_factory=dict))]

@@ -16,10 +16,12 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from omegaconf import OmegaConf
 
 from ablations.config import (
+    BASES,
     NOT_HASHED,
     SWEEP_TRAIN_KEYS,
     BenchCfg,
@@ -51,6 +53,21 @@ class ModelRequest:
     checkpoint: str | None  # evaluated as is (trials that do not train)
 
 
+class Base(NamedTuple):
+    """Where a trial's finetune starts: the shared base training (``train`` its config) or the
+    preset's committed pretrained weights (``sha256`` theirs); ``key`` names it in the cache
+    and the record."""
+
+    key: str
+    train: TrainConfig | None
+    preset: str
+    sha256: str | None = None
+
+    @property
+    def pretrained(self) -> bool:
+        return self.sha256 is not None
+
+
 @dataclass(frozen=True, eq=False)
 class TrialSpec:
     """One point of a grid as requested: id, label, the plain requested tree and its typed
@@ -62,7 +79,7 @@ class TrialSpec:
     train_key: str | None  # hash of what changes the weights; None when evaluating a checkpoint
     model: ModelRequest
     train: TrainConfig | None  # None: the trial evaluates ``model.checkpoint``
-    base: tuple[str, TrainConfig] | None  # the shared base training (key, config), if any
+    base: Base | None  # where the finetune starts: a shared base training or pretrained weights
     data: DataConfig
     eval: EvalConfig
     bench: BenchCfg
@@ -190,16 +207,45 @@ def _in_section(section: str, e: Exception) -> str:
     return f"{section}.{msg}" if head.isidentifier() else f"{section}: {msg}"
 
 
+def settle_base(cfg: dict) -> None:
+    """Checks ``train.base`` (one of `BASES`; ``pretrained`` needs the preset's verified
+    weights) and writes the weights' sha256 into ``train.base_sha256`` (a value given there must
+    be theirs), so the trial id and the training key name the weights."""
+    from hrsam import pretrained
+    from hrsam.models import CheckpointError
+
+    t, preset = cfg["train"], cfg["model"]["preset"]
+    if t["base"] not in BASES:
+        raise ConfigError(f"train.base={t['base']!r}; valid: {', '.join(BASES)}")
+    if t["base"] != "pretrained":
+        return
+    try:
+        sha = pretrained.verify(preset)["sha256"]
+    except CheckpointError as e:
+        raise ConfigError(f"train.base=pretrained: {one_line(e)}; or train.base=scratch") from None
+    if t["base_sha256"] and t["base_sha256"] != sha:
+        raise ConfigError(
+            f"train.base_sha256={t['base_sha256']!r} is not the sha256 of {preset}'s pretrained "
+            f"weights ({sha}): the weights changed since; drop the key to use them"
+        )
+    t["base_sha256"] = sha
+
+
 def train_config(cfg: dict) -> TrainConfig:
     """The trial's `TrainConfig`: every ``train.*`` key, seeded with the trial's seed."""
     fields = {k: v for k, v in cfg["train"].items() if k not in SWEEP_TRAIN_KEYS}
     return TrainConfig(**fields, seed=cfg["seed"])
 
 
-def base_config(cfg: dict) -> tuple[str, TrainConfig] | None:
-    """The shared base training of a trial as (its cache key, its `TrainConfig`): the trial's
-    recipe for ``train.base_steps`` steps on the preset's own architecture; None without one.
-    The key holds what changes the base's weights, so sweeps of every grid share it."""
+def base_config(cfg: dict) -> Base | None:
+    """Where a trial's finetune starts (`Base`): the preset's pretrained weights
+    (``train.base=pretrained``, keyed by their sha256), or the shared base training: the trial's
+    recipe for ``train.base_steps`` steps on the preset's own architecture, keyed by what changes
+    its weights, so sweeps of every grid share it; None when the trial trains from its init."""
+    preset = cfg["model"]["preset"]
+    if cfg["train"].get("base") == "pretrained":
+        sha = cfg["train"]["base_sha256"]
+        return Base(f"pretrained-{sha[:12]}", None, preset, sha)
     steps = cfg["train"].get("base_steps", 0)
     if not steps:
         return None
@@ -208,12 +254,8 @@ def base_config(cfg: dict) -> tuple[str, TrainConfig] | None:
     tc = dataclasses.replace(
         tc, steps=steps, lr=t.get("base_lr") or tc.lr, ts=t.get("base_ts") or tc.ts
     )
-    spec = {
-        "preset": cfg["model"]["preset"],
-        "train": dataclasses.asdict(tc),
-        "data": _data_key(cfg),
-    }
-    return short_hash(spec), tc
+    spec = {"preset": preset, "train": dataclasses.asdict(tc), "data": _data_key(cfg)}
+    return Base(short_hash(spec), tc, preset)
 
 
 def data_config(cfg: dict) -> DataConfig:
@@ -252,6 +294,7 @@ def _data_key(cfg: dict) -> dict:
 # of a hash while they hold it, so those sweeps keep their trial ids and resume.
 _LATER_KEYS = {"precision": "fp32", "tf32": False, "train.precision": None}
 _LATER_KEYS.update({"data.version": 2, "data.objects": "2-4"})  # the scene generator (#30)
+_LATER_KEYS.update({"train.base": "scratch", "train.base_sha256": ""})  # pretrained bases (#38)
 
 
 def _hash_view(cfg: dict) -> dict:
@@ -342,6 +385,8 @@ def _point_config(
     typed = merge(OmegaConf.structured(SweepCfg), cfg, f"grid point {label or '-'}")
     cfg = {k: v for k, v in OmegaConf.to_container(typed).items() if k in cfg}
     check_trial(cfg, train)
+    if train:
+        settle_base(cfg)
     if not train:
         cfg["train"] = {"enabled": False}
     return cfg

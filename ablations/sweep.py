@@ -56,9 +56,18 @@ def plan_table(sweep: S.Sweep, status: dict[str, str]) -> str:
     for i, t in enumerate(sweep.trials, 1):
         values = [C.fmt(C.get(t.config, k)) for k in sweep.varying] or [t.label]
         ckpt = t.config["model"]["checkpoint"] or "random weights"
-        weights = f"train {t.train_key}" if t.train_key else ckpt
+        weights = f"train {t.train_key}{_from_base(t.base)}" if t.train_key else ckpt
         rows.append([str(i), t.trial_id, *values, weights, status.get(t.trial_id, "pending")])
     return _markdown(rows)
+
+
+def _from_base(base: S.Base | None) -> str:
+    """Where a training starts, for the plan: pretrained weights by sha256, a shared base."""
+    if base is None:
+        return ""
+    if base.pretrained:
+        return f" from pretrained {base.preset} sha256 {base.sha256[:12]}"
+    return f" from base {base.key} ({base.train.steps} steps)"
 
 
 def results_table(sweep: S.Sweep, records: dict[str, TrialRecord | None]) -> str:

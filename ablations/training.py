@@ -1,5 +1,6 @@
 """A trial's training, cached: trained once per training key, resumed from its last checkpoint,
-optionally finetuned from a shared base training (``train.base_steps``).
+finetuned from the preset's pretrained weights (``train.base=pretrained``, `hrsam.pretrained`)
+or from a shared base training (``train.base=scratch`` with ``train.base_steps``).
 
 ``<sweep folder>/cache/train/<training key>/model.pt``: trials that need the same weights wait on
 a lock and reuse the file (the kernel and scan backend are not in the key: they compute the same
@@ -67,7 +68,7 @@ def train_base(resolved: Resolved, dataset, out: Path, progress: Callable) -> tu
     from hrsam.models import save_checkpoint
     from hrsam.train.loop import train
 
-    key, tc = resolved.spec.base
+    key, tc = resolved.spec.base.key, resolved.spec.base.train
     folder = out / "_base" / key
     ckpt, info_path = folder / "model.pt", folder / "base.json"
     with file_lock(folder / ".lock"):
@@ -90,13 +91,30 @@ def train_base(resolved: Resolved, dataset, out: Path, progress: Callable) -> tu
         return ckpt, info
 
 
+def _base_state(resolved: Resolved, dataset, out: Path, progress: Callable) -> tuple[dict, dict]:
+    """The base's state dict and facts: the preset's pretrained weights (verified against their
+    manifest's sha256) or the shared base training (`train_base`)."""
+    from hrsam import pretrained
+    from hrsam.models.checkpoint import read_state
+
+    base = resolved.spec.base
+    if base.pretrained:
+        info = pretrained.verify(base.preset)
+        progress(f"finetuning from pretrained {base.preset} ({info['sha256'][:12]})", force=True)
+        facts = {"base_key": base.key, names.BASE_SHA256: info["sha256"]}
+        facts[names.BASE_STEPS] = info["steps"]
+        return pretrained.load_state(base.preset), facts
+    ckpt, facts = train_base(resolved, dataset, out, progress)
+    return read_state(ckpt)["state_dict"], facts
+
+
 def train_cached(
     resolved: Resolved, folder: Path, progress: Callable, series=None
 ) -> tuple[Path, dict]:
     """The checkpoint of this trial's training under the sweep ``folder``, trained once per
     training key. Returns (its path, {train_s, train_loss} and the base's facts)."""
     from hrsam.models import save_checkpoint
-    from hrsam.models.checkpoint import init_from, read_state
+    from hrsam.models.checkpoint import init_from
     from hrsam.train.loop import train
 
     spec = resolved.spec
@@ -109,10 +127,10 @@ def train_cached(
         dataset = spec.data.build("train")
         model = _build(resolved, resolved.train_preset, spec.train)
         base = {}
-        if spec.base is not None:  # finetune from the shared base training
-            base_ckpt, base = train_base(resolved, dataset, folder.parent, progress)
-            copied, fresh = init_from(model, read_state(base_ckpt)["state_dict"])
-            log.info("initialized %d tensors from the base %s; fresh: %s", copied, base_ckpt, fresh)
+        if spec.base is not None:  # finetune from pretrained weights or a shared base training
+            state, base = _base_state(resolved, dataset, folder.parent, progress)
+            copied, fresh = init_from(model, state)
+            log.info("initialized %d tensors from the base %s; fresh: %s", copied, base, fresh)
             base[names.BASE_FRESH_TENSORS] = len(fresh)
         start = time.perf_counter()
         state = train(

@@ -36,6 +36,7 @@ from ablations.record import TrialRecord
 from ablations.resolve import Resolved, UnsupportedError, resolve, seed_everything
 from ablations.spec import TrialSpec
 from ablations.training import file_lock, train_cached, write_atomic
+from hrsam import names
 
 log = logging.getLogger("ablations.trial")
 
@@ -200,8 +201,10 @@ def _weights(resolved: Resolved, job: TrialJob, progress, series, out: Outcome):
         checkpoint = spec.model.checkpoint
     else:
         checkpoint, info = train_cached(resolved, Path(job.sweep.folder), progress, series)
-        if "base_key" in info:  # finetuned from the shared base training
+        if "base_key" in info:  # finetuned from pretrained weights or a shared base training
             out.facts["base"] = info.pop("base_key")
+        if names.BASE_SHA256 in info:
+            out.facts[names.BASE_SHA256] = info.pop(names.BASE_SHA256)
         out.metrics.update(info)
     out.facts["weights"] = str(checkpoint or "random")
     return checkpoint

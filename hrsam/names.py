@@ -138,6 +138,7 @@ TRAIN_S = "train_s"
 BASE_TRAIN_S = "base_train_s"
 BASE_STEPS = "base_steps"  # steps of the shared base training a trial finetuned from
 BASE_FRESH_TENSORS = "base_fresh_tensors"  # tensors the base could not initialize
+BASE_SHA256 = "base_sha256"  # the pretrained weights a trial finetuned from (a fact, not a metric)
 TRAIN_METRICS = (TRAIN_S, TRAIN_LOSS, BASE_TRAIN_S, BASE_STEPS, BASE_FRESH_TENSORS)
 LR = "lr"
 EVAL_OBJECTS_DONE = "eval_objects_done"  # live progress series of a running trial

@@ -1,0 +1,200 @@
+"""Pretrained bases: the committed weights against their manifests, the pretraining command's
+first steps reproduced from a manifest alone, the command end to end at micro scale (weights,
+manifest, MLflow, resume, the learning-rate search), and sweeps that finetune from a base."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ablations import pretrain
+from hrsam import pretrained
+from hrsam.models import CheckpointError, build_model
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMITTED = pretrained.available(pretrained.FOLDER)
+MICRO_RECIPE = {
+    "presets": ["sam_tiny", "hrsam_tiny", "hrsampp_tiny"],
+    "steps": 12,
+    "threads": 1,
+    "seed": 0,
+    "lr": {"sam_tiny": 0.001, "hrsam_tiny": 0.001, "hrsampp_tiny": 0.001},
+    "train": {"ts": 64, "loss": "bce_dice", "warmup": 4, "ckpt_every": 5},
+    "data": {"n_train": 3, "n_val": 2, "size": 128},
+    "search": {"lrs": [0.001, 0.003], "steps": 6, "eval_ts": 64, "eval_clicks": 5},
+    "validate": {"ts": [64], "max_clicks": 3},
+}
+
+
+def micro_recipe(tmp: Path, **changes) -> Path:
+    recipe = {**MICRO_RECIPE, **changes}
+    recipe["data"] = {**recipe["data"], "root": str(tmp / "data")}
+    path = tmp / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def run_pretrain(tmp: Path, *args: str) -> int:
+    out, weights = tmp / "out", tmp / "weights"
+    common = ["--out", str(out), "--export-to", str(weights), "--mlflow", f"sqlite:///{tmp}/m.db"]
+    return pretrain.main([*args, "--recipe", str(tmp / "recipe.yaml"), *common])
+
+
+@pytest.fixture(scope="module")
+def micro_weights(tmp_path_factory) -> Path:
+    """hrsam_tiny pretrained by the command on the micro recipe (12 steps at ts 64)."""
+    tmp = tmp_path_factory.mktemp("pretrain")
+    micro_recipe(tmp)
+    assert run_pretrain(tmp, "hrsam_tiny") == 0
+    return tmp
+
+
+# --- the committed weights ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", COMMITTED)
+def test_committed_manifest_matches_its_file(preset):
+    info = pretrained.verify(preset)
+    assert info["sha256"] == pretrained.sha256(pretrained.weights_path(preset))
+    assert info["command"].startswith("python -m ablations.pretrain")
+    assert info["command"].endswith(preset)
+    assert len(info["git_sha"]) == 40 and info["steps"] >= 1000 and info["wall_s"] > 0
+    assert {"cpu", "threads", "torch"} <= set(info["machine"])
+    for ts, figures in info["validation"].items():
+        assert int(ts) >= 16 and figures["objects"] > 0 and 0 <= figures["miou_at_5"] <= 1
+    model = build_model(preset)
+    model.load_state_dict(pretrained.load_state(preset), strict=True)  # every key, every shape
+
+
+@pytest.mark.parametrize("preset", COMMITTED)
+def test_committed_command_first_steps_reproduce(preset):
+    """The manifest's first 3 losses, recomputed here from the manifest alone (equal on the CPU
+    type that made them; within 1e-4 relative on another)."""
+    want, got = pretrain.reproduce(preset, 3)
+    assert len(got) == 3
+    assert got == pytest.approx(want, rel=1e-4)
+
+
+def test_committed_recipe_uses_the_searched_learning_rates():
+    """Every family's rate in the recipe is the best of its recorded search."""
+    recipe = pretrain.load_recipe()
+    record = (ROOT / "benchmarks/results/cpu/pretrain_lr_search.json").read_text()
+    results = json.loads(record)
+    for preset in COMMITTED:
+        assert recipe["lr"][preset] == pytest.approx(pretrain.best_lr(results, preset))
+        assert len(results[preset]) >= 3  # a search, not a single rate
+
+
+# --- the module -----------------------------------------------------------------------------
+
+
+def test_save_verify_load_round_trip_and_tampering(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("hrsam_tiny")
+    info = pretrained.save(model, "hrsam_tiny", {"steps": 1}, tmp_path)
+    assert pretrained.available(tmp_path) == ["hrsam_tiny"]
+    assert (tmp_path / "hrsam_tiny.safetensors").read_bytes()[8:9] == b"{"  # a JSON header
+    state = pretrained.load_state("hrsam_tiny", tmp_path)
+    assert pretrained.state_sha256(state) == pretrained.state_sha256(model.state_dict())
+    assert info["sha256"] == pretrained.verify("hrsam_tiny", tmp_path)["sha256"]
+    path = tmp_path / "hrsam_tiny.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"sha256 .* its manifest says"):
+        pretrained.load_state("hrsam_tiny", tmp_path)
+    missing = r"no pretrained weights for preset .sam_tiny. in .*; pretrained: hrsam_tiny"
+    with pytest.raises(CheckpointError, match=missing):
+        pretrained.manifest("sam_tiny", tmp_path)
+
+
+# --- the command at micro scale --------------------------------------------------------------
+
+
+def test_pretrain_writes_weights_manifest_and_mlflow_run(micro_weights):
+    import mlflow
+
+    info = json.loads((micro_weights / "weights" / "hrsam_tiny.json").read_text())
+    assert info["steps"] == 12 and len(info["first_losses"]) == 5
+    assert info["machine"]["threads"] == 1
+    assert info["train"]["lr"] == 0.001 and info["train"]["ts"] == 64
+    assert info["data"]["n_train"] == 3 and info["data"]["objects_train"] >= 6
+    assert set(info["validation"]) == {"64"}
+    assert 0 <= info["validation"]["64"]["miou_at_1"] <= 1
+    assert "--recipe" in info["command"]
+    runs = mlflow.MlflowClient(f"sqlite:///{micro_weights}/m.db").search_runs(
+        [
+            mlflow.MlflowClient(f"sqlite:///{micro_weights}/m.db")
+            .get_experiment_by_name("pretrain")
+            .experiment_id
+        ]
+    )
+    assert [r.info.run_name for r in runs] == ["hrsam_tiny"]
+    assert runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["train.lr"] == "0.001"
+    assert "val_ts64_miou_at_1" in runs[0].data.metrics
+
+
+def test_reproduce_from_the_manifest_alone(micro_weights, capsys):
+    """The first steps rebuilt from the manifest (only the scenes they draw, generated alone)
+    give the recorded losses exactly on this machine; a changed loss is caught (exit 1)."""
+    weights = micro_weights / "weights"
+    args = ["--reproduce", "3", "--export-to", str(weights), "hrsam_tiny"]
+    assert pretrain.main(args) == 0
+    assert "match (largest relative difference 0.00e+00" in capsys.readouterr().out
+    info = json.loads((weights / "hrsam_tiny.json").read_text())
+    info["first_losses"][1] *= 1.01
+    (weights / "hrsam_tiny.json").write_text(json.dumps(info))
+    try:
+        assert pretrain.main(args) == 1
+        assert "DIFFER" in capsys.readouterr().out
+    finally:
+        info["first_losses"][1] /= 1.01
+        (weights / "hrsam_tiny.json").write_text(json.dumps(info))
+
+
+def test_pretrain_resumes_from_its_last_checkpoint(tmp_path):
+    """A run stopped after its checkpoint at step 5 and started again ends with the weights of
+    an uninterrupted run."""
+    micro_recipe(tmp_path)
+    assert run_pretrain(tmp_path, "sam_tiny") == 0
+    whole = pretrained.state_sha256(pretrained.load_state("sam_tiny", tmp_path / "weights"))
+    folder = tmp_path / "out" / "sam_tiny"
+    state = torch.load(folder / "step_000005.pt", weights_only=True)
+    torch.save(state, folder / "last.pt")
+    shutil.rmtree(tmp_path / "weights")
+    assert run_pretrain(tmp_path, "sam_tiny") == 0
+    resumed = pretrained.state_sha256(pretrained.load_state("sam_tiny", tmp_path / "weights"))
+    assert resumed == whole
+    stretches = json.loads((folder / "run.json").read_text())["stretches"]
+    assert [s["to_step"] for s in stretches] == [12, 12]
+
+
+def test_search_records_every_rate_and_picks_the_best(tmp_path, capsys):
+    micro_recipe(tmp_path)
+    assert run_pretrain(tmp_path, "--search", "hrsam_tiny") == 0
+    results = json.loads((tmp_path / "out/search/hrsam_tiny/results.json").read_text())
+    assert set(results) == {"0.001", "0.003"}
+    best = max(results, key=lambda lr: results[lr]["miou_at_5"])
+    assert f"hrsam_tiny: best lr {float(best):g}" in capsys.readouterr().out
+    table = (tmp_path / "out/search/record.md").read_text()
+    assert table.count("| hrsam_tiny |") == 2 and table.count("**yes**") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["vit_tiny"], "unknown preset 'vit_tiny'; the recipe pretrains: sam_tiny, hrsam_tiny"),
+        (["--recipe", "nope.yaml"], "--recipe nope.yaml: No such file"),
+    ],
+)
+def test_pretrain_bad_input_is_one_line(tmp_path, capsys, args, message):
+    assert pretrain.main([*args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
