@@ -213,7 +213,7 @@ def execute(sweep: S.Sweep, records: dict[str, TrialRecord | None], command: str
     print(table)
     print(f"trial folders: {folder / 'trials'}")
     if cfg["report"]["enabled"]:
-        _report(sweep, parent, uri)
+        _report(sweep, parent, uri, folder / "results.md")
     _print_links(sweep, uri)
     return _print_outcome(sweep, records, failed)
 
@@ -309,9 +309,10 @@ def _print_outcome(sweep: S.Sweep, records: dict, failed: list) -> int:
 REPORT_BUILDERS = "hrsam_bench.report"  # the entry-point group the reports package registers in
 
 
-def _report(sweep: S.Sweep, parent: str, uri: str) -> None:
+def _report(sweep: S.Sweep, parent: str, uri: str, results: Path) -> None:
     """The sweep's report, by the builder the reports package registered (pyproject.toml's
-    entry points): ablations does not import reports."""
+    entry points): ablations does not import reports. The sentences it ends with (what the paired
+    intervals show, ``conclusions.md``) end ``results`` and the console table too."""
     from importlib.metadata import entry_points
 
     builders = entry_points(group=REPORT_BUILDERS)
@@ -321,6 +322,10 @@ def _report(sweep: S.Sweep, parent: str, uri: str) -> None:
     try:
         build = next(iter(builders)).load()
         out = build(sweep.experiment, sweep=parent, tracking_uri=uri)
+        if (out / "conclusions.md").exists():
+            text = (out / "conclusions.md").read_text()
+            results.write_text(results.read_text() + "\n" + text)
+            print(text, end="")
         print(f"report: {out / 'report.html'} (and report.md)")
     except Exception as e:  # the sweep's results stand without a report
         print(f"report: could not be built ({type(e).__name__}: {e})", file=sys.stderr)

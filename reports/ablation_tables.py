@@ -143,6 +143,8 @@ def paired_table(
     if not keys or not quality or not objects:
         return None
     points = observed(trials, keys)
+    if len(points) < 2:  # one point: nothing to pair
+        return None
     base = baseline_point(baseline, keys, points)
     rows = []
     for point in points:
@@ -154,22 +156,31 @@ def paired_table(
             elif point not in objects or ref not in objects:
                 cells.append(Cell("missing" if point not in objects else "none"))
             else:
-                a = stats.object_values(objects[point], m)
-                b = stats.object_values(objects[ref], m)
-                d = stats.paired_delta(a, b, m)
+                a = stats.replicate_values(objects[point], m)
+                b = stats.replicate_values(objects[ref], m)
+                d = stats.paired_seed_delta(a, b, m)
                 if d is None:
                     cells.append(Cell("unpaired"))
                 else:
-                    delta = Cell("ok", d.mean, n=1, lo=d.lo, hi=d.hi, delta=True, objects=d.n)
+                    delta = Cell(
+                        "ok", d.mean, n=1, lo=d.lo, hi=d.hi, delta=True, objects=d.n, seeds=d.seeds
+                    )
                     cells.append(delta)
         rows.append((point, tuple(cells)))
     what = ", ".join(f"{frame.param_label(k)}={key_text(v)}" for k, v in base.items())
     others = [frame.param_label(k) for k in keys if k not in base]
     within = f", at the same {', '.join(others)}" if others else ""
+    seeds = max((c.seeds for _, cs in rows for c in cs), default=1)
+    over = (
+        "the interval's note below"
+        if seeds > 1
+        else f"95% paired bootstrap interval over the objects only ({stats.RESAMPLES} resamples;"
+        " one training seed: it does not cover another seed)"
+    )
     notes = (
         f"Δ: the row minus the baseline ({what}){within}, over the objects both evaluated; "
-        f"[a, b]: 95% paired bootstrap interval over objects ({stats.RESAMPLES} resamples); "
-        f"{SIGNIFICANT}: the interval excludes 0. NoC and NoF: lower is better; mIoU: higher.",
+        f"[a, b]: {over}; {SIGNIFICANT}: the interval excludes 0. NoC and NoF: lower is better; "
+        "mIoU: higher.",
     )
     index = tuple(frame.param_label(k) for k in keys)
     columns = tuple(Column(m, "Δ") for m in quality)

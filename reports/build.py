@@ -26,6 +26,7 @@ from hrsam import cli
 from hrsam.cli import UsageError
 from reports import (
     ablation_tables,
+    conclusions,
     document,
     figures,
     frame,
@@ -52,6 +53,7 @@ KEYS = {
     ),
 }
 DEFAULTS = {"log": True}
+CONCLUSIONS_FILE = "conclusions.md"  # the sentences alone, for the sweep's results.md
 DEFAULT_OUT = Path("reports/out")
 
 
@@ -140,6 +142,7 @@ def assemble(
         tuple(refs),
         tuple(skipped),
         tuple(tables.failed_rows(trials)),
+        conclusions.conclusions(all_tables),
     )
     return report
 
@@ -210,6 +213,9 @@ def _write(report: document.Report, out_dir: Path) -> None:
             (tmp / "figures" / f"{f.name}.png").write_bytes(f.png)
             (tmp / "figures" / f"{f.name}.pdf").write_bytes(f.pdf)
         (tmp / "report.md").write_text(document.render_markdown(report))
+        if report.conclusions:  # the sweep ends its results.md with them
+            lines = [f"## {document.CONCLUSIONS}", "", *(f"- {c}" for c in report.conclusions)]
+            (tmp / CONCLUSIONS_FILE).write_text("\n".join(lines) + "\n")
         (tmp / "report.html").write_text(document.render_html(report))
         _check_out(out_dir)
         if out_dir.exists():

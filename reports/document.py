@@ -31,6 +31,10 @@ class Report:
     figures: tuple[FigureRef, ...]
     skipped: tuple[Skipped, ...]
     failed: tuple[dict, ...]
+    conclusions: tuple[str, ...] = ()  # what the paired intervals show (`reports.conclusions`)
+
+
+CONCLUSIONS = "What the intervals show"
 
 
 def render_markdown(report: Report) -> str:
@@ -62,6 +66,8 @@ def render_markdown(report: Report) -> str:
         if len(report.failed) > MAX_FAILED:
             out += ["", f"... and {len(report.failed) - MAX_FAILED} more in `tables/failed.csv`."]
         out.append("")
+    if report.conclusions:
+        out += [f"## {CONCLUSIONS}", "", *(f"- {c}" for c in report.conclusions), ""]
     return "\n".join(out)
 
 
@@ -147,6 +153,10 @@ def render_html(report: Report) -> str:
         if len(report.failed) > MAX_FAILED:
             more = len(report.failed) - MAX_FAILED
             body.append(f"<p class='note'>... and {more} more in tables/failed.csv.</p>")
+    if report.conclusions:
+        body.append(f'<h2 id="conclusions">{CONCLUSIONS}</h2><ul>')
+        body += [f"<li>{inline_html(c)}</li>" for c in report.conclusions]
+        body.append("</ul>")
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'

@@ -53,6 +53,7 @@ class Cell:
     saturated: bool = False  # most objects at the click cap: the metric cannot rank settings
     delta: bool = False  # a paired difference against the baseline row (signed)
     objects: int = 0  # objects behind the interval
+    seeds: int = 1  # training seeds behind the interval (1: it covers the objects only)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,9 @@ def number_text(cell: Cell, m: frame.Metric, pm: str = "±") -> str:
     """``mean`` or ``mean ± std`` in the metric's unit; counts (NoF) get one decimal when they
     are a mean over repeats or not whole."""
     mean = cell.mean * m.scale
-    whole = cell.std is None and cell.lo is None and float(mean).is_integer()
+    # a count (NoF) of one run, with or without its interval, is whole: 101 [99, 101]
+    count = m.unit == "objects"
+    whole = cell.std is None and (count or cell.lo is None) and float(mean).is_integer()
     decimals = m.decimals or (0 if whole else 1)
     text = f"{mean:+.{decimals}f}" if cell.delta else f"{mean:.{decimals}f}"
     if cell.std is not None and not math.isnan(cell.std):

@@ -220,15 +220,19 @@ def lookup(agg: pd.DataFrame, keys: list[str]) -> dict[tuple, pd.Series]:
 
 
 def object_runs(t: pd.DataFrame, keys: list[str], ious: dict | None) -> dict[tuple, list]:
-    """Per point of ``keys``, the (object names, IoU matrix) of its finished runs that have one."""
+    """Per point of ``keys``, the (object names, IoU matrix, training seed) of its finished runs
+    that have one."""
     if not ious:
         return {}
     ok = t[frame.run_state(t) == "ok"]
+    seeds = ok["seed"] if "seed" in ok else pd.Series(0, index=ok.index)
     out: dict[tuple, list] = {}
     for i, run_id in zip(ok.index, ok["run_id"], strict=True):
         if run_id in ious:
             point = tuple(_key(ok.at[i, k]) for k in keys)
-            out.setdefault(point, []).append(ious[run_id])
+            seed = pd.to_numeric(seeds.at[i], errors="coerce")
+            seed = 0 if pd.isna(seed) else int(seed)
+            out.setdefault(point, []).append((*ious[run_id][:2], seed))
     return out
 
 
@@ -248,15 +252,43 @@ def aggregate_cell(stats: pd.Series | None, m: str) -> Cell:
 
 
 def with_interval(cell: Cell, runs: list | None, m: str) -> Cell:
-    """The cell with the 95% interval over objects of a per-object metric, and whether that
-    metric is saturated here (`reports.stats`)."""
+    """The cell with the 95% interval of a per-object metric (over the seeds and the objects
+    with replicates, else over the objects) and whether that metric is saturated here
+    (`reports.stats`)."""
     if cell.state != "ok" or not runs or not stats.has_objects(m):
         return cell
     values = stats.object_values(runs, m)
-    ci = stats.interval(values, m)
+    ci = stats.seed_interval(stats.replicate_values(runs, m), m)
     cap = runs[0][1].shape[1]
     saturated = stats.saturated(values, m, cap)
-    return replace(cell, lo=ci.lo, hi=ci.hi, objects=ci.n, saturated=saturated)
+    return replace(cell, lo=ci.lo, hi=ci.hi, objects=ci.n, seeds=ci.seeds, saturated=saturated)
+
+
+def interval_notes(cells: list[Cell], rank: bool = True) -> list[str]:
+    """What the intervals of ``cells`` cover: seeds and objects, or (one seed) objects only."""
+    with_ci = [c for c in cells if c.lo is not None]
+    notes = []
+    one = [c for c in with_ci if c.seeds == 1]
+    several = [c for c in with_ci if c.seeds > 1]
+    if rank and one:
+        n = sorted({c.objects for c in one})
+        notes.append(
+            "[a, b]: 95% bootstrap interval over the objects only (percentile, "
+            f"{stats.RESAMPLES} resamples of {'/'.join(map(str, n))} objects): one training "
+            "seed, so it does not cover a re-run with another seed or on another CPU type "
+            "(`repeats=3` replicates every point)."
+        )
+    if several:
+        s = sorted({c.seeds for c in several})
+        n = sorted({c.objects for c in several})
+        what = "differences paired by seed and object" if any(c.delta for c in several) else ""
+        notes.append(
+            f"[a, b]{' of ' + what if what else ''}: 95% interval over {'/'.join(map(str, s))} "
+            f"training seeds and {'/'.join(map(str, n))} objects (two-way random-effects "
+            "ANOVA, t with Satterthwaite's degrees of freedom): it covers seed-to-seed and "
+            "object-to-object variance."
+        )
+    return notes
 
 
 def finish(table: Table) -> Table:
@@ -294,12 +326,7 @@ def finish(table: Table) -> Table:
         notes.append(
             "bold: best per column (higher is better for mIoU and BIoU, lower for the rest)."
         )
-    if table.rank and any(c.lo is not None for c in cells):
-        n = sorted({c.objects for c in cells if c.lo is not None})
-        notes.append(
-            "[a, b]: 95% bootstrap interval over the objects (percentile, "
-            f"{stats.RESAMPLES} resamples of {'/'.join(map(str, n))} objects)."
-        )
+    notes += interval_notes(cells, table.rank)
     if any(c.saturated for c in cells):
         notes.append(
             f"{SATURATED}: saturated: more than half of the objects at the click cap (NoC) or "
