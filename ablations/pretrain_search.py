@@ -12,6 +12,7 @@ side by side, each on its own core) and the table of all of them (``<out>/search
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -26,44 +27,82 @@ LOSS_EVERY = 100  # the final loss of a run: the mean of its last steps
 
 def search(presets: list[str], recipe: dict, out: Path, uri: str | None, data_root=None) -> dict:
     """Short runs at each of ``search.lrs`` per preset (resumable: one folder per run), each
-    evaluated by mIoU@5 at ``search.eval_ts``; returns {preset: {lr: figures}} and writes the
-    record table."""
+    evaluated by mIoU@5 at ``search.eval_ts``, and beyond the grid's edge while the best sits
+    there (`_rates`); returns {preset: {lr: figures}} and writes the record table."""
     import torch
 
-    from ablations.pretrain import StepLog, build_seeded, data_config, rounded, train_config
-    from hrsam.interactive.evaluate import evaluate
-    from hrsam.train.loop import train
+    from ablations.pretrain import data_config
 
     torch.set_num_threads(recipe["threads"])
-    s = recipe["search"]
     data = data_config(recipe, data_root)
     dataset, val = data.build("train"), data.build("val")
     results = _read_search(out)
     for preset in presets:
-        for lr in s["lrs"]:
-            key = f"{lr:g}"
-            if key in results.get(preset, {}):
-                continue
-            tc = train_config(recipe, preset, lr=lr, steps=s["steps"])
-            model = build_seeded(preset, tc)
-            logger = StepLog(f"{preset} lr {key}", None)
-            logger.total = tc.steps
-            t0 = time.perf_counter()
-            state = train(model, dataset, tc, out / "search" / preset / key, on_step=logger)
-            train_s = time.perf_counter() - t0
-            r = evaluate(model.eval(), val, ts=s["eval_ts"], max_clicks=s["eval_clicks"])
-            summary = r.summary()
-            figures = {
-                names.MIOU1: summary[names.miou_at(1)],
-                names.MIOU5: summary[names.miou_at(5)],
-                names.CLICK_GAIN: summary[names.CLICK_GAIN],
-                "final_loss": float(np.mean(state.losses[-LOSS_EVERY:])),
-                "train_s": train_s,
-            }
-            results.setdefault(preset, {})[key] = {k: rounded(v) for k, v in figures.items()}
-            print(f"{preset} lr {key}: {json.dumps(results[preset][key])}", flush=True)
+        for lr in _rates(recipe["search"], results.setdefault(preset, {})):
+            figures = _one(preset, lr, recipe, dataset, val, out)
+            results[preset][f"{lr:g}"] = figures
+            print(f"{preset} lr {lr:g}: {json.dumps(figures)}", flush=True)
             _write_search(out, results, recipe, preset)
     return results
+
+
+EXTEND = 2  # rates tried beyond the grid's edge, one at a time, while the best sits at the edge
+
+
+def _nice(x: float) -> float:
+    """The rate of the 1-3-10 series nearest ``x`` in log space (9.5e-5 -> 1e-4)."""
+    e = math.floor(math.log10(x))
+    candidates = [m * 10.0**k for k in (e - 1, e, e + 1) for m in (1, 3)]
+    return float(f"{min(candidates, key=lambda c: abs(math.log(c / x))):.1g}")
+
+
+def _rates(s: dict, done: dict):
+    """The grid's rates not yet run; then, while the best so far is the smallest (largest)
+    rate tried, one step of the grid's ratio below (above) it: `EXTEND` beyond the grid in all,
+    over every invocation (a resumed search goes on where it stopped)."""
+    yield from (lr for lr in s["lrs"] if f"{lr:g}" not in done)
+    lrs = sorted(s["lrs"])
+    ratio = lrs[1] / lrs[0] if len(lrs) > 1 else 3.0
+    grid = {f"{lr:g}" for lr in lrs}
+    while len(done) >= 2 and len(set(done) - grid) < EXTEND:
+        tried = sorted(float(k) for k in done)
+        best = float(max(done, key=lambda k: done[k][names.MIOU5]))
+        if best == tried[0]:
+            nxt = _nice(tried[0] / ratio)
+        elif best == tried[-1]:
+            nxt = _nice(tried[-1] * ratio)
+        else:
+            return
+        if f"{nxt:g}" in done:
+            return
+        yield nxt
+        if f"{nxt:g}" not in done:  # the caller did not run it: nothing new to decide from
+            return
+
+
+def _one(preset: str, lr: float, recipe: dict, dataset, val, out: Path) -> dict:
+    """One short run at ``lr`` (resumable in its own folder), evaluated on ``val``."""
+    from ablations.pretrain import StepLog, build_seeded, rounded, train_config
+    from hrsam.interactive.evaluate import evaluate
+    from hrsam.train.loop import train
+
+    s = recipe["search"]
+    tc = train_config(recipe, preset, lr=lr, steps=s["steps"])
+    model = build_seeded(preset, tc)
+    logger = StepLog(f"{preset} lr {lr:g}", None)
+    logger.total = tc.steps
+    t0 = time.perf_counter()
+    state = train(model, dataset, tc, out / "search" / preset / f"{lr:g}", on_step=logger)
+    train_s = time.perf_counter() - t0
+    summary = evaluate(model.eval(), val, ts=s["eval_ts"], max_clicks=s["eval_clicks"]).summary()
+    figures = {
+        names.MIOU1: summary[names.miou_at(1)],
+        names.MIOU5: summary[names.miou_at(5)],
+        names.CLICK_GAIN: summary[names.CLICK_GAIN],
+        "final_loss": float(np.mean(state.losses[-LOSS_EVERY:])),
+        "train_s": train_s,
+    }
+    return {k: rounded(v) for k, v in figures.items()}
 
 
 def _read_search(out: Path) -> dict:

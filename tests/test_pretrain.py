@@ -179,11 +179,36 @@ def test_search_records_every_rate_and_picks_the_best(tmp_path, capsys):
     micro_recipe(tmp_path)
     assert run_pretrain(tmp_path, "--search", "hrsam_tiny") == 0
     results = json.loads((tmp_path / "out/search/hrsam_tiny/results.json").read_text())
-    assert set(results) == {"0.001", "0.003"}
+    assert {"0.001", "0.003"} <= set(results)
     best = max(results, key=lambda lr: results[lr]["miou_at_5"])
     assert f"hrsam_tiny: best lr {float(best):g}" in capsys.readouterr().out
     table = (tmp_path / "out/search/record.md").read_text()
-    assert table.count("| hrsam_tiny |") == 2 and table.count("**yes**") == 1
+    assert table.count("| hrsam_tiny |") == len(results) and table.count("**yes**") == 1
+    # run again: every rate is done, nothing trains (the folder's results are the search's)
+    assert run_pretrain(tmp_path, "--search", "hrsam_tiny") == 0
+    assert json.loads((tmp_path / "out/search/hrsam_tiny/results.json").read_text()) == results
+
+
+def test_search_extends_the_grid_while_the_best_is_at_its_edge():
+    from ablations.pretrain_search import _rates
+
+    grid = {"lrs": [0.0003, 0.001, 0.003]}
+
+    def scored(**miou):
+        return {lr: {"miou_at_5": v} for lr, v in miou.items()}
+
+    assert list(_rates(grid, {})) == [0.0003, 0.001, 0.003]  # the grid (none run here)
+    low = scored(**{"0.0003": 0.5, "0.001": 0.2, "0.003": 0.1})
+    gen = _rates(grid, low)
+    assert next(gen) == 0.0001  # best at the low edge: one step below
+    low["0.0001"] = {"miou_at_5": 0.6}
+    assert next(gen) == 3e-05  # still the best: one more (EXTEND = 2)
+    low["3e-05"] = {"miou_at_5": 0.7}
+    assert list(gen) == []  # at most two beyond the grid
+    high = scored(**{"0.0003": 0.1, "0.001": 0.2, "0.003": 0.3})
+    assert list(_rates(grid, high))[:1] == [0.01]
+    inside = scored(**{"0.0003": 0.1, "0.001": 0.4, "0.003": 0.3})
+    assert list(_rates(grid, inside)) == []
 
 
 @pytest.mark.parametrize(
