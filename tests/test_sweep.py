@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -601,3 +602,37 @@ def test_results_md_marks_shared_core_timings_like_the_report(tmp_path):
     assert table.splitlines()[-1] == f"{R.SHARED_MARK} {R.SHARED_NOTE}"
     records[planned.trials[1].trial_id].provenance = {"timing_shared": "False"}
     assert R.SHARED_MARK not in results_table(planned, records)
+
+
+def test_replicated_sweep_groups_seeds_and_its_intervals_cover_them(tmp_path):
+    """repeats=2: every point runs once per seed (distinct trial ids, resumed per replicate), one
+    parent run holds them, and the results and report intervals cover both seeds, ending with
+    the sentences written from them."""
+    args = ["grid=window_size", "model.window_size=4,8", "repeats=2", "executor=debug"]
+    micro = with_keys(MICRO, "report=true", "data.n_val=3")
+    r = sweep(tmp_path, *args, *micro)
+    assert r.returncode == 0, r.stdout + r.stderr
+    folder = tmp_path / "outputs" / "sweeps" / "window_size"
+    records = [json.loads(p.read_text()) for p in folder.glob("trials/*/result.json")]
+    points = sorted((c["params"]["model.window_size"], c["params"]["seed"]) for c in records)
+    assert points == [(4, 42), (4, 43), (8, 42), (8, 43)]
+    assert len({c["trial_id"] for c in records}) == 4
+    df = runs(tmp_path, "window_size")
+    kids = children(df)
+    assert len(kids) == 4 and kids["tags.mlflow.parentRunId"].nunique() == 1
+    assert sorted(kids["params.seed"].astype(int)) == [42, 42, 43, 43]
+    results = (folder / "results.md").read_text()
+    tail = results.split("## What the intervals show", 1)[1]
+    assert "window_size=8 vs window_size=4 (over 2 seeds and the objects): " in tail
+    report = (tmp_path / "reports/out/window_size/report.md").read_text()
+    assert "95% interval over 2 training seeds and" in report
+    assert report.rstrip().endswith(tail.strip().splitlines()[-1])
+    # one replicate lost: the re-run trains that one alone
+    lost = next(p for p in folder.glob("trials/*") if json.loads(
+        (p / "result.json").read_text())["params"]["seed"] == 43)  # fmt: skip
+    shutil.rmtree(lost)
+    r2 = sweep(tmp_path, *args, *micro)
+    assert r2.returncode == 0, r2.stderr
+    assert "3 trial(s) already finished" in r2.stdout
+    assert json.loads((lost / "result.json").read_text())["status"] == "FINISHED"
+    assert len(children(runs(tmp_path, "window_size"))) == 4  # its run reused, no duplicate
