@@ -1,7 +1,7 @@
 """The sweep's configuration: one typed schema, a config tree merged once, grids expanded to trials.
 
-``conf/defaults.yaml`` is the embedded default; ``profile=paper`` merges
-``conf/profile/paper.yaml``; ``executor=<name>`` merges ``conf/executor/<name>.yaml``;
+``ablations/conf/defaults.yaml`` is the embedded default; ``profile=paper`` merges
+``ablations/conf/profile/paper.yaml``; ``executor=<name>`` merges ``conf/executor/<name>.yaml``;
 ``grid=<name>`` reads ``conf/grid/<name>.yaml`` (its ``paper:`` section replaces the rest under
 ``profile=paper``); ``key=value`` overrides come
 last and fix that key, dropping its axis from the grid (Hydra's rule). Plain OmegaConf merged onto

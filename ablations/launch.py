@@ -3,9 +3,9 @@
 ``debug`` runs trials in this process one after another; ``local`` runs each as a subprocess,
 at most ``executor.parallel`` at once (1 by default, so timing trials never share the CPU);
 ``slurm`` submits one job array throttled to ``executor.parallel``. Waiting polls result files,
-not ``sacct`` (single-node and many real clusters have no accounting; reference/ecosystem.md
-1.4): a local job whose process ended without a result, a SLURM job that left ``squeue`` without
-one, or any job past its deadline (``timeout_min`` plus a grace period) is reported failed.
+not ``sacct`` (single-node and many real clusters have no accounting: SLURM's ``slurmdbd`` is
+optional): a local job whose process ended without a result, a SLURM job that left ``squeue``
+without one, or any job past its deadline (``timeout_min`` plus a grace period) is reported failed.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The trial record: one schema for ``result.json``, the MLflow runs and the reports (DESIGN.md 3).
+"""The trial record: one schema for ``result.json``, the MLflow runs and the reports
+(docs/architecture.md).
 
 Every tag, status and metric name a trial writes or a report reads is spelled here and nowhere
 else. ``ablations.trial`` fills a `TrialRecord`; ``ablations.tracking`` and ``ablations.sync``

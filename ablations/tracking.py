@@ -3,18 +3,20 @@
 The trial folder's ``result.json`` is the durable record; MLflow mirrors it. A trial's run is
 found by its ``hrsam.trial_id`` tag under the sweep's parent, so a retried or re-imported trial
 reuses its run instead of adding a duplicate. SQLite is created once by the launcher before any
-job starts (concurrent first-time migrations race); every call retries with jitter on a locked
-database (reference/ecosystem.md 3.7).
+job starts (concurrent first-time migrations race); every call is retried with jittered back-off
+on the transient errors alone (`transient`: SQLite's "database is locked", a server's 5xx, a lost
+connection) and fails at once on anything else.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import tenacity
 
 from ablations import record as R
 from ablations.record import TrialRecord
@@ -23,17 +25,51 @@ from hrsam import names
 log = logging.getLogger(__name__)
 
 
-def _retry(fn: Callable, attempts: int = 8):
-    for i in range(attempts):
-        try:
-            return fn()
-        except Exception as e:  # sqlite "database is locked", transient HTTP errors
-            if i == attempts - 1:
-                raise
-            delay = min(10.0, 0.2 * 2**i) * (0.5 + random.random())
-            log.warning("MLflow call failed (%s); retrying in %.1fs", str(e)[:200], delay)
-            time.sleep(delay)
-    return None
+ATTEMPTS = 8
+
+
+def transient(e: BaseException) -> bool:
+    """The MLflow failures worth another try: SQLite's "database is locked" (one writer at a
+    time), a server's 5xx, a refused or dropped connection, a timeout. Anything else (a bad
+    parameter, an unknown run, a 4xx) fails at once."""
+    text = str(e).lower()
+    if "database is locked" in text or "database table is locked" in text:
+        return True
+    if isinstance(e, ConnectionError | TimeoutError):
+        return True
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    if isinstance(status, int):
+        return status >= 500
+    code = getattr(e, "error_code", "")  # MlflowException: the server's answer (INTERNAL_ERROR,
+    if code in ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"):  # its default, is not one)
+        return True
+    return any(
+        m in text
+        for m in ("connection refused", "connection reset", "connection aborted", "max retries",
+                  "timed out", "status code 50", "bad gateway", "service unavailable")
+    )  # fmt: skip
+
+
+def _log_retry(state) -> None:
+    log.warning(
+        "MLflow call failed (%s); retry %d in %.1fs",
+        str(state.outcome.exception())[:200],
+        state.attempt_number,
+        state.next_action.sleep,
+    )
+
+
+def _retry(fn: Callable, attempts: int = ATTEMPTS):
+    """``fn()``, retried with jittered exponential back-off (0.2 s doubling, at most 10 s) on
+    `transient` errors only, ``attempts`` tries in all; the last error is raised as itself."""
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(transient),
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=tenacity.wait_random_exponential(multiplier=0.2, max=10.0),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+    return retrying(fn)
 
 
 def absolute_uri(uri: str) -> str:

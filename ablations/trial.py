@@ -1,4 +1,4 @@
-"""One trial, run inside a submitit job (DESIGN.md section 2), read top to bottom in `execute`:
+"""One trial, run inside a submitit job (docs/architecture.md), read top to bottom in `execute`:
 
     resolve (ablations.resolve) -> train, cached (ablations.training) or the given checkpoint
     -> measure and evaluate (ablations.evaluation) -> record (ablations.record)

@@ -4,7 +4,7 @@ One script, under 5 minutes on a GPU (issue 18):
 
 1. the gpu-marked tests (``pytest -m gpu``);
 2. every attention pattern x kernel in bf16, forward and backward, against fp32 ``math``: the
-   error may be at most 2x that of ``math`` itself in bf16 (STYLE.md), plus 1e-3;
+   error may be at most 2x that of ``math`` itself in bf16, plus 1e-3;
 3. every scan backend against ``ref`` (fp32) at its own tolerance (``ScanBackend.tolerance``);
 4. the encoders (SAM ViT-B vs HRSAM ViT-B, random weights, bf16) at ts 1024 / 2048 / 4096:
    latency (median of 3 after a warm-up) and peak memory; out-of-memory is a result.

@@ -1,4 +1,5 @@
-"""Every name a measurement is recorded under, spelled once (DESIGN.md 3).
+"""Every name a measurement is recorded under, spelled once
+(docs/architecture.md).
 
 The library's evaluation (`hrsam.interactive.metrics.summarize`, `click_use`), the trial record
 (``result.json``), MLflow, the sweep's console table and ``results.md``, the reports and the
@@ -144,7 +145,8 @@ LR = "lr"
 EVAL_OBJECTS_DONE = "eval_objects_done"  # live progress series of a running trial
 SERIES = (MIOU_SERIES, TRAIN_LOSS, LR, EVAL_OBJECTS_DONE)  # MLflow step series of a trial
 
-# What each timing means, for table notes and axis captions (eval-protocol E; DESIGN.md 4).
+# What each timing means, for table notes and axis captions (the evaluation protocol's latency
+# conventions).
 TIMING_PROTOCOL = {
     ENCODER_MS: "image encoder once per image at bench.ts, warm, median of bench.reps",
     DECODER_MS: "prompt encoder + mask decoder per click, warm, median",

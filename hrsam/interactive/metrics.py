@@ -133,7 +133,7 @@ def per_object(ious: np.ndarray, metric: str, max_clicks: int | None = None) -> 
     )
 
 
-# -- click use: what corrective clicks and the previous mask add (DESIGN.md 3) --------------------
+# -- click use: what corrective clicks and the previous mask add --------------------------------
 
 GAIN_CLICKS = names.GAIN_CLICKS  # click_gain = mIoU@5 - mIoU@1
 LEVEL = 0.95  # the level of every interval here and in the reports (reports.stats)

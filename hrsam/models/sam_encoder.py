@@ -9,7 +9,7 @@ bias as an additive mask built for a block of queries at a time (`BIAS_CHUNK_BYT
 straight into a contiguous buffer, and the kernel never sees more than that block: the scores
 are never materialized, and a global block at 2048 px needs 64 MB of bias rather than 13 GB.
 This is why our ``sdpa`` SAM is faster than the official code on CPU (measured side by side in
-benchmarks/results/cpu/backbone_official.md). ``global_attn_indexes=()``
+benchmarks/results/cpu/official/backbone.md). ``global_attn_indexes=()``
 makes every block windowed ("SAM with window attention"). Inputs other than ``img_size`` resize
 the absolute position embedding (bilinear) and the relative tables (linear, as SAM does).
 """

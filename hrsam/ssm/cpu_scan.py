@@ -1,4 +1,5 @@
-"""The fused CPU selective scan: a small C kernel (``csrc/selective_scan.c``) built on first use.
+"""The fused CPU selective scan: a small C kernel (``hrsam/ssm/csrc/selective_scan.c``) built on
+first use.
 
 The kernel keeps each channel's N-state in a local array, runs channels in parallel with OpenMP
 and vectorizes the loop over states (``expf`` through glibc's libmvec), so nothing of size
