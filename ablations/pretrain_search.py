@@ -130,15 +130,22 @@ def _write_search(out: Path, results: dict, recipe: dict, preset: str) -> None:
         f"trained {s['steps']} steps at each peak rate with the pretraining recipe "
         f"(`ablations/conf/pretrain.yaml`, warm-up scaled to the run), then evaluated on the "
         f"{recipe['data']['n_val']} val scenes' objects at ts {s['eval_ts']} with "
-        f"{s['eval_clicks']} clicks; the best mIoU@5 is the family's rate. Machine: "
-        f"{_cpu_name()}, {recipe['threads']} thread(s) per run.",
+        f"{s['eval_clicks']} clicks; the best mIoU@5 is the family's rate. The grid is "
+        f"{', '.join(f'{lr:g}' for lr in s['lrs'])}; where a family's best sat at its edge, the "
+        f"search went on one step beyond it (at most {EXTEND}). Machine: {_cpu_name()}, "
+        f"{recipe['threads']} thread per run, two runs side by side on the 2 cores (train s: "
+        "shared cores, not a timing).",
+        "",
+        "A short run favours a larger rate than the long one it stands for would; the families "
+        "are compared at the same length, and the chosen rate is the recipe's "
+        "(`ablations/conf/pretrain.yaml`, checked by tests/test_pretrain.py).",
         "",
         "| preset | lr | mIoU@1 | mIoU@5 | 5-1 gain | final loss | train s | chosen |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for preset, runs in results.items():
         best = best_lr(results, preset) if runs else None
-        for lr, f in runs.items():
+        for lr, f in sorted(runs.items(), key=lambda kv: float(kv[0])):
             mark = "**yes**" if float(lr) == best else ""
             lines.append(
                 f"| {preset} | {lr} | {f[names.MIOU1]:.3f} | {f[names.MIOU5]:.3f} | "

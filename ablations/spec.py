@@ -368,8 +368,11 @@ def _point_config(
     cfg = copy.deepcopy({k: v for k, v in sweep_cfg.items() if k not in NOT_HASHED})
     cfg["train"]["enabled"] = train
     for key, value in (grid_spec.get("set") or {}).items():
-        if key not in fixed:  # the command line wins over the grid
-            _set(cfg, key, value)
+        if key in fixed:  # the command line wins over the grid
+            continue
+        if not train and key.removeprefix("model.") in ARCH_KEYS:
+            continue  # a setting the grid trains with: given weights fix their own
+        _set(cfg, key, value)
     for key, value in point.items():
         _set(cfg, key, value)
     cfg["seed"] = sweep_cfg["seed"] + repeat
@@ -388,8 +391,37 @@ def _point_config(
     if train:
         settle_base(cfg)
     if not train:
+        _check_fixed_by_checkpoint(cfg, "grid params" if point else "", fixed)
         cfg["train"] = {"enabled": False}
     return cfg
+
+
+def _check_fixed_by_checkpoint(cfg: dict, point_origin: str, fixed: set[str]) -> None:
+    """An evaluated checkpoint of ours fixes its architecture: a model key set to another value
+    is a `ConfigError` naming where the value came from and the checkpoint's own."""
+    from hrsam.models.checkpoint import FORMAT, CheckpointError, read_state
+
+    m = cfg["model"]
+    if not m["checkpoint"]:
+        return
+    try:
+        state = read_state(m["checkpoint"])
+    except CheckpointError:
+        return  # check_checkpoints reports an unreadable file in its own words
+    if state.get("format") != FORMAT:
+        return  # an official file: its architecture is the preset's
+    own = state["config"]
+    for key in ARCH_KEYS:
+        value = m[key]
+        mine = own.get(key)
+        if value is None or mine is None or json.dumps(value) == json.dumps(mine):
+            continue
+        origin = "command line" if f"model.{key}" in fixed else point_origin or "the config"
+        raise ConfigError(
+            f"model.{key}={fmt(value)} ({origin}) differs from the checkpoint's {key}={fmt(mine)}:"
+            f" {m['checkpoint']} was trained with it; drop the key to evaluate the checkpoint as"
+            " it is"
+        )
 
 
 def check_checkpoints(sweep: Sweep) -> None:

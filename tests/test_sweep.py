@@ -636,3 +636,31 @@ def test_replicated_sweep_groups_seeds_and_its_intervals_cover_them(tmp_path):
     assert "3 trial(s) already finished" in r2.stdout
     assert json.loads((lost / "result.json").read_text())["status"] == "FINISHED"
     assert len(children(runs(tmp_path, "window_size"))) == 4  # its run reused, no duplicate
+
+
+def test_evaluating_an_hrsam_train_checkpoint_takes_its_settings_from_the_checkpoint(tmp_path):
+    """grid=resolution trains with window 4; evaluating a checkpoint of `python -m hrsam.train`
+    (window 8) at growing ts needs no key beyond the checkpoint, and a user's conflicting key
+    is one line naming where it came from and what the checkpoint holds."""
+    from hrsam.train.__main__ import main as train_main
+
+    data = [f"data.root={tmp_path}/data", "data.size=64", "data.n_train=2", "data.n_val=2"]
+    out = tmp_path / "ckpt"
+    args = ["recipe=tiny-synthetic", "steps=2", "ts=64", *data, f"out={out}"]
+    assert train_main(args) == 0
+    ckpt = out / "last.pt"
+    micro = [k for k in MICRO if not k.startswith(("train.", "eval.ts", "data."))]
+    common = ["grid=resolution", "train.enabled=false", f"model.checkpoint={ckpt}", *data]
+    r = sweep(tmp_path, *common, "executor=debug", *micro)
+    assert r.returncode == 0, r.stdout + r.stderr
+    records = [
+        json.loads(p.read_text()) for p in tmp_path.glob("outputs/sweeps/*/trials/*/result.json")
+    ]
+    assert sorted(r["params"]["eval.ts"] for r in records) == [256, 512, 1024]
+    assert {r["resolved"]["model.window_size"] for r in records} == {8}
+    bad = sweep(tmp_path, *common, "model.window_size=4", "--dry-run")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == (
+        f"error: model.window_size=4 (command line) differs from the checkpoint's window_size=8:"
+        f" {ckpt} was trained with it; drop the key to evaluate the checkpoint as it is"
+    )
