@@ -119,7 +119,7 @@ def _valid(base):
 def test_bad_input_is_a_4xx_with_one_line_and_the_server_keeps_serving(server):
     base = server["base"]
     huge = Image.new("L", (5000, 4000))
-    one = [{"x": 5, "y": 5, "positive": 1}]
+    one = [{"x": 5, "y": 5, "positive": True}]
     cases = {
         "not an image": ("/api/upload", b"plain text, not an image", 400, "not a readable image"),
         "corrupt image": ("/api/upload", _png(_scene(0)[0])[:200], 400, "not a readable image"),
@@ -127,7 +127,7 @@ def test_bad_input_is_a_4xx_with_one_line_and_the_server_keeps_serving(server):
         "too many pixels": ("/api/upload", _png(np.asarray(huge)), 413, "5000x4000 px exceeds"),
         "click outside": (
             "/api/predict",
-            {"model": "trial0", "image": "val-0", "clicks": [{"x": 500, "y": 5, "positive": 1}]},
+            {"model": "trial0", "image": "val-0", "clicks": [{"x": 500, "y": 5, "positive": True}]},
             400,
             "click at x=500, y=5 is outside the 128x96 image",
         ),
@@ -147,6 +147,28 @@ def test_bad_input_is_a_4xx_with_one_line_and_the_server_keeps_serving(server):
             "/api/predict", {"model": "trial0", "image": "val-0", "clicks": []}, 400, "no clicks"
         ),
         "not JSON": ("/api/predict", b"{x", 400, "send JSON"),
+        "a string for a boolean": (
+            "/api/predict",
+            {"model": "trial0", "image": "val-0",
+             "clicks": [{"x": 5, "y": 5, "positive": "false"}]},
+            422,
+            "clicks.0.positive: Input should be a valid boolean (got 'false')",
+        ),
+        "a negative coordinate": (
+            "/api/predict",
+            {"model": "trial0", "image": "val-0", "clicks": [{"x": -1, "y": 5, "positive": True}]},
+            422,
+            "clicks.0.x: Input should be greater than or equal to 0 (got -1)",
+        ),
+        "a missing field": (
+            "/api/predict", {"model": "trial0", "clicks": one}, 422, "image: Field required"
+        ),
+        "an unknown field": (
+            "/api/predict",
+            {"model": "trial0", "image": "val-0", "clicks": one, "zoom": 2},
+            422,
+            "zoom: Extra inputs are not permitted (got 2)",
+        ),
     }  # fmt: skip
     for name, (path, body, status, text) in cases.items():
         got, data = _call(base, path, body)
@@ -155,6 +177,27 @@ def test_bad_input_is_a_4xx_with_one_line_and_the_server_keeps_serving(server):
         assert text in detail and "\n" not in detail, (name, detail)
         assert _valid(base)["iou"] is not None  # still serving
     assert list((server["tmp"] / "uploads").iterdir()) == []  # nothing kept of a bad upload
+
+
+def test_openapi_lists_every_route_with_its_request_schema(server):
+    base = server["base"]
+    status, data = _call(base, "/openapi.json")
+    assert status == 200
+    spec = json.loads(data)
+    routes = {(path, method) for path, ops in spec["paths"].items() for method in ops}
+    assert routes == {
+        ("/", "get"), ("/api/models", "get"), ("/api/images", "get"),
+        ("/api/images/{image_id}", "get"), ("/api/images/{image_id}/gt", "get"),
+        ("/api/upload", "post"), ("/api/predict", "post"),
+    }  # fmt: skip
+    body = spec["paths"]["/api/predict"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["$ref"].endswith("/PredictIn")
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["ClickIn"]["required"]) == {"x", "y", "positive"}
+    assert schemas["ClickIn"]["properties"]["positive"]["type"] == "boolean"
+    assert "PredictOut" in schemas and "ImageOut" in schemas
+    status, page = _call(base, "/docs")
+    assert status == 200 and b"/openapi.json" in page
 
 
 def test_a_click_sequence_gives_the_mask_an_offline_replay_gives(server):

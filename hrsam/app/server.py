@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from hrsam import names
 from hrsam.app.models import ImageEntry, ModelEntry, load
@@ -33,6 +35,51 @@ MAX_UPLOAD_BYTES = 20 * 2**20
 MAX_UPLOAD_PIXELS = 4096 * 4096
 MAX_CLICKS = 50
 STATIC = Path(__file__).parent / "static"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClickIn(_Strict):
+    """One click in image pixels (the top-left pixel is 0, 0)."""
+
+    x: float = Field(ge=0, strict=True, description="column, px")
+    y: float = Field(ge=0, strict=True, description="row, px")
+    positive: StrictBool = Field(description="true: on the object; false: on the background")
+
+
+class PredictIn(_Strict):
+    """Every click so far on one image: the answer replays them as the evaluation does."""
+
+    model: str = Field(description="a model id from /api/models")
+    image: str = Field(description="an image id from /api/images or an upload")
+    clicks: list[ClickIn] = Field(description=f"in order, at most {MAX_CLICKS}")
+
+
+class PredictOut(BaseModel):
+    mask: str = Field(description="the mask after the last click: a PNG, base64")
+    iou: float | None = Field(description="against the ground truth, when the image has one")
+    encoder_ms: float = Field(description="0 when the image was encoded before")
+    decoder_ms: float
+    decoder_steps: int = Field(description="clicks decoded for this answer (earlier ones cached)")
+    device: str
+    precision: str
+    ts: int = Field(description="the model's target size, px")
+
+
+class ModelOut(BaseModel):
+    id: str
+    label: str
+    ts: int
+
+
+class ImageOut(BaseModel):
+    id: str
+    name: str
+    width: int
+    height: int
+    has_gt: bool
 
 
 class BadRequestError(ValueError):
@@ -190,27 +237,27 @@ def _png(array: np.ndarray) -> bytes:
 
 def create_app(engine: Engine):
     """The FastAPI application over ``engine``."""
-    app = FastAPI(title="hrsam-bench: try a model", docs_url=None, redoc_url=None)
+    app = FastAPI(title="hrsam-bench: try a model", redoc_url=None)  # OpenAPI page: /docs
 
     @app.exception_handler(BadRequestError)
     async def bad_request(_, e: BadRequestError):
         return JSONResponse({"detail": str(e)}, status_code=e.status)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_, e: RequestValidationError):
+        return JSONResponse({"detail": validation_line(e)}, status_code=validation_status(e))
+
     @app.get("/", response_class=HTMLResponse)
     def index():
         return (STATIC / "index.html").read_text()
 
-    @app.get("/api/models")
+    @app.get("/api/models", response_model=list[ModelOut])
     def models():
-        return [{"id": m.id, "label": m.label, "ts": m.ts} for m in engine.models.values()]
+        return [ModelOut(id=m.id, label=m.label, ts=m.ts) for m in engine.models.values()]
 
-    @app.get("/api/images")
+    @app.get("/api/images", response_model=list[ImageOut])
     def images():
-        return [
-            {"id": i.id, "name": i.name, "width": int(i.image.shape[1]),
-             "height": int(i.image.shape[0]), "has_gt": i.gt is not None}
-            for i in engine.images.values()
-        ]  # fmt: skip
+        return [_image_out(i) for i in engine.images.values()]
 
     @app.get("/api/images/{image_id}")
     def image(image_id: str):
@@ -223,29 +270,52 @@ def create_app(engine: Engine):
             raise BadRequestError(404, f"image {image_id!r} has no ground truth (an upload)")
         return Response(_png(entry.gt.astype(np.uint8) * 255), media_type="image/png")
 
-    @app.post("/api/upload")
+    @app.post("/api/upload", response_model=ImageOut)
     async def upload(request: Request):
         length = int(request.headers.get("content-length") or 0)
         if length > MAX_UPLOAD_BYTES:
             raise BadRequestError(413, f"upload of {length} bytes exceeds {MAX_UPLOAD_BYTES} bytes")
         data = await request.body()
-        entry = engine.upload(data, request.headers.get("x-filename", "upload"))
-        h, w = entry.image.shape[:2]
-        return {"id": entry.id, "name": entry.name, "width": w, "height": h, "has_gt": False}
+        return _image_out(engine.upload(data, request.headers.get("x-filename", "upload")))
 
-    @app.post("/api/predict")
-    async def predict(request: Request):
-        try:
-            body = await request.json()
-            clicks = [  # pixels, as the evaluation's clicks are
-                (math.floor(float(c["y"])), math.floor(float(c["x"])), bool(c["positive"]))
-                for c in body["clicks"]
-            ]
-            model_id, image_id = str(body["model"]), str(body["image"])
-        except Exception:
-            raise BadRequestError(
-                400, 'send JSON {"model": id, "image": id, "clicks": [{"x", "y", "positive"}]}'
-            ) from None
-        return engine.predict(model_id, image_id, clicks)
+    @app.post("/api/predict", response_model=PredictOut)
+    def predict(body: PredictIn):
+        clicks = [(math.floor(c.y), math.floor(c.x), c.positive) for c in body.clicks]  # pixels
+        return engine.predict(body.model, body.image, clicks)
 
     return app
+
+
+def _image_out(i: ImageEntry) -> ImageOut:
+    h, w = i.image.shape[:2]
+    return ImageOut(id=i.id, name=i.name, width=int(w), height=int(h), has_gt=i.gt is not None)
+
+
+SHAPE = '{"model": id, "image": id, "clicks": [{"x", "y", "positive"}]}'
+
+
+def _not_json(err: dict) -> bool:
+    """A body that is not a JSON object at all (unparsable, or sent as bytes or a string)."""
+    whole = tuple(err.get("loc", ())) == ("body",) and isinstance(err.get("input"), bytes | str)
+    return err.get("type") == "json_invalid" or whole
+
+
+def validation_status(e: RequestValidationError) -> int:
+    """400 for a body that is not JSON at all, 422 for JSON that does not fit the model."""
+    return 400 if any(_not_json(err) for err in e.errors()) else 422
+
+
+def validation_line(e: RequestValidationError) -> str:
+    """FastAPI's validation errors as one line, naming the first bad field and the value sent:
+    ``clicks.0.positive: Input should be a valid boolean (got 'false')``."""
+    errors = e.errors()
+    if not errors:
+        return f"send JSON {SHAPE}"
+    err = errors[0]
+    if _not_json(err):
+        return f"send JSON {SHAPE}: the body is not a JSON object"
+    where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+    sent = err.get("input")
+    got = f" (got {sent!r})" if "input" in err and not isinstance(sent, dict | list) else ""
+    more = f"; {len(errors) - 1} more" if len(errors) > 1 else ""
+    return f"{where}: {err.get('msg', 'invalid')}{got}{more}; send {SHAPE}".replace("\n", " ")
