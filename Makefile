@@ -13,13 +13,15 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 # extra key=value overrides for the demo sweep, e.g. DEMO_ARGS="train.steps=3 eval.ts=64"
 DEMO_ARGS ?=
+# arguments of the pretraining (python -m ablations.pretrain --help), e.g. PRETRAIN_ARGS="hrsam_tiny"
+PRETRAIN_ARGS ?=
 # arguments of the app (python -m hrsam.app --help), e.g. TRY_ARGS="--port 9000"
 TRY_ARGS ?=
 PIP_COMPILE := $(VENV)/bin/pip-compile -q --allow-unsafe --strip-extras --no-emit-index-url \
 	--no-emit-find-links --extra test --extra dev
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo try test test-latest lock lock-check lint format bench bench-attention \
+.PHONY: help setup demo try test test-fast pretrain test-latest lock lock-check lint format bench bench-attention \
 	bench-scan bench-cycle-scan bench-train-step bench-backbone mlflow-ui slurm-up slurm-down info \
 	gpu-check
 
@@ -63,6 +65,12 @@ slurm-down: ## stop the local SLURM cluster
 
 test: setup ## run the test suite (CPU; gpu tests skip with their reason)
 	HRSAM_LOCKED=$(LOCK) $(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: setup ## the inner loop: unit and in-process tests (no slow, no SLURM/Chromium/torchrun/server)
+	HRSAM_LOCKED=$(LOCK) $(PY) -m pytest -q -m "not slow and not external" $(PYTEST_ARGS)
+
+pretrain: setup ## pretrain the tiny presets (ablations/conf/pretrain.yaml) -> hrsam/pretrained/ (hours on a CPU; resumes)
+	$(PY) -m ablations.pretrain $(PRETRAIN_ARGS)
 
 test-latest: ## the tests on the newest release of every dependency (torch stays $(TORCH_VERSION)), in .venv-latest
 	rm -rf .venv-latest

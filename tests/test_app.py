@@ -227,6 +227,7 @@ def test_a_click_sequence_gives_the_mask_an_offline_replay_gives(server):
 # -- real headless Chromium ----------------------------------------------------------------------
 
 
+@pytest.mark.external
 @pytest.mark.slow
 @pytest.mark.skipif(not shutil.which("chromium"), reason="needs Debian's chromium")
 def test_chromium_clicks_on_the_page_and_sees_the_offline_mask(server, tmp_path):

@@ -73,6 +73,7 @@ def single(tmp_path_factory) -> Path:
     return tmp
 
 
+@pytest.mark.external
 def test_torchrun_two_processes_match_one_process_with_the_global_batch(single):
     tmp = single
     r = _python(
@@ -92,6 +93,7 @@ def test_torchrun_two_processes_match_one_process_with_the_global_batch(single):
     assert l1 != pytest.approx(l2, rel=1e-3)
 
 
+@pytest.mark.external
 def test_torchrun_bad_input_stops_every_rank_with_one_line(tmp_path):
     r = _python(
         [
@@ -110,6 +112,7 @@ def test_torchrun_bad_input_stops_every_rank_with_one_line(tmp_path):
     assert not (tmp_path / "bad" / "last.pt").exists()
 
 
+@pytest.mark.external
 def test_two_task_submitit_job_matches_one_process(single):
     import submitit
 

@@ -580,6 +580,7 @@ def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
 
 
+@pytest.mark.external
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian: apt-get install chromium)")
 def test_html_opens_in_headless_chromium(report_dir, tmp_path):
     url = (report_dir / "report.html").as_uri()

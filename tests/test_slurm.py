@@ -17,7 +17,7 @@ import pytest
 from tests.test_sweep import MICRO, children, runs, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.external]
 
 
 @pytest.fixture(scope="module")

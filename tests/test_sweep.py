@@ -488,6 +488,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.external
 @pytest.mark.slow
 def test_mlflow_server_serves_the_runs_on_loopback(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -158,6 +158,7 @@ def _chromium_dom(url: str, profile: Path) -> str:
     return out.stdout.replace("<!-- -->", "")  # React's separators between text pieces
 
 
+@pytest.mark.external
 @pytest.mark.slow
 @pytest.mark.skipif(not __import__("shutil").which("chromium"), reason="needs Debian's chromium")
 def test_the_mlflow_ui_opens_a_sweep_on_its_runs_table_in_headless_chromium(tmp_path):
