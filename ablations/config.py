@@ -145,6 +145,9 @@ class ReportCfg:
     # the row paired comparisons are made against: ``window_size=8``, ``preset=sam_tiny`` or a
     # bare value; null: the grid's first point (`baseline_point`)
     baseline: str | None = None
+    # ``module:function`` that builds the report (named here, imported by path when the sweep
+    # ends: the harness never imports the reports package, and no install step is needed)
+    builder: str = "reports.build:build"
 
 
 @dataclass

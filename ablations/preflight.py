@@ -20,6 +20,7 @@ def check(cfg: dict, folder: Path, devices: set[str], dry_run: bool = False) -> 
     those that write nothing."""
     check_device(cfg, devices)
     check_cluster(cfg)
+    check_report_builder(cfg)
     check_writable(folder, "out", cfg["out"], probe=not dry_run)
     uri = cfg["mlflow"]["tracking_uri"]
     if uri.startswith("sqlite:///"):
@@ -36,6 +37,26 @@ def check_device(cfg: dict, devices: set[str]) -> None:
         raise ConfigError(
             f"device=cuda but this machine has no CUDA device and executor={executor} runs the "
             "trials here; use device=auto or device=cpu, or executor=slurm for GPU nodes"
+        )
+
+
+def check_report_builder(cfg: dict) -> None:
+    """``report.builder`` names a module that can be found (not imported here: the reports
+    package's imports are heavy) and a function in the ``module:function`` form."""
+    import importlib.util
+
+    if not cfg["report"]["enabled"]:
+        return
+    spec = cfg["report"]["builder"]
+    module, sep, name = spec.partition(":")
+    try:
+        found = bool(module) and importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not sep or not name or not found:
+        raise ConfigError(
+            f"report.builder={spec!r} names no importable module:function (default "
+            "reports.build:build); or report=false"
         )
 
 

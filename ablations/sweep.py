@@ -306,21 +306,26 @@ def _print_outcome(sweep: S.Sweep, records: dict, failed: list) -> int:
     return 0
 
 
-REPORT_BUILDERS = "hrsam_bench.report"  # the entry-point group the reports package registers in
+def report_builder(spec: str):
+    """The function ``module:function`` names (``report.builder``), imported by its path: the
+    same with and without an install of the project."""
+    import importlib
+
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _report(sweep: S.Sweep, parent: str, uri: str, results: Path) -> None:
-    """The sweep's report, by the builder the reports package registered (pyproject.toml's
-    entry points): ablations does not import reports. The sentences it ends with (what the paired
+    """The sweep's report, by the builder ``report.builder`` names (the reports package's, by
+    default): ablations does not import reports. The sentences it ends with (what the paired
     intervals show, ``conclusions.md``) end ``results`` and the console table too."""
-    from importlib.metadata import entry_points
-
-    builders = entry_points(group=REPORT_BUILDERS)
-    if not builders:
-        print("report: no report builder is installed (pip install -e .); see results.md")
+    spec = sweep.config["report"]["builder"]
+    try:
+        build = report_builder(spec)
+    except (ImportError, AttributeError, ValueError) as e:
+        print(f"report: report.builder={spec!r} cannot be imported ({e}); see results.md")
         return
     try:
-        build = next(iter(builders)).load()
         out = build(sweep.experiment, sweep=parent, tracking_uri=uri)
         if (out / "conclusions.md").exists():
             text = (out / "conclusions.md").read_text()

@@ -69,6 +69,18 @@ CASES = {
     "unknown executor": (["grid=window_size", "executor=cluster"], "unknown executor 'cluster'"),
     "ts not a multiple of 16": (["grid=window_size", "eval.ts=500"], "eval.ts=500 must be"),
     "unknown option": (["grid=window_size", "--dryrun"], "did you mean '--dry-run'"),
+    "unknown report builder": (
+        ["grid=window_size", "report.builder=reports.nope:build"],
+        "report.builder='reports.nope:build' names no importable module:function",
+    ),
+    "unknown base": (
+        ["grid=window_size", "train.base=imagenet"],
+        "train.base='imagenet'; valid: scratch, pretrained",
+    ),
+    "base without pretrained weights": (
+        ["grid=window_size", "train.base=pretrained", "model.preset=sam_vit_b"],
+        "train.base=pretrained: no pretrained weights for preset 'sam_vit_b'",
+    ),
     "cuda on a machine without one": (
         ["grid=window_size", "device=cuda"],
         "device=cuda but this machine has no CUDA device and executor=local",

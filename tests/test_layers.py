@@ -42,3 +42,19 @@ def test_the_walk_sees_an_import_inside_a_function(tmp_path):
     src = tmp_path / "m.py"
     src.write_text("def f():\n    from reports import build\n    import benchmarks.scan\n")
     assert imports(src) == [(2, "reports"), (3, "benchmarks.scan")]
+
+
+def test_the_sweep_finds_its_report_builder_by_import_path_not_by_a_plugin_group():
+    """No entry-point group: the builder is the function ``report.builder`` names, imported by
+    its path (the same with and without ``pip install -e .``), and the harness has no static
+    import of the reports package."""
+    from ablations import sweep
+    from ablations.config import ReportCfg
+    from reports.build import build
+
+    assert sweep.report_builder(ReportCfg().builder) is build
+    text = (ROOT / "pyproject.toml").read_text()
+    assert (
+        "entry-points" not in text
+        and "importlib.metadata" not in (ROOT / "ablations" / "sweep.py").read_text()
+    )
