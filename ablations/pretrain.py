@@ -91,6 +91,19 @@ def build_seeded(preset: str, tc):
     return build_model(preset, training=True)
 
 
+def dirty_paths() -> list[str]:
+    """The files that differed from the commit when the run started (``git status``)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return sorted(line[3:] for line in out.splitlines() if line.strip())
+
+
 def machine(threads: int) -> dict:
     import torch
 
@@ -249,6 +262,7 @@ def pretrain(
     if "init_sha256" not in state.data:  # the run's start: its commit is the manifest's
         state.data.update(
             **git_state(ROOT),
+            dirty_paths=dirty_paths(),
             init_sha256=pretrained.state_sha256(model.state_dict()),
             first_samples=first_samples(dataset, tc),
             dataset_objects=len(dataset),
@@ -271,6 +285,7 @@ def pretrain(
         "command": command,
         "git_sha": state.data["git_sha"],  # at the run's start (each stretch's in run.json)
         "git_dirty": state.data["git_dirty"],
+        "dirty_paths": state.data.get("dirty_paths", []),  # none of them on the training path
         "steps": tc.steps,
         "wall_s": round(sum(s["end"] - s["start"] for s in state.data["stretches"]), 1),
         "machine": machine(recipe["threads"]),
