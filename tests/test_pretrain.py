@@ -85,9 +85,12 @@ def test_committed_recipe_uses_the_searched_learning_rates():
     recipe = pretrain.load_recipe()
     record = (ROOT / "benchmarks/results/cpu/pretrain_lr_search.json").read_text()
     results = json.loads(record)
-    for preset in COMMITTED:
+    assert set(results) == set(recipe["presets"])
+    for preset in recipe["presets"]:
         assert recipe["lr"][preset] == pytest.approx(pretrain.best_lr(results, preset))
-        assert len(results[preset]) >= 3  # a search, not a single rate
+        assert {f"{lr:g}" for lr in recipe["search"]["lrs"]} <= set(results[preset])
+    table = (ROOT / "benchmarks/results/cpu/pretrain_lr_search.md").read_text()
+    assert table.count("**yes**") == len(recipe["presets"])
 
 
 # --- the module -----------------------------------------------------------------------------
