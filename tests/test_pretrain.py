@@ -226,3 +226,56 @@ def test_pretrain_bad_input_is_one_line(tmp_path, capsys, args, message):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+# --- sweeps that finetune from a base ---------------------------------------------------------
+
+SWEEP_MICRO = [
+    "train.steps=3", "train.ts=64", "train.ckpt_every=0", "data.size=64", "data.n_train=2",
+    "data.n_val=2", "eval.ts=64", "eval.max_clicks=3", "bench.reps=1", "bench.sat_points=2",
+    "report=false", "executor=debug",
+]  # fmt: skip
+
+
+def test_a_sweep_finetunes_from_the_pretrained_base_and_names_it(micro_weights, tmp_path,
+                                                                  monkeypatch, capsys):  # fmt: skip
+    """train.base=pretrained: the plan names the base by sha256, the trial id and training key
+    change with the weights, the record and MLflow params hold the sha256, and the finetune
+    starts from exactly those weights."""
+    import mlflow
+
+    from ablations import sweep
+
+    weights = micro_weights / "weights"
+    sha = json.loads((weights / "hrsam_tiny.json").read_text())["sha256"]
+    monkeypatch.setenv(pretrained.ENV, str(weights))
+    monkeypatch.chdir(tmp_path)
+    args = ["grid=window_size", "model.window_size=8", "train.base=pretrained", *SWEEP_MICRO]
+    assert sweep.main([*args, "--dry-run"]) == 0
+    assert f"from pretrained hrsam_tiny sha256 {sha[:12]}" in capsys.readouterr().out
+    assert sweep.main(args) == 0
+    [path] = tmp_path.glob("outputs/sweeps/window_size/trials/*/result.json")
+    record = json.loads(path.read_text())
+    assert record["params"]["train.base_sha256"] == sha
+    assert record["provenance"]["base_sha256"] == sha
+    assert record["provenance"]["base"] == f"pretrained-{sha[:12]}"
+    assert record["metrics"]["base_fresh_tensors"] == 0
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("window_size").experiment_id
+    [run] = [r for r in client.search_runs([exp]) if r.data.tags.get("hrsam.trial_id")]
+    assert run.data.params["train.base_sha256"] == sha
+    # other weights under the same name: another sha256, another trial id, nothing reused
+    other = tmp_path / "other"
+    shutil.copytree(weights, other)
+    model = build_model("hrsam_tiny")
+    model.load_state_dict(pretrained.load_state("hrsam_tiny", weights))
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    info = json.loads((weights / "hrsam_tiny.json").read_text())
+    new = pretrained.save(model, "hrsam_tiny", {k: v for k, v in info.items() if k not in (
+        "preset", "file", "sha256")}, other)  # fmt: skip
+    monkeypatch.setenv(pretrained.ENV, str(other))
+    capsys.readouterr()
+    assert sweep.main([*args, "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert f"sha256 {new['sha256'][:12]}" in plan and record["trial_id"] not in plan
