@@ -12,7 +12,8 @@ steps, and each step's failure reads differently:
 3. a tiny real call on the target device and dtype (forward, and backward when asked): its
    exception becomes ``<package> is installed but broken: <the library's error>``.
 
-Probe results are cached per process (`probe_call`); `clear_cache` forgets them (tests).
+Probe results are cached per process (`probe_call`, run outside any default device its caller
+set); `clear_cache` forgets them (tests).
 """
 
 from __future__ import annotations
@@ -63,10 +64,18 @@ def import_reason(module: str, package: str, hint: str = GPU_HINT) -> str | None
 
 
 def probe_call(key: Hashable, package: str, fn: Callable[[], object]) -> str | None:
-    """Runs ``fn()`` once per process per ``key``; None when it ran, else the broken reason."""
+    """Runs ``fn()`` once per process per ``key``; None when it ran, else the broken reason.
+
+    The call runs outside whatever default device its caller set: a model built under
+    ``with torch.device("meta")`` (shapes only) resolves its kernel ``auto`` by probing, and a
+    probe whose tensors landed on the meta device would fail and be cached for the whole process
+    as "broken" (a later training on the CPU then ran the ``math`` reference instead of SDPA)."""
     if key not in _CACHE:
+        import torch
+
         try:
-            fn()
+            with torch.device("cpu"):
+                fn()
             _CACHE[key] = None
         except Exception as e:
             _CACHE[key] = broken(package, e)

@@ -154,3 +154,21 @@ def test_xformers_bias_rows_are_aligned_to_8():
     assert all(s % 8 == 0 for s in out.stride()[:-1]) and out.stride(-1) == 1
     aligned = torch.randn(3, 1, 64, 64)
     assert kernels.aligned_bias(aligned) is aligned
+
+
+def test_a_model_built_on_the_meta_device_does_not_poison_the_probes():
+    """The cause of an order dependency (a training test after one that built a model under
+    ``with torch.device("meta")`` ran ``math``): the kernel ``auto`` of that build probed SDPA
+    with meta tensors and cached it as broken. Probes now run outside the caller's default
+    device."""
+    from hrsam.models import build_model
+
+    probe.clear_cache()
+    try:
+        with torch.device("meta"):
+            build_model("hrsam_tiny", training=True)
+        assert get_kernel("sdpa").support("cpu", torch.float32, backward=True) == []
+        assert get_kernel("sdpa").support("cpu", torch.float32) == []
+        assert kernels.resolve_kernel("auto", "cpu", torch.float32, backward=True) == "sdpa"
+    finally:
+        probe.clear_cache()
