@@ -39,7 +39,9 @@ from hrsam.train.loop import TrainConfig
 
 CONF = Path(__file__).parent / "conf"
 # keys that do not change a trial's result: left out of its hash
-NOT_HASHED = ("experiment", "executor", "out", "mlflow", "report", "checkpoints")
+# sweep-level keys, not a trial's: left out of its requested tree and its id (``repeats`` too: a
+# replicate is its seed, so seed 42's trial is the same one with repeats=1 or repeats=3)
+NOT_HASHED = ("experiment", "executor", "out", "mlflow", "report", "checkpoints", "repeats")
 EXECUTORS = ("debug", "local", "slurm")
 DEVICES = ("auto", "cpu", "cuda")
 

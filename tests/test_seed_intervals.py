@@ -141,3 +141,24 @@ def test_sentences_claim_only_what_the_intervals_show():
     one_seed = conclusions.conclusions([paired([((16,), [(0.02, 0.01, 0.05), (0, 0, 0)])], 1)])
     assert "(over the objects of one seed)" in one_seed[0]
     assert conclusions.conclusions([Table("ablation_x", "x", (), (), ())]) == ()
+
+
+def test_more_seeds_keep_the_first_seeds_trials():
+    """repeats=3 after repeats=1: seed 42's trials keep their ids (resumed, not re-run); the
+    new seeds add trials of their own, with their own training keys."""
+    from ablations import config as C
+    from ablations import spec as S
+
+    def plan(*extra):
+        args = ["grid=window_size", "train.base=scratch", *extra]
+        return S.expand(*C.compose(C.parse_args(args)[0]))
+
+    one, three = plan(), plan("repeats=3")
+    assert len(three.trials) == 3 * len(one.trials)
+    first = {t.trial_id: t.train_key for t in one.trials}
+    seed42 = {t.trial_id: t.train_key for t in three.trials if t.seed == 42}
+    assert seed42 == first
+    others = [t for t in three.trials if t.seed != 42]
+    assert {t.seed for t in others} == {43, 44}
+    assert not {t.train_key for t in others} & set(first.values())
+    assert "seed" in three.varying and "seed" not in one.varying
