@@ -21,6 +21,7 @@ import tenacity
 from ablations import record as R
 from ablations.record import TrialRecord
 from hrsam import names
+from hrsam.app.mlflow_trials import try_command
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,8 @@ def log_trial(
     c = client(tracking_uri)
     run_id = _trial_run(c, experiment, parent_run_id, record)
     payload = record.mlflow_payload(parent_run_id)
+    if record.ok:  # the command that opens this trial's model in the app
+        payload.tags[names.TRY] = try_command(tracking_uri, experiment, record.trial_id)
     _retry(lambda: c.log_batch(run_id, tags=[RunTag(k, v) for k, v in payload.tags.items()]))
     _log_params(c, run_id, payload.params)
     now = int(time.time() * 1000)

@@ -194,6 +194,7 @@ ERROR = "hrsam.error"  # the last line of the traceback, or the unsupported reas
 PARENT = "mlflow.parentRunId"
 RUN_NAME = "mlflow.runName"
 NOTE = "mlflow.note.content"  # the run's description in the UI: the sweep's command line
+TRY = "hrsam.try"  # a finished trial's run: the command that opens it in the app (hrsam.app)
 # MLflow >= 3 shows an experiment without a kind as a GenAI one (traces, not runs)
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 # the tags above as the reports' column names

@@ -27,7 +27,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from hrsam import names
-from hrsam.app.models import ImageEntry, ModelEntry, load
+from hrsam.app.models import ImageEntry, ModelEntry, describe, load
 from hrsam.interactive.metrics import iou
 from hrsam.models import Predictor
 
@@ -72,6 +72,7 @@ class ModelOut(BaseModel):
     id: str
     label: str
     ts: int
+    dataset: str | None = Field(None, description="the data a trial was evaluated on")
 
 
 class ImageOut(BaseModel):
@@ -80,6 +81,7 @@ class ImageOut(BaseModel):
     width: int
     height: int
     has_gt: bool
+    dataset: str = Field("", description="the validation data it comes from; empty: an upload")
 
 
 class BadRequestError(ValueError):
@@ -253,7 +255,7 @@ def create_app(engine: Engine):
 
     @app.get("/api/models", response_model=list[ModelOut])
     def models():
-        return [ModelOut(id=m.id, label=m.label, ts=m.ts) for m in engine.models.values()]
+        return [_model_out(m) for m in engine.models.values()]
 
     @app.get("/api/images", response_model=list[ImageOut])
     def images():
@@ -286,9 +288,17 @@ def create_app(engine: Engine):
     return app
 
 
+def _model_out(m: ModelEntry) -> ModelOut:
+    data = describe(m.data) if m.data is not None else None
+    return ModelOut(id=m.id, label=m.label, ts=m.ts, dataset=data)
+
+
 def _image_out(i: ImageEntry) -> ImageOut:
     h, w = i.image.shape[:2]
-    return ImageOut(id=i.id, name=i.name, width=int(w), height=int(h), has_gt=i.gt is not None)
+    return ImageOut(
+        id=i.id, name=i.name, width=int(w), height=int(h), has_gt=i.gt is not None,
+        dataset=i.dataset,
+    )  # fmt: skip
 
 
 SHAPE = '{"model": id, "image": id, "clicks": [{"x", "y", "positive"}]}'
