@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # a sweep that trains and evaluates in seconds: 64 px images, 3 training steps, 3 clicks
 MICRO = [
     "train.steps=3",
+    "train.base=scratch",  # these tests are about the harness: no pretrained base
     "train.base_steps=0",  # no shared base training (the default recipe has one)
     "train.ts=64",
     "train.ckpt_every=0",

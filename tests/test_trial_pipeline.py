@@ -21,6 +21,7 @@ from ablations.record import TrialRecord
 MICRO = [
     "executor=debug",
     "train.steps=2",
+    "train.base=scratch",  # these tests are about the harness: no pretrained base
     "train.base_steps=0",  # no shared base training (the default recipe has one)
     "train.ts=64",
     "train.ckpt_every=0",

@@ -109,6 +109,7 @@ def save(model: nn.Module, preset: str, info: dict, folder: Path | None = None) 
     os.close(fd)
     try:
         save_file(state, tmp, metadata={"preset": preset, "format": "hrsam-bench"})
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the shipped file private
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
