@@ -1,5 +1,6 @@
-"""Benchmark helpers: machine names, matmul rate, memory budget, CSV. Timing and peak memory are
-`hrsam.profiling`'s (re-exported here), the one way everything is timed."""
+"""Benchmark helpers: machine names, matmul rates, memory budget, CSV, paired ratios. Timing and
+peak memory are `hrsam.profiling`'s (re-exported here), the one way everything is timed; the
+command line, the printed table and the results files are `benchmarks._scaffold`'s."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ from hrsam.profiling import PeakMemory, Timing, sync, time_fn
 __all__ = [
     "PeakMemory",
     "Timing",
+    "dense_matmul_gflops",
     "device_name",
     "matmul_gflops",
+    "median_ms",
     "memory_budget_bytes",
+    "paired_ratio",
     "peak_memory_kind",
     "ratio_interval",
     "sync",
@@ -52,6 +56,13 @@ def matmul_gflops(
     return 2 * batch * m * k * n / (t.median_ms * 1e6)
 
 
+def dense_matmul_gflops(device: torch.device, dtype: torch.dtype) -> float:
+    """Dense 2048^3 matmul rate (median of 5 after warm-up)."""
+    a = torch.randn(2048, 2048, device=device, dtype=dtype)
+    mm = time_fn(lambda: a @ a, device, warmup=2, reps=5)
+    return 2 * 2048**3 / (mm.median_ms * 1e6)
+
+
 def memory_budget_bytes(device: torch.device, fraction: float = 0.6) -> float:
     """``fraction`` of the device's memory (GPU memory on CUDA, physical RAM on CPU)."""
     if device.type == "cuda":
@@ -82,3 +93,14 @@ def ratio_interval(before, after) -> tuple[float, float, float]:
 
     ci = stats.bootstrap(np.log(np.asarray(before, float) / np.asarray(after, float)))
     return float(np.exp(ci.mean)), float(np.exp(ci.lo)), float(np.exp(ci.hi))
+
+
+def paired_ratio(before, after) -> dict[str, float]:
+    """`ratio_interval` as result-row fields: ``ratio``, ``lo`` and ``hi``, to 3 decimals."""
+    ratio, lo, hi = ratio_interval(before, after)
+    return {"ratio": round(ratio, 3), "lo": round(lo, 3), "hi": round(hi, 3)}
+
+
+def median_ms(seconds) -> float:
+    """The median of timings in seconds, in milliseconds to 2 decimals (a result-row field)."""
+    return round(1e3 * float(np.median(seconds)), 2)

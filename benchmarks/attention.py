@@ -28,20 +28,12 @@ case, its measurement and the paired rounds are in `benchmarks.attention_cases`.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import math
 import sys
-from pathlib import Path
 
-import torch
-
-from benchmarks._timing import (
-    device_name,
-    matmul_gflops,
-    memory_budget_bytes,
-    peak_memory_kind,
-    write_csv,
-)
+from benchmarks import _scaffold as scaffold
+from benchmarks._scaffold import fmt, interval, render
+from benchmarks._timing import matmul_gflops, memory_budget_bytes, peak_memory_kind
 from benchmarks.attention_cases import (
     DTYPES,
     GENERIC,
@@ -53,15 +45,7 @@ from benchmarks.attention_cases import (
     paired_training,
     round_or_none,
 )
-from hrsam import cli
 from hrsam.attention import list_attention, list_kernels
-
-RESULTS = Path(__file__).parent / "results"
-
-
-def _fmt(x: float | None, nd: int = 1) -> str:
-    return "-" if x is None else f"{x:.{nd}f}"
-
 
 HEADER = [
     "pattern",
@@ -82,7 +66,7 @@ def table_rows(results: list[BenchResult]) -> list[list[str]]:
     for r in results:
         c = r.case
         fwd = "-" if r.fwd_ms is None else f"{r.fwd_ms:.1f} ± {r.fwd_spread_ms:.1f}"
-        bwd = _fmt(r.bwd_ms) if r.bwd_ms is not None else ("n/a" if r.notes else "-")
+        bwd = fmt(r.bwd_ms) if r.bwd_ms is not None else ("n/a" if r.notes else "-")
         # The table keeps the first reason; the CSV has all of them.
         status = r.status.split("; ")[0] + (f" ({r.notes[0]})" if r.notes else "")
         rows.append(
@@ -92,24 +76,14 @@ def table_rows(results: list[BenchResult]) -> list[list[str]]:
                 f"{c.grid}x{c.grid}",
                 fwd,
                 bwd,
-                _fmt(r.fwd_bwd_ms),
-                _fmt(r.train_ms),
-                _fmt(r.gflops),
-                _fmt(r.peak_mb, 0),
+                fmt(r.fwd_bwd_ms),
+                fmt(r.train_ms),
+                fmt(r.gflops),
+                fmt(r.peak_mb, 0),
                 status,
             ]
         )
     return rows
-
-
-def render(rows: list[list[str]], header: list[str] = HEADER) -> str:
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
-    ]
-    line = " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
-    sep = "-|-".join("-" * w for w in widths)
-    body = [" | ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(["| " + line + " |", "|-" + sep + "-|", *("| " + b + " |" for b in body)])
 
 
 def summary(results: list[BenchResult], bmm: dict[int, float], grid: int) -> list[str]:
@@ -192,20 +166,21 @@ def paired_lines(pairs: list[dict]) -> list[str]:
         sep = "" if r["lo"] > 1.0 or r["hi"] < 1.0 else ", not separated from 1.00"
         lines.append(
             f"  {'PASS' if r['ratio'] >= 1.0 else 'FAIL'} {r['grid']}x{r['grid']} {r['kernel']}: "
-            f"{r['ratio']:.2f}x [{r['lo']:.2f}, {r['hi']:.2f}]{sep} (swin {r['swin_ms']:.0f} ms, "
+            f"{interval(r)}{sep} (swin {r['swin_ms']:.0f} ms, "
             f"shifted_kv {r['kv_ms']:.0f} ms, medians of {r['rounds']} rounds)"
         )
     return lines
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = cli.ArgumentParser(
-        prog="python -m benchmarks.attention",
-        description="Attention pattern x kernel x token grid benchmark (forward, backward, "
-        "useful GFLOP/s, peak memory), checked against the math kernel first.",
-        epilog="examples:\n  python -m benchmarks.attention --grids 128 --patterns swin "
-        "shifted_kv\n  python -m benchmarks.attention --dtype bf16 --device cuda",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    """The command line; a bad grid, window, repetition count, round count or device is a
+    one-line error (exit 2)."""
+    p = scaffold.parser(
+        "attention",
+        "Attention pattern x kernel x token grid benchmark (forward, backward, useful GFLOP/s, "
+        "peak memory), checked against the math kernel first.",
+        "--grids 128 --patterns swin shifted_kv",
+        "--dtype bf16 --device cuda",
     )
     p.add_argument(
         "--grids",
@@ -222,24 +197,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="registered patterns; shifted_kv+index: the generic index backward",
     )
     p.add_argument("--kernels", nargs="+", choices=list_kernels(), default=list_kernels())
-    p.add_argument("--dtype", choices=list(DTYPES), default="fp32")
-    # explicit, never guessed from the host: the same command gives the same table on a GPU host
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:<index>")
+    scaffold.add_options(p, "dtype", "device")
     p.add_argument("--window-size", type=int, default=16)
     p.add_argument("--no-rope", action="store_true", help="leave out RoPE on q and k")
-    p.add_argument("--reps", type=int, default=3, help="timed repetitions per case (median)")
-    p.add_argument(
-        "--budget-gb",
-        type=float,
-        default=None,
-        help="memory budget (default: 60%% of the device's memory)",
-    )
-    p.add_argument(
-        "--max-case-s",
-        type=float,
-        default=60.0,
-        help="skip cases estimated to take longer than this (default: 60)",
-    )
+    scaffold.add_options(p, "reps", "budget_gb", "max_case_s")
     p.add_argument(
         "--pair-rounds",
         type=int,
@@ -247,13 +208,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="interleaved swin / shifted_kv fwd+bwd rounds per grid and kernel (0: none)",
     )
     p.add_argument("--quick", action="store_true", help="one repetition, no backward budget")
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="results folder (default: benchmarks/results/<device>)",
-    )
-    args = p.parse_args(argv)
+    scaffold.add_options(p, "out")
+    args = scaffold.parse(p, argv)
     for g in args.grids:
         if g < 1:
             p.error(f"--grids {g}: a grid side must be >= 1 token")
@@ -263,12 +219,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--reps {args.reps}: must be >= 1")
     if args.pair_rounds < 0:
         p.error(f"--pair-rounds {args.pair_rounds}: must be >= 0 (0: no paired rounds)")
-    try:
-        args.device = torch.device(args.device)
-    except RuntimeError:
-        p.error(f"--device {args.device!r}: not a torch device; use cpu or cuda")
-    if args.device.type == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda: CUDA is not available on this machine; use --device cpu")
     return args
 
 
@@ -354,36 +304,23 @@ def write_results(
     """``attention[_<dtype>].csv`` (every row, with the grid's bmm rate) and ``.md`` (the run's
     settings, the table and the checks) under ``--out`` or ``results/<device>``."""
     device = args.device
-    slug = "cpu" if device.type == "cpu" else device_name(device)
-    out_dir = args.out or RESULTS / slug
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = "attention" if args.dtype == "fp32" else f"attention_{args.dtype}"
-    csv_path = out_dir / f"{stem}.csv"
-    write_csv(
-        csv_path,
-        [*results[0].row(), "bmm_gflops"],
-        [{**r.row(), "bmm_gflops": round_or_none(bmm.get(r.case.grid))} for r in results],
-    )
-    md = out_dir / f"{stem}.md"
-    mem_kind = peak_memory_kind(device)
-    md.write_text(
-        f"# Attention benchmark ({args.dtype})\n\n"
-        f"- device: {device_name(device)}\n- torch: {torch.__version__}\n"
-        f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n"
-        f"- command: `python -m benchmarks.attention {' '.join(argv or sys.argv[1:])}`\n"
+    settings = (
         f"- shape: 1 image, {HEADS} heads x {HEAD_DIM}, window {args.window_size}, shifted "
         f"blocks, RoPE {not args.no_rope}; attention core only (qkv in, outputs out)\n"
         f"- timing: median of {reps} after warm-up (± half the spread); peak MB = "
-        f"{mem_kind} of one forward\n"
+        f"{peak_memory_kind(device)} of one forward\n"
         f"- window-shaped bmm GFLOP/s: "
         + ", ".join(f"{g}x{g}: {v:.1f}" for g, v in bmm.items())
-        + "\n\n"
-        + table
-        + "\n\n```\n"
-        + "\n".join(checks)
-        + "\n```\n"
+        + "\n"
     )
-    print(f"\nwrote {csv_path} and {md}")
+    title = f"Attention benchmark ({args.dtype})"
+    scaffold.write_results(
+        scaffold.results_dir(args.out, device),
+        scaffold.stem("attention", args.dtype),
+        [*results[0].row(), "bmm_gflops"],
+        [{**r.row(), "bmm_gflops": round_or_none(bmm.get(r.case.grid))} for r in results],
+        scaffold.markdown(title, "attention", argv, settings, table, checks, device),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -391,24 +328,23 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device
     reps = 1 if args.quick else args.reps
     budget = args.budget_gb or memory_budget_bytes(device) / 2**30
-    print(
-        f"device: {device_name(device)} | torch {torch.__version__} | dtype {args.dtype} | "
-        f"heads {HEADS} x {HEAD_DIM} | window {args.window_size} | RoPE {not args.no_rope}",
-        flush=True,
+    scaffold.banner(
+        device,
+        f"dtype {args.dtype}",
+        f"heads {HEADS} x {HEAD_DIM}",
+        f"window {args.window_size}",
+        f"RoPE {not args.no_rope}",
     )
     bmm = window_bmm_rates(args)
     runner = Runner(device, budget, args.max_case_s, reps, max(bmm.values()))
     results = run_cases(runner, build_cases(args))
-    table = render(table_rows(results))
+    table = render(table_rows(results), HEADER)
     grid = 128 if 128 in args.grids else args.grids[0]
     checks = summary(results, bmm, grid)
     pairs = paired_rounds(runner, results, args)
     if pairs:
         checks += paired_lines(pairs)
-    print()
-    print(table)
-    print()
-    print("\n".join(checks))
+    scaffold.show(table, checks)
     write_results(args, argv, results, bmm, table, checks, reps)
     return 0
 

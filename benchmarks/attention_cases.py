@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from benchmarks._scaffold import DTYPES
 from benchmarks._timing import PeakMemory, ratio_interval, sync, time_fn
 from hrsam.attention import Rope2d, get_attention, get_kernel
 from hrsam.attention import variant_support as _support
@@ -23,7 +24,6 @@ from hrsam.attention.gather import generic_index_backward
 from hrsam.attention.windows import window_plan
 
 HEADS, HEAD_DIM = 12, 64
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 GENERIC = "+index"  # pattern suffix: the generic index backward (before the scatter-add gathers)
 
 

@@ -33,24 +33,22 @@ This module parses, measures, prints and writes; the variants and the models the
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import statistics
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
+from benchmarks import _scaffold as scaffold
+from benchmarks._scaffold import DTYPES, fmt, render
 from benchmarks._timing import (
     PeakMemory,
-    device_name,
+    dense_matmul_gflops,
     memory_budget_bytes,
     peak_memory_kind,
     time_fn,
-    write_csv,
 )
-from benchmarks.attention import render
 from benchmarks.backbone_models import (
     COMPILE,
     DEFAULT_VARIANTS,
@@ -65,13 +63,10 @@ from benchmarks.backbone_models import (
     variant_preset,
 )
 from benchmarks.backbone_rows import Row, summary
-from hrsam import cli
 from hrsam.attention import variant_support
 from hrsam.models import build_model, get_preset
 from hrsam.profiling import encoder_flops, sync
 
-RESULTS = Path(__file__).parent / "results"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 HEADER = [
     "variant",
     "kernel",
@@ -103,14 +98,13 @@ class Run:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line, with ``--variants all`` expanded and every ts and variant checked (a bad
-    one: a one-line error, exit 2)."""
-    p = cli.ArgumentParser(
-        prog="python -m benchmarks.backbone",
-        description="Encoder latency, memory and FLOP efficiency vs ts: SAM vs HRSAM.",
-        epilog="examples:\n  python -m benchmarks.backbone --ts 1024 2048\n"
-        "  python -m benchmarks.backbone --variants all --ts 1024",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    """The command line, with ``--variants all`` expanded and every ts, variant and the device
+    checked (a bad one: a one-line error, exit 2)."""
+    p = scaffold.parser(
+        "backbone",
+        "Encoder latency, memory and FLOP efficiency vs ts: SAM vs HRSAM.",
+        "--ts 1024 2048",
+        "--variants all --ts 1024",
     )
     p.add_argument("--ts", type=int, nargs="+", default=[512, 1024, 2048, 3072, 4096])
     p.add_argument(
@@ -119,20 +113,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_VARIANTS,
         help="preset:attention:kernel rows, or 'all'",
     )
-    # explicit, never guessed from the host: the same command gives the same table on a GPU host
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:<index>")
-    p.add_argument("--dtype", choices=list(DTYPES), default="fp32")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--budget-gb", type=float, default=None)
-    p.add_argument("--max-case-s", type=float, default=240.0)
-    p.add_argument("--out", type=Path, default=None)
+    scaffold.add_options(
+        p, "device", "dtype", "reps", "budget_gb", "max_case_s", "out", max_case_s=240.0
+    )
     p.add_argument(
         "--interleave",
         action="store_true",
         help="check every case first, then time the encoders in rounds of one call per case, so "
         "that a changing load on a shared machine hits every row alike",
     )
-    args = p.parse_args(argv)
+    args = scaffold.parse(p, argv)
     if args.variants == ["all"]:
         args.variants = all_variants()
     for ts in args.ts:
@@ -149,14 +139,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def settle(args: argparse.Namespace) -> Run:
     """The run's device, dtype, memory budget and dense matmul rate; prints them."""
-    device = torch.device(args.device)
+    device = args.device
     dtype = DTYPES[args.dtype]
     budget = memory_budget_bytes(device) if args.budget_gb is None else args.budget_gb * 2**30
-    matmul_rate = matmul_gflops(device, dtype)
-    print(
-        f"device: {device_name(device)} | torch {torch.__version__} | {args.dtype} | dense "
-        f"2048^3 matmul {matmul_rate:.1f} GFLOP/s | budget {budget / 2**30:.1f} GB",
-        flush=True,
+    matmul_rate = dense_matmul_gflops(device, dtype)
+    scaffold.banner(
+        device,
+        args.dtype,
+        f"dense 2048^3 matmul {matmul_rate:.1f} GFLOP/s",
+        f"budget {budget / 2**30:.1f} GB",
     )
     modeling = official_modeling()
     return Run(
@@ -293,19 +284,8 @@ def time_in_rounds(pending: list[tuple[Row, object, torch.Tensor]], device, reps
         row.gflops = row.gflop / (row.enc_ms * 1e-3)
 
 
-def matmul_gflops(device, dtype) -> float:
-    """Dense 2048^3 matmul rate (median of 5 after warm-up)."""
-    a = torch.randn(2048, 2048, device=device, dtype=dtype)
-    mm = time_fn(lambda: a @ a, device, warmup=2, reps=5)
-    return 2 * 2048**3 / (mm.median_ms * 1e6)
-
-
 def table_rows(rows: list[Row]) -> list[list[str]]:
     """The printed cells of each row, in `HEADER`'s order."""
-
-    def f(x, nd=1):
-        return "-" if x is None else f"{x:.{nd}f}"
-
     return [
         [
             r.variant,
@@ -313,11 +293,11 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
             str(r.ts),
             str(r.tokens),
             "-" if r.enc_ms is None else f"{r.enc_ms:.0f} ± {r.enc_spread_ms:.0f}",
-            f(r.dec_ms),
-            f(r.gflop, 0),
-            f(r.gflops),
-            f(None if r.frac_matmul is None else 100 * r.frac_matmul, 0),
-            f(r.peak_mb, 0),
+            fmt(r.dec_ms),
+            fmt(r.gflop, 0),
+            fmt(r.gflops),
+            fmt(None if r.frac_matmul is None else 100 * r.frac_matmul, 0),
+            fmt(r.peak_mb, 0),
             "-" if r.max_err is None else f"{r.max_err:.1e}",
             r.status,
         ]
@@ -336,30 +316,22 @@ def write_results(
 ) -> None:
     """``backbone[_<dtype>].csv`` (every row, with the matmul rate) and ``.md`` (the run's
     settings, the table and the checks) under ``--out`` or ``results/<device>``."""
-    slug = "cpu" if device.type == "cpu" else device_name(device)
-    out_dir = args.out or RESULTS / slug
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = "backbone" if args.dtype == "fp32" else f"backbone_{args.dtype}"
-    write_csv(
-        out_dir / f"{stem}.csv",
+    settings = (
+        f"- dense 2048^3 matmul: {matmul_rate:.1f} GFLOP/s (same run, best of start and end); "
+        f"batch 1; enc ms = median (± half spread) after warm-up"
+        + (", timed in interleaved rounds (one call per row per round)" if args.interleave else "")
+        + "; dec ms = one click (prompt encoder + mask decoder); "
+        f"peak MB = {peak_memory_kind(device)} of one encoder forward; GFLOP from "
+        "`hrsam.profiling.encoder_flops`\n"
+    )
+    title = f"Image-encoder benchmark ({args.dtype})"
+    scaffold.write_results(
+        scaffold.results_dir(args.out, device),
+        scaffold.stem("backbone", args.dtype),
         [*Row.__dataclass_fields__, "matmul_gflops"],
         [{**r.__dict__, "matmul_gflops": round(matmul_rate, 1)} for r in rows],
+        scaffold.markdown(title, "backbone", argv, settings, table, checks, device),
     )
-    mem_kind = peak_memory_kind(device)
-    (out_dir / f"{stem}.md").write_text(
-        f"# Image-encoder benchmark ({args.dtype})\n\n- device: {device_name(device)}\n"
-        f"- torch: {torch.__version__}\n- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n"
-        f"- command: `python -m benchmarks.backbone {' '.join(argv or sys.argv[1:])}`\n"
-        f"- dense 2048^3 matmul: {matmul_rate:.1f} GFLOP/s (same run, best of start and end); "
-        f"batch 1; enc ms = median "
-        f"(± half spread) after warm-up"
-        + (", timed in interleaved rounds (one call per row per round)" if args.interleave else "")
-        + "; "
-        f"dec ms = one click (prompt encoder + mask decoder); "
-        f"peak MB = {mem_kind} of one encoder forward; GFLOP from "
-        f"`hrsam.profiling.encoder_flops`\n\n" + table + "\n\n```\n" + "\n".join(checks) + "\n```\n"
-    )
-    print(f"\nwrote {out_dir / (stem + '.csv')} and {out_dir / (stem + '.md')}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,17 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     if pending:
         time_in_rounds(pending, run.device, args.reps)
     # the machine's dense rate: the best of a measurement before and one after the cases
-    matmul_rate = max(run.matmul_rate, matmul_gflops(run.device, run.dtype))
+    matmul_rate = max(run.matmul_rate, dense_matmul_gflops(run.device, run.dtype))
     for r in rows:
         if r.gflops is not None:
             r.frac_matmul = r.gflops / matmul_rate
     print(f"dense matmul, best of start and end: {matmul_rate:.1f} GFLOP/s", flush=True)
     table = render(table_rows(rows), HEADER)
     checks = summary(rows, matmul_rate)
-    print()
-    print(table)
-    print()
-    print("\n".join(checks))
+    scaffold.show(table, checks)
     write_results(args, argv, run.device, rows, matmul_rate, table, checks)
     return 0
 

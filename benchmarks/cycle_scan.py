@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import datetime as dt
 import shutil
 import subprocess
 import sys
@@ -37,17 +36,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from benchmarks._timing import device_name, ratio_interval, write_csv
-from benchmarks.attention import render
-from hrsam import cli
+from benchmarks import _scaffold as scaffold
+from benchmarks._scaffold import ROOT, interval, render
+from benchmarks._timing import median_ms, paired_ratio
 from hrsam.ssm import cpu_scan
 from hrsam.ssm.cycle_scan import CycleScan
 
-RESULTS = Path(__file__).parent / "results"
-ROOT = Path(__file__).resolve().parent.parent
 CASES = {"tiny": (96, 8, 512), "vit_b": (768, 32, 1024), "vit_b_2048": (768, 32, 2048)}
 MODES = ("train", "infer")
 
@@ -166,19 +162,18 @@ def measure(case: Case, mode: str, rounds: int) -> dict[str, list[float]]:
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, ctypes.CDLL | None]:
     """The command line and the ``--baseline-rev`` kernel (None without it); a bad value, or no
     fused kernel on this machine, is a one-line error (exit 2)."""
-    p = cli.ArgumentParser(
-        prog="python -m benchmarks.cycle_scan",
-        description="The cycle-scan mix fused against the R-fold repeated scan (training and "
-        "inference), with paired ratios and intervals.",
-        epilog="example:\n  python -m benchmarks.cycle_scan --cases tiny --rounds 20",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = scaffold.parser(
+        "cycle_scan",
+        "The cycle-scan mix fused against the R-fold repeated scan (training and inference), "
+        "with paired ratios and intervals.",
+        "--cases tiny --rounds 20",
     )
     p.add_argument("--cases", nargs="+", choices=list(CASES), default=["tiny", "vit_b"])
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--baseline-rev", default=None, help="also time this revision's kernel")
-    p.add_argument("--out", type=Path, default=None)
-    args = p.parse_args(argv)
+    scaffold.add_options(p, "out")
+    args = scaffold.parse(p, argv)
     if args.rounds < 2:
         p.error(f"--rounds {args.rounds}: must be at least 2 (an interval needs pairs)")
     reason = cpu_scan.build_reason()
@@ -204,7 +199,6 @@ def measure_cases(args: argparse.Namespace, rev: ctypes.CDLL | None) -> list[dic
             print(f"{name} {mode} ...", flush=True)
             times = measure(case, mode, args.rounds)
             for path, secs in times.items():
-                ratio, lo, hi = ratio_interval(secs, times[case.default])
                 label = f"rev:{args.baseline_rev}" if path == "rev" else path
                 rows.append(
                     {
@@ -214,10 +208,8 @@ def measure_cases(args: argparse.Namespace, rev: ctypes.CDLL | None) -> list[dic
                         "L": (ts // 16) ** 2,
                         "mode": mode,
                         "path": label + (" (default)" if path == case.default else ""),
-                        "ms": round(1e3 * float(np.median(secs)), 2),
-                        "ratio": round(ratio, 3),
-                        "lo": round(lo, 3),
-                        "hi": round(hi, 3),
+                        "ms": median_ms(secs),
+                        **paired_ratio(secs, times[case.default]),
                         "rounds": len(secs),
                     }
                 )
@@ -235,7 +227,7 @@ def results_table(rows: list[dict]) -> str:
                 r["mode"],
                 r["path"],
                 f"{r['ms']:.2f}",
-                f"{r['ratio']:.2f}x [{r['lo']:.2f}, {r['hi']:.2f}]",
+                interval(r),
             ]
             for r in rows
         ],
@@ -248,30 +240,22 @@ def write_results(
 ) -> None:
     """``cycle_scan.csv`` (every row) and ``cycle_scan.md`` (the run's settings and the table)
     under ``--out`` or ``results/cpu``."""
-    out_dir = args.out or RESULTS / "cpu"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(out_dir / "cycle_scan.csv", list(rows[0]), rows)
-    (out_dir / "cycle_scan.md").write_text(
-        f"# The cycle-scan mix: fused kernels against the repeated scan\n\n"
-        f"- device: {device_name(torch.device('cpu'))}\n- torch: {torch.__version__}\n"
-        f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n"
-        f"- command: `python -m benchmarks.cycle_scan {' '.join(argv or sys.argv[1:])}`\n"
+    settings = (
         f"- fp32, batch 1, R = 3, {args.rounds} rounds, every path once a round in rotating "
         f"order; ratio = the path's time / the default fused path's, geometric mean over the "
-        f"rounds with its 95% bootstrap interval (above 1: slower than the default)\n\n"
-        + table
-        + "\n"
+        f"rounds with its 95% bootstrap interval (above 1: slower than the default)\n"
     )
-    print(f"\nwrote {out_dir / 'cycle_scan.csv'} and {out_dir / 'cycle_scan.md'}")
+    title = "The cycle-scan mix: fused kernels against the repeated scan"
+    md = scaffold.markdown(title, "cycle_scan", argv, settings, table)
+    scaffold.write_results(scaffold.results_dir(args.out), "cycle_scan", list(rows[0]), rows, md)
 
 
 def main(argv: list[str] | None = None) -> int:
     args, rev = parse_args(argv)
-    print(f"device: {device_name(torch.device('cpu'))} | torch {torch.__version__}", flush=True)
+    scaffold.banner(scaffold.CPU)
     rows = measure_cases(args, rev)
     table = results_table(rows)
-    print()
-    print(table)
+    scaffold.show(table)
     write_results(args, argv, rows, table)
     return 0
 

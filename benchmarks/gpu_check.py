@@ -27,13 +27,13 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import _scaffold as scaffold
+from benchmarks._scaffold import ROOT, render
 from benchmarks._timing import PeakMemory, device_name, time_fn, write_csv
-from benchmarks.attention import render
 from hrsam import info, names
 from hrsam.attention import Attention, list_attention, list_kernels, variant_support
 from hrsam.ssm.scan import get_scan, list_scans, selective_scan
 
-ROOT = Path(__file__).resolve().parent.parent
 HEADS, HEAD_DIM = 4, 32
 
 
@@ -259,13 +259,16 @@ TINY_SCALE = Plan(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line: where to write and how long the gpu-marked tests may take."""
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.gpu_check",
-        description=__doc__.split("\n\n")[0],
+    p = scaffold.parser("gpu_check", __doc__.split("\n\n")[0])
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results folder (default: benchmarks/results/<gpu>, outputs/gpu_check/cpu without "
+        "CUDA)",
     )
-    p.add_argument("--out", type=Path, default=None, help="results folder")
     p.add_argument("--tests-timeout-s", type=float, default=150.0)
-    return p.parse_args(argv)
+    return scaffold.parse(p, argv)
 
 
 def plan_and_tests(cuda: bool, timeout_s: float) -> tuple[Plan, dict]:
@@ -365,9 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
-    slug = device_name(device) if cuda else "cpu"
     out = args.out or (
-        ROOT / "benchmarks/results" / slug if cuda else ROOT / "outputs/gpu_check/cpu"
+        scaffold.results_dir(None, device) if cuda else ROOT / "outputs/gpu_check/cpu"
     )
     start = time.perf_counter()
     env = info.summary(device)

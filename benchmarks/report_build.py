@@ -13,7 +13,6 @@ logging the report as artifacts of the parent run. Writes ``results/cpu/report_b
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import itertools
 import os
 import statistics
@@ -25,14 +24,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ablations import record as R
 from ablations.record import TrialRecord
-from benchmarks._timing import device_name, write_csv
-from hrsam import cli, names
+from benchmarks import _scaffold as scaffold
+from benchmarks._timing import device_name
+from hrsam import names
 
-RESULTS = Path(__file__).parent / "results"
 GRID = {
     "model.attention": ["global", "window", "shifted_pad", "shifted_kv", "swin"],
     "model.kernel": ["math", "sdpa"],
@@ -186,17 +184,16 @@ class Measured:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; ``--runs`` or ``--reps`` below 1 is a one-line error (exit 2)."""
-    p = cli.ArgumentParser(
-        prog="python -m benchmarks.report_build",
-        description="Time reports.build on a synthetic experiment of many MLflow runs.",
-        epilog="example:\n  python -m benchmarks.report_build --runs 1000 --reps 3",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = scaffold.parser(
+        "report_build",
+        "Time reports.build on a synthetic experiment of many MLflow runs.",
+        "--runs 1000 --reps 3",
     )
     p.add_argument("--runs", type=int, default=1000, help="trial runs (default 1000)")
     p.add_argument("--reps", type=int, default=3, help="timed builds (default 3)")
     p.add_argument("--target-s", type=float, default=15.0, help="pass mark (default 15 s)")
-    p.add_argument("--out", type=Path, default=None, help="results folder (default results/cpu)")
-    args = p.parse_args(argv)
+    scaffold.add_options(p, "out")
+    args = scaffold.parse(p, argv)
     if args.runs < 1 or args.reps < 1:
         p.error("--runs and --reps must be >= 1")
     return args
@@ -263,14 +260,7 @@ def write_results(
     """``report_build.csv`` (the row and the machine) and ``report_build.md`` (what was timed,
     the load, the verdict and the table) under ``--out`` or ``results/cpu``."""
     n_metrics = max(len(r.metrics) for r in m.records)
-    status = row["status"]
-    out_dir = args.out or RESULTS / "cpu"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(out_dir / "report_build.csv", [*row, "machine"], [{**row, "machine": machine}])
-    (out_dir / "report_build.md").write_text(
-        f"# Report build time\n\n- machine: {machine}\n"
-        f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n"
-        f"- command: `python -m benchmarks.report_build {' '.join(argv or sys.argv[1:])}`\n"
+    settings = (
         f"- what: `reports.build.build()` end to end on a fresh SQLite MLflow store holding "
         f"{args.runs} trial runs of one sweep ({len(FIXED) + 1} params and "
         f"{n_metrics} metrics each, "
@@ -279,14 +269,18 @@ def write_results(
         f"- load average (1 min) when the builds started: {m.load:.1f} on {os.cpu_count()} cores"
         " (logging the runs just before counts too)\n"
         "- cli_s: one `python -m reports.build ... log=false`, a fresh process (imports included)\n"
-        f"- target: <= {args.target_s:g} s: **{status}**\n\n{table}\n"
+        f"- target: <= {args.target_s:g} s: **{row['status']}**\n"
     )
-    print(f"\nwrote {out_dir / 'report_build.csv'} and {out_dir / 'report_build.md'}")
+    md = scaffold.markdown(
+        "Report build time", "report_build", argv, settings, table, machine=machine
+    )
+    fields, rows = [*row, "machine"], [{**row, "machine": machine}]
+    scaffold.write_results(scaffold.results_dir(args.out), "report_build", fields, rows, md)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    machine = device_name(torch.device("cpu"))
+    machine = device_name(scaffold.CPU)
     measured = time_builds(args.runs, args.reps, machine)
     row = result_row(measured, args.runs, args.reps, args.target_s)
     header = list(row)
@@ -297,8 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             "| " + " | ".join(str(v) for v in row.values()) + " |",
         ]
     )
-    print()
-    print(table)
+    scaffold.show(table)
     write_results(args, argv, machine, measured, row, table)
     return 0 if row["status"] == "PASS" else 1
 

@@ -17,25 +17,15 @@ tolerance (rtol 6e-4, atol 2e-3) for ``mamba_ssm``, which is built with fast mat
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
-from pathlib import Path
 
 import torch
 
-from benchmarks._timing import (
-    PeakMemory,
-    device_name,
-    memory_budget_bytes,
-    peak_memory_kind,
-    time_fn,
-    write_csv,
-)
-from benchmarks.attention import render
-from hrsam import cli
+from benchmarks import _scaffold as scaffold
+from benchmarks._scaffold import fmt, render
+from benchmarks._timing import PeakMemory, memory_budget_bytes, peak_memory_kind, time_fn
 from hrsam.ssm import get_scan, list_scans, selective_scan
 
-RESULTS = Path(__file__).parent / "results"
 HEADER = [
     "backend",
     "L",
@@ -93,28 +83,18 @@ def ref_backward_bytes(length: int, channels: int, state: int) -> float:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line; a length below 1 is a one-line error (exit 2)."""
-    p = cli.ArgumentParser(
-        prog="python -m benchmarks.scan",
-        description="Selective-scan backends: time, tokens/s and peak memory vs sequence length.",
-        epilog="example:\n  python -m benchmarks.scan --lengths 12288 --backends ref cpu",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    """The command line; a length below 1 or a bad device is a one-line error (exit 2)."""
+    p = scaffold.parser(
+        "scan",
+        "Selective-scan backends: time, tokens/s and peak memory vs sequence length.",
+        "--lengths 12288 --backends ref cpu",
     )
     p.add_argument("--lengths", type=int, nargs="+", default=[4096, 12288, 49152, 196608])
     p.add_argument("--backends", nargs="+", choices=list_scans(), default=list_scans())
     p.add_argument("--channels", type=int, default=768)
     p.add_argument("--state", type=int, default=32)
-    # explicit, never guessed from the host: the same command gives the same table on a GPU host
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:<index>")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument(
-        "--max-case-s",
-        type=float,
-        default=60.0,
-        help="skip cases estimated to take longer (default 120)",
-    )
-    p.add_argument("--out", type=Path, default=None)
-    args = p.parse_args(argv)
+    scaffold.add_options(p, "device", "reps", "max_case_s", "out")
+    args = scaffold.parse(p, argv)
     for length in args.lengths:
         if length < 1:
             p.error(f"--lengths {length}: must be >= 1")
@@ -241,20 +221,16 @@ def measure(args: argparse.Namespace, device: torch.device) -> list[dict]:
 
 def results_table(rows: list[dict]) -> str:
     """The printed table, one line per row in `HEADER`'s order."""
-
-    def f(x, nd=1):
-        return "-" if x is None else f"{x:.{nd}f}"
-
     return render(
         [
             [
                 r["backend"],
                 str(r["L"]),
-                f(r.get("fwd_ms")),
-                f(r.get("fwdbwd_ms")),
-                f(r.get("mtok_s"), 3),
-                f(r.get("peak_fwd_mb"), 0),
-                f(r.get("peak_bwd_mb"), 0),
+                fmt(r.get("fwd_ms")),
+                fmt(r.get("fwdbwd_ms")),
+                fmt(r.get("mtok_s"), 3),
+                fmt(r.get("peak_fwd_mb"), 0),
+                fmt(r.get("peak_bwd_mb"), 0),
                 r["status"],
             ]
             for r in rows
@@ -302,9 +278,6 @@ def write_results(
 ) -> None:
     """``scan.csv`` (every row) and ``scan.md`` (the run's settings, the table and the checks)
     under ``--out`` or ``results/<device>``."""
-    slug = "cpu" if device.type == "cpu" else device_name(device)
-    out_dir = args.out or RESULTS / slug
-    out_dir.mkdir(parents=True, exist_ok=True)
     fields = [
         "backend",
         "L",
@@ -316,33 +289,24 @@ def write_results(
         "max_rel_err_vs_ref",
         "status",
     ]
-    write_csv(out_dir / "scan.csv", fields, rows)
-    (out_dir / "scan.md").write_text(
-        f"# Selective-scan benchmark\n\n- device: {device_name(device)}\n- torch: "
-        f"{torch.__version__}\n- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n"
-        f"- command: `python -m benchmarks.scan {' '.join(argv or sys.argv[1:])}`\n"
+    settings = (
         f"- shape: batch 1, C={args.channels}, N={args.state}, delta softplus + bias, D skip; "
-        f"fwd+bwd = forward and backward of all inputs; peak = "
-        f"{peak_memory_kind(device)}\n\n" + table + "\n\n```\n" + "\n".join(checks) + "\n```\n"
+        f"fwd+bwd = forward and backward of all inputs; peak = {peak_memory_kind(device)}\n"
     )
-    print(f"\nwrote {out_dir / 'scan.csv'} and {out_dir / 'scan.md'}")
+    md = scaffold.markdown(
+        "Selective-scan benchmark", "scan", argv, settings, table, checks, device
+    )
+    scaffold.write_results(scaffold.results_dir(args.out, device), "scan", fields, rows, md)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    device = torch.device(args.device)
-    print(
-        f"device: {device_name(device)} | torch {torch.__version__} | C={args.channels} "
-        f"N={args.state} batch 1",
-        flush=True,
-    )
+    device = args.device
+    scaffold.banner(device, f"C={args.channels} N={args.state} batch 1")
     rows = measure(args, device)
     table = results_table(rows)
     checks = target_checks(rows, args.channels, args.state)
-    print()
-    print(table)
-    print()
-    print("\n".join(checks))
+    scaffold.show(table, checks)
     write_results(args, argv, device, rows, table, checks)
     return 0
 

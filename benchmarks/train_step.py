@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import datetime as dt
 import statistics
 import sys
 import time
@@ -41,10 +40,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks._timing import device_name, ratio_interval, write_csv
-from benchmarks.attention import render
-from benchmarks.backbone import matmul_gflops
-from hrsam import cli
+from benchmarks import _scaffold as scaffold
+from benchmarks._scaffold import interval, render
+from benchmarks._timing import dense_matmul_gflops, median_ms, paired_ratio, write_csv
 from hrsam.attention.gather import generic_index_backward
 from hrsam.models import build_model
 from hrsam.profiling import encoder_flops
@@ -53,7 +51,6 @@ from hrsam.train.loop import TrainConfig, _points, is_deterministic, prepare, si
 from hrsam.train.losses import LOSSES
 from hrsam.train.optim import make_optimizer
 
-RESULTS = Path(__file__).parent / "results"
 PARTS = ["data", "enc fwd", "clicks", "dec fwd+loss", "dec bwd", "enc bwd", "optimizer"]
 VARIANTS = {
     "default": contextlib.nullcontext,
@@ -190,16 +187,13 @@ def paired(trainers: dict[str, Trainer], warmup: int) -> list[dict]:
             continue
         for part in ("enc bwd", "step"):
             before, after = times(tr, part), times(trainers["default"], part)
-            ratio, lo, hi = ratio_interval(before, after)
             out.append(
                 {
                     "variant": v,
                     "part": part,
-                    "before_ms": round(1e3 * float(np.median(before)), 2),
-                    "after_ms": round(1e3 * float(np.median(after)), 2),
-                    "ratio": round(ratio, 3),
-                    "lo": round(lo, 3),
-                    "hi": round(hi, 3),
+                    "before_ms": median_ms(before),
+                    "after_ms": median_ms(after),
+                    **paired_ratio(before, after),
                     "steps": len(before),
                 }
             )
@@ -207,25 +201,25 @@ def paired(trainers: dict[str, Trainer], warmup: int) -> list[dict]:
 
 
 def paired_lines(pairs: list[dict]) -> list[str]:
+    """Per earlier path, its paired parts: the medians and the ratio with its interval."""
     lines = []
     for v in dict.fromkeys(r["variant"] for r in pairs):
         lines.append(f"default against {v} ({BEFORE[v]}), paired by step:")
         for r in (r for r in pairs if r["variant"] == v):
             lines.append(
                 f"  {r['part']}: {r['before_ms']:.1f} -> {r['after_ms']:.1f} ms (medians); "
-                f"{r['ratio']:.2f}x [{r['lo']:.2f}, {r['hi']:.2f}] over {r['steps']} steps"
+                f"{interval(r)} over {r['steps']} steps"
             )
     return lines
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; ``--steps`` not above ``--warmup`` is a one-line error (exit 2)."""
-    p = cli.ArgumentParser(
-        prog="python -m benchmarks.train_step",
-        description="Time per part of a tiny-recipe training step (data, encoder, clicks, "
-        "decoder, backward, optimizer), steps/s and FLOP share of the matmul rate.",
-        epilog="example:\n  python -m benchmarks.train_step --steps 30 --variants default unfused",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = scaffold.parser(
+        "train_step",
+        "Time per part of a tiny-recipe training step (data, encoder, clicks, decoder, "
+        "backward, optimizer), steps/s and FLOP share of the matmul rate.",
+        "--steps 30 --variants default unfused",
     )
     p.add_argument("--preset", default="hrsam_tiny")
     p.add_argument("--steps", type=int, default=30, help="steps per variant, warm-up included")
@@ -233,8 +227,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     p.add_argument("--data-root", type=Path, default=Path("data/synthetic_tiny"))
     p.add_argument("--n-train", type=int, default=256)
-    p.add_argument("--out", type=Path, default=None)
-    args = p.parse_args(argv)
+    scaffold.add_options(p, "out")
+    args = scaffold.parse(p, argv)
     if args.steps <= args.warmup:
         p.error(f"--steps {args.steps}: must be more than --warmup {args.warmup}")
     return args
@@ -316,11 +310,17 @@ def write_results(
     """``train_step.csv`` (per variant, ms), ``train_step_paired.csv`` (the paired ratios, when
     there are any) and ``train_step.md`` (the run's settings, the table and the lines) under
     ``--out`` or ``results/cpu``."""
-    device = torch.device("cpu")
-    out_dir = args.out or RESULTS / "cpu"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(
-        out_dir / "train_step.csv",
+    settings = (
+        f"- {args.preset}, ts {cfg.ts}, batch 1, fp32; {args.steps} steps per variant, one of "
+        f"each in turn, the first {args.warmup} warm-up; ms = median per step (csv values in "
+        f"ms); dense 2048^3 matmul {rate:.1f} GFLOP/s (same run, best of start and end); "
+        f"% matmul = step FLOPs / (step time x matmul rate)\n"
+    )
+    title = "Training step of the tiny recipe, part by part"
+    out_dir = scaffold.results_dir(args.out)
+    scaffold.write_results(
+        out_dir,
+        "train_step",
         ["variant", *PARTS, "step", "spread", "step_gflop", "matmul_gflops"],
         [
             {
@@ -331,51 +331,31 @@ def write_results(
             }
             for v, s in stats.items()
         ],
+        scaffold.markdown(title, "train_step", argv, settings, table, lines),
     )
     if pairs:
         write_csv(out_dir / "train_step_paired.csv", list(pairs[0]), pairs)
-    (out_dir / "train_step.md").write_text(
-        f"# Training step of the tiny recipe, part by part\n\n- device: {device_name(device)}\n"
-        f"- torch: {torch.__version__}\n- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n"
-        f"- command: `python -m benchmarks.train_step {' '.join(argv or sys.argv[1:])}`\n"
-        f"- {args.preset}, ts {cfg.ts}, batch 1, fp32; {args.steps} steps per variant, one of "
-        f"each in turn, the first {args.warmup} warm-up; ms = median per step (csv values in "
-        f"ms); dense 2048^3 matmul {rate:.1f} GFLOP/s (same run, best of start and end); "
-        f"% matmul = step FLOPs / (step time x matmul rate)\n\n"
-        + table
-        + "\n\n```\n"
-        + "\n".join(lines)
-        + "\n```\n"
-    )
-    print(f"\nwrote {out_dir / 'train_step.csv'} and {out_dir / 'train_step.md'}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    device = torch.device("cpu")
+    device = scaffold.CPU
     cfg = tiny_config(args.steps)
     trainers = build_trainers(args, cfg)
-    rate = matmul_gflops(device, torch.float32)
-    print(
-        f"device: {device_name(device)} | torch {torch.__version__} | {args.preset} ts {cfg.ts} "
-        f"| dense 2048^3 matmul {rate:.1f} GFLOP/s",
-        flush=True,
-    )
+    rate = dense_matmul_gflops(device, torch.float32)
+    scaffold.banner(device, f"{args.preset} ts {cfg.ts}", f"dense 2048^3 matmul {rate:.1f} GFLOP/s")
     flops = step_flops(next(iter(trainers.values())).model.preset, cfg.ts)
     mismatch = run_steps(trainers, args.steps)
     if mismatch:
         print(mismatch)
         return 1
-    rate = max(rate, matmul_gflops(device, torch.float32))
+    rate = max(rate, dense_matmul_gflops(device, torch.float32))
     stats = {v: summarize(tr, args.warmup) for v, tr in trainers.items()}
     table = parts_table(stats, flops, rate)
     lines = largest_parts(stats, flops)
     pairs = paired(trainers, args.warmup)
     lines += paired_lines(pairs)
-    print()
-    print(table)
-    print()
-    print("\n".join(lines))
+    scaffold.show(table, lines)
     write_results(args, argv, cfg, stats, pairs, flops, rate, table, lines)
     return 0
 
