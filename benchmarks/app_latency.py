@@ -13,9 +13,9 @@ time. Writes ``benchmarks/results/cpu/app_latency.md`` (``--out``).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import platform
+import shutil
 import tempfile
 import threading
 import time
@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.browser import Browser
 from hrsam import names
 
 OUT = Path("benchmarks/results/cpu/app_latency.md")
@@ -75,37 +74,53 @@ def click_points(gt: np.ndarray, n: int, seed: int) -> list[tuple[int, int, str]
     return out
 
 
-async def measure(base: str, engine, args, profile: Path) -> list[dict]:
+def click_pixel(page, canvas: str, x: int, y: int, button: str = "left") -> None:
+    """A real mouse click on image pixel (x, y) of the page's ``canvas`` at whatever zoom it is
+    shown: the point on screen from the element's box and its displayed scale (box width over
+    the image's width in pixels, ``data-width``)."""
+    element = page.locator(f"#{canvas}")
+    box = element.bounding_box()
+    width, height = element.evaluate("c => [Number(c.dataset.width), Number(c.dataset.height)]")
+    sx, sy = box["width"] / width, box["height"] / height
+    # Playwright scrolls that point into view (a zoomed image scrolls in its frame) and checks
+    # that the canvas, not something over it, receives the click
+    element.click(position={"x": (x + 0.5) * sx, "y": (y + 0.5) * sy}, button=button)
+
+
+def chromium() -> str:
+    """The system Chromium (Debian's package): Playwright drives it, nothing is downloaded."""
+    found = next(
+        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+    )
+    if found is None:
+        raise SystemExit("app_latency: needs Chromium on PATH (Debian: apt-get install chromium)")
+    return found
+
+
+def measure(base: str, engine, args) -> list[dict]:
     """One row per click: image, click index, round trip, encoder and decoder ms."""
-    import aiohttp
+    from playwright.sync_api import sync_playwright
 
     rows = []
-    browser = Browser(profile, 1400, 1000)
-    try:
-        async with aiohttp.ClientSession() as session:
-            await browser.connect(session)
-            await browser.send("Page.navigate", url=f"{base}/")
-            await browser.wait("document.body && document.body.dataset.ready === 'yes'")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=["--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(120_000)
+            page.goto(f"{base}/")
+            page.locator("body[data-ready='yes']").wait_for(state="attached")
             for i, image in enumerate(engine.images.values()):
-                await browser.js(
-                    f"(async () => {{ document.getElementById('image').value = '{image.id}';"
-                    f" await selectImage('{image.id}'); }})()"
-                )
-                await browser.wait(f"document.body.dataset.image === '{image.id}'")
-                await browser.js(  # the whole image in view: a click lands where it is aimed
-                    "document.querySelectorAll('canvas').forEach(c => { c.style.height = '480px';"
-                    " c.style.width = 'auto'; })"
-                )
+                page.select_option("#image", image.id)
+                page.locator(f"body[data-image='{image.id}']").wait_for(state="attached")
                 for k, (x, y, button) in enumerate(click_points(image.gt, args.clicks, i), 1):
-                    await browser.click("canvas-0", x, y, button)
-                    await browser.wait(
-                        f"document.body.dataset.clicks === '{k}'"
-                        " && document.body.dataset.state === 'idle'"
+                    click_pixel(page, "canvas-0", x, y, button)
+                    page.locator(f"body[data-clicks='{k}'][data-state='idle']").wait_for(
+                        state="attached"
                     )
-                    last = json.loads(await browser.js("document.body.dataset.last"))
+                    last = json.loads(page.evaluate("document.body.dataset.last"))
                     rows.append({"image": image.name, "click": k, **last})
-    finally:
-        browser.close()
+        finally:
+            browser.close()
     return rows
 
 
@@ -141,7 +156,7 @@ def write(args, rows, stats, seconds: float) -> str:
         f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
         f"threads), torch {torch.__version__}",
         f"- {args.images} synthetic validation images x {args.clicks} clicks, real mouse events in "
-        "headless Chromium over the DevTools protocol; the page's own clock from the click handler "
+        "headless Chromium driven by Playwright; the page's own clock from the click handler "
         "to the mask drawn (request, decoder, PNG of the mask, decoding and compositing it)",
         f"- {len(rows)} clicks in {seconds:.0f} s; target: median round trip of a click under "
         "100 ms",
@@ -163,7 +178,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         base, engine, server = start_server(args, Path(tmp))
         try:
-            rows = asyncio.run(measure(base, engine, args, Path(tmp) / "chromium"))
+            rows = measure(base, engine, args)
         finally:
             server.should_exit = True
     print(write(args, rows, summary(rows), time.perf_counter() - start))

@@ -1,8 +1,10 @@
-"""Shared test set-up: CPU first; GPU tests skip with a reason; eager FlexAttention by default."""
+"""Shared test set-up: CPU first; GPU tests skip with a reason; eager FlexAttention by default;
+the browser tests on the system Chromium (pytest-playwright), a failed one keeping its trace."""
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 import torch
@@ -20,3 +22,48 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# -- the browser tests: pytest-playwright's fixtures (page, context, browser) on the system Chromium
+
+CHROMIUM = next(
+    (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
+)
+
+
+def pytest_configure(config):
+    """A failed browser test keeps its Playwright trace and a screenshot (under its tmp_path, see
+    ``output_path``) unless the command line says otherwise (--tracing, --screenshot)."""
+    given = " ".join(map(str, config.invocation_params.args))
+    if getattr(config.option, "tracing", None) == "off" and "--tracing" not in given:
+        config.option.tracing = "retain-on-failure"
+    if getattr(config.option, "screenshot", None) == "off" and "--screenshot" not in given:
+        config.option.screenshot = "only-on-failure"
+    # pytest-playwright's stand-in for pytest-base-url (a fixture on an instance): not ours
+    config.addinivalue_line(
+        "filterwarnings", "ignore:Session-scoped fixtures defined as instance methods"
+    )
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """The system Chromium (Debian's package), never a browser downloaded by `playwright install`;
+    the browser tests skip without one."""
+    if CHROMIUM is None:
+        pytest.skip("needs Chromium on PATH (Debian: apt-get install chromium)")
+    return {**browser_type_launch_args, "executable_path": CHROMIUM,
+            "args": ["--disable-dev-shm-usage"]}  # fmt: skip
+
+
+@pytest.fixture
+def output_path(tmp_path) -> str:
+    """Where pytest-playwright leaves a failed test's trace.zip and test-failed-1.png: the test's
+    own tmp_path (kept by pytest), not ./test-results."""
+    return str(tmp_path / "playwright")
+
+
+@pytest.fixture
+def page(page):
+    """pytest-playwright's page; waits as long as a first click's encoder on 2 busy cores."""
+    page.set_default_timeout(120_000)
+    return page

@@ -1,15 +1,13 @@
 """The app (`python -m hrsam.app`): a real uvicorn server on a free port; bad input answered with
 a 4xx and one line while the server keeps serving; a click sequence gives the mask an offline
-replay gives; and real headless Chromium clicking on the page (Chrome DevTools Protocol)."""
+replay gives; and real headless Chromium clicking on the page (Playwright)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
 import os
-import shutil
 import socket
 import threading
 import time
@@ -21,8 +19,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from playwright.sync_api import expect
 
-from benchmarks.browser import Browser
+from benchmarks.app_latency import click_pixel
 from hrsam.app.__main__ import DEFAULT_HOST, parse_args
 from hrsam.app.models import ImageEntry, ModelEntry, load
 from hrsam.app.server import MAX_UPLOAD_BYTES, Engine, create_app, replay
@@ -229,48 +228,34 @@ def test_a_click_sequence_gives_the_mask_an_offline_replay_gives(server):
 
 @pytest.mark.external
 @pytest.mark.slow
-@pytest.mark.skipif(not shutil.which("chromium"), reason="needs Debian's chromium")
-def test_chromium_clicks_on_the_page_and_sees_the_offline_mask(server, tmp_path):
-    import aiohttp
-
+@pytest.mark.browser_context_args(viewport={"width": 1400, "height": 900})
+def test_chromium_clicks_on_the_page_and_sees_the_offline_mask(server, page, tmp_path):
     base, models = server["base"], server["models"]
-
-    async def run():
-        browser = Browser(tmp_path / "chromium")
-        try:
-            async with aiohttp.ClientSession() as session:
-                await browser.connect(session)
-                await browser.send("Page.enable")
-                await browser.send("Page.navigate", url=f"{base}/")
-                await browser.wait("document.body && document.body.dataset.ready === 'yes'")
-                # compare mode: both trials answer the same clicks
-                await browser.js("document.getElementById('compare').click()")
-                await browser.wait("document.querySelectorAll('canvas').length === 2")
-                await browser.click("canvas-0", 60, 45, "left")
-                await browser.wait(
-                    "document.body.dataset.clicks === '1' && document.body.dataset.state === 'idle'"
-                )
-                first = await browser.js(
-                    "[0, 1].map(n => document.getElementById(`stats-${n}`).dataset.iou)"
-                )
-                mask1 = await browser.js("document.getElementById('canvas-0').toDataURL()")
-                await browser.click("canvas-0", 20, 80, "right")
-                await browser.wait(
-                    "document.body.dataset.clicks === '2' && document.body.dataset.state === 'idle'"
-                )
-                second = await browser.js(
-                    "[0, 1].map(n => document.getElementById(`stats-${n}`).dataset.iou)"
-                )
-                mask2 = await browser.js("document.getElementById('canvas-0').toDataURL()")
-                sent = json.loads(await browser.js("document.body.dataset.sent"))
-                error = await browser.js("document.getElementById('error').textContent")
-                shot = await browser.send("Page.captureScreenshot", format="png")
-                return first, second, mask1, mask2, sent, error, shot["data"]
-        finally:
-            browser.close()
-
-    first, second, mask1, mask2, sent, error, shot = asyncio.run(run())
-    assert error == "" and mask1 != mask2  # the negative click changed what the page shows
+    page.goto(f"{base}/")
+    page.locator("body[data-ready='yes']").wait_for(state="attached")
+    page.locator("#compare").check()  # compare mode: both trials answer the same clicks
+    expect(page.locator("canvas")).to_have_count(2)
+    boxes = [page.locator(f"#canvas-{n}").bounding_box() for n in (0, 1)]
+    assert boxes[0]["x"] + boxes[0]["width"] <= boxes[1]["x"]  # side by side at 1400 px
+    assert abs(boxes[0]["y"] - boxes[1]["y"]) < 1 and boxes[0]["width"] > 400
+    ious, shown = [], []
+    # the second click at 800%: the image scrolls in its frame, a click still names its pixel
+    for k, (x, y, button, zoom) in enumerate([(60, 45, "left", "fit"), (20, 80, "right", "8")], 1):
+        page.select_option("#zoom", zoom)
+        page.locator(f"body[data-zoom='{zoom}']").wait_for(state="attached")
+        before = page.evaluate("document.getElementById('canvas-0').toDataURL()")
+        click_pixel(page, "canvas-0", x, y, button)
+        page.locator(f"body[data-clicks='{k}'][data-state='idle']").wait_for(state="attached")
+        ious.append(
+            page.evaluate("[0, 1].map(n => document.getElementById(`stats-${n}`).dataset.iou)")
+        )
+        shown.append(before != page.evaluate("document.getElementById('canvas-0').toDataURL()"))
+    page.select_option("#zoom", "fit")
+    page.locator("body[data-zoom='fit']").wait_for(state="attached")
+    sent = json.loads(page.evaluate("document.body.dataset.sent"))
+    error = page.locator("#error").text_content()
+    shot = page.screenshot()
+    assert error == "" and shown == [True, True]  # each click changed what the page shows
     clicks = [(c["y"], c["x"], c["positive"]) for c in sent]  # the pixels the clicks landed on
     assert [p for *_, p in clicks] == [True, False]
     assert all(abs(a - b) <= 1 for c, t in zip(clicks, [(45, 60), (80, 20)], strict=True)
@@ -279,9 +264,10 @@ def test_chromium_clicks_on_the_page_and_sees_the_offline_mask(server, tmp_path)
     for n, entry in enumerate(models):
         predictor = Predictor(load(entry), 128)
         predictor.set_image(image)
-        for k, shown in ((1, first[n]), (2, second[n])):
+        for k in (1, 2):
             logits, _ = replay(predictor, clicks[:k])
-            assert abs(float(shown) - iou(logits[0].float().numpy() > 0, gt)) < 1e-6, (n, k)
-    (tmp_path / "app.png").write_bytes(base64.b64decode(shot))
+            shown = float(ious[k - 1][n])
+            assert abs(shown - iou(logits[0].float().numpy() > 0, gt)) < 1e-6, (n, k)
+    (tmp_path / "app.png").write_bytes(shot)
     if os.environ.get("HRSAM_APP_SCREENSHOT"):  # the README's picture: this test's screenshot
-        Path(os.environ["HRSAM_APP_SCREENSHOT"]).write_bytes(base64.b64decode(shot))
+        Path(os.environ["HRSAM_APP_SCREENSHOT"]).write_bytes(shot)

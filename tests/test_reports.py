@@ -1,14 +1,11 @@
 """reports/: tables (values, order, bold, failed and missing cells, LaTeX), figures, the build from
-a SQLite MLflow store, the CLI's errors, and the HTML report in headless Chromium."""
+a SQLite MLflow store, the CLI's errors, and the HTML report in headless Chromium (Playwright)."""
 
 from __future__ import annotations
 
 import csv
 import io
-import os
 import re
-import shutil
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -551,51 +548,25 @@ def test_cli_builds_the_whole_experiment(store, tmp_path, capsys):
     assert [r["synthetic noc95 n"] for r in rows] == ["2", "2", "2", "1"]
 
 
-# -- the HTML report in a headless browser --------------------------------------------------------
-
-CHROMIUM = next(
-    (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
-)
-
-
-def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [
-        CHROMIUM,
-        "--headless",
-        "--disable-gpu",
-        f"--user-data-dir={profile}",
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-default-apps",
-        "--disable-extensions",
-        "--disable-sync",
-        "--mute-audio",
-        "--disable-dev-shm-usage",  # containers with a small /dev/shm
-        "--enable-logging=stderr",
-        *(["--no-sandbox"] if os.geteuid() == 0 else []),
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
+# -- the HTML report in a headless browser (Playwright on the system Chromium: tests/conftest.py)
 
 
 @pytest.mark.external
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian: apt-get install chromium)")
-def test_html_opens_in_headless_chromium(report_dir, tmp_path):
-    url = (report_dir / "report.html").as_uri()
-    dom = chromium(tmp_path / "profile", "--virtual-time-budget=10000", "--dump-dom", url)
-    root = re.search(r"<html[^>]*>", dom.stdout)
-    assert root, dom.stderr[-2000:]
-    attrs = dict(re.findall(r'(data-[\w-]+)="([^"]*)"', root[0]))
-    assert attrs.get("data-check") == "done", root[0]
+@pytest.mark.browser_context_args(viewport={"width": 1280, "height": 2000})
+def test_html_opens_in_headless_chromium(report_dir, page):
+    uncaught = []
+    page.on("pageerror", lambda error: uncaught.append(str(error)))
+    page.goto((report_dir / "report.html").as_uri())
+    root = page.locator("html[data-check='done']")  # the report's own check, once loaded
+    root.wait_for(state="attached")
+    attrs = {k: root.get_attribute(f"data-{k}") for k in ("images", "images-loaded", "errors")}
     n_png = len(list((report_dir / "figures").glob("*.png")))
-    assert int(attrs["data-images"]) == n_png > 0
-    assert attrs["data-images-loaded"] == attrs["data-images"]
-    assert attrs["data-errors"] == ""
-    assert "Uncaught" not in dom.stderr
+    assert int(attrs["images"]) == n_png > 0
+    assert attrs["images-loaded"] == attrs["images"]
+    assert attrs["errors"] == ""
+    assert uncaught == []
     shot = report_dir / "screenshot.png"
-    chromium(tmp_path / "profile2", f"--screenshot={shot}", "--window-size=1280,2000", url)
+    page.screenshot(path=shot)
     assert shot.read_bytes()[:8] == PNG_MAGIC
     with Image.open(shot) as im:
         assert im.size == (1280, 2000)
