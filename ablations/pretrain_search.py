@@ -100,7 +100,7 @@ def _one(preset: str, lr: float, recipe: dict, dataset, val, out: Path) -> dict:
         names.MIOU5: summary[names.miou_at(5)],
         names.CLICK_GAIN: summary[names.CLICK_GAIN],
         "final_loss": float(np.mean(state.losses[-LOSS_EVERY:])),
-        "train_s": train_s,
+        names.TRAIN_S: train_s,
     }
     return {k: rounded(v) for k, v in figures.items()}
 
@@ -149,7 +149,7 @@ def _write_search(out: Path, results: dict, recipe: dict, preset: str) -> None:
             mark = "**yes**" if float(lr) == best else ""
             lines.append(
                 f"| {preset} | {lr} | {f[names.MIOU1]:.3f} | {f[names.MIOU5]:.3f} | "
-                f"{f[names.CLICK_GAIN]:+.3f} | {f['final_loss']:.4f} | {f['train_s']:.0f} | "
+                f"{f[names.CLICK_GAIN]:+.3f} | {f['final_loss']:.4f} | {f[names.TRAIN_S]:.0f} | "
                 f"{mark} |"
             )
     (out / "search" / "record.md").write_text("\n".join(lines) + "\n")

@@ -5,11 +5,12 @@ objects, or one seed's objects only)."""
 
 from __future__ import annotations
 
+from hrsam import names
 from reports.frame import metric
 from reports.table_format import Cell, Table, key_text, number_text
 
 # the differences a reader asks about first, in this order, where the table has them
-HEADLINE = ("miou_at_5", "click_gain", "noc90", "noc85")
+HEADLINE = (names.MIOU5, names.CLICK_GAIN, names.NOC90, names.NOC85)
 
 
 def _point(index: tuple[str, ...], point: tuple) -> str:
