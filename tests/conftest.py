@@ -15,6 +15,17 @@ os.environ.setdefault("HRSAM_FLEX_COMPILE", "0")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(autouse=True)
+def _fresh_probes():
+    """Every test finds the kernel and scan probes unasked: a probe result one test caused (a
+    monkeypatched backend, a model built on the meta device) never reaches the next."""
+    from hrsam import probe
+
+    probe.clear_cache()
+    yield
+    probe.clear_cache()
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
