@@ -166,7 +166,14 @@ def training_facts(trials: pd.DataFrame) -> tuple[str, ...]:
             ts_base = table_format.key_text(base_ts)
         else:
             ts_base = ts  # 0: the finetune's
-        if base:
+        shas = sorted({str(v)[:12] for v in g.get("train.base_sha256", []) if str(v).strip()
+                       and not frame.is_missing(v)})  # fmt: skip
+        if shas and g.get("train.base", pd.Series(dtype=object)).astype(str).eq("pretrained").any():
+            out.append(
+                f"training: each trial finetunes {steps} steps at ts {ts} (lr {lr}) from its "
+                f"preset's pretrained base (hrsam/pretrained, sha256 {', '.join(shas)})"
+            )
+        elif base:
             out.append(
                 f"training: each trial finetunes {steps} steps at ts {ts} (lr {lr}) from a base "
                 f"training of its preset shared by every trial and sweep ({base} steps at ts "

@@ -76,10 +76,13 @@ def number_text(cell: Cell, m: frame.Metric, pm: str = "±") -> str:
     mean = cell.mean * m.scale
     # a count (NoF) of one run, with or without its interval, is whole: 101 [99, 101]
     count = m.unit == "objects"
-    whole = cell.std is None and (count or cell.lo is None) and float(mean).is_integer()
+    spread = cell.std is not None and not math.isnan(cell.std) and cell.std != 0
+    whole = (not spread if count else cell.std is None and cell.lo is None) and float(
+        mean
+    ).is_integer()
     decimals = m.decimals or (0 if whole else 1)
     text = f"{mean:+.{decimals}f}" if cell.delta else f"{mean:.{decimals}f}"
-    if cell.std is not None and not math.isnan(cell.std):
+    if cell.std is not None and not math.isnan(cell.std) and not (count and whole):
         text += f" {pm} {cell.std * m.scale:.{decimals}f}"
     if cell.lo is not None:
         text += f" [{cell.lo * m.scale:.{decimals}f}, {cell.hi * m.scale:.{decimals}f}]"
