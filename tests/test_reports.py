@@ -169,8 +169,9 @@ def test_main_table_layout_values_order_and_bold():
     assert column(t, "davis 5-mIoU (%)") == ["81.02", "*82.05*", "81.02 ± 0.00", "*82.05*"]
     assert column(t, "encoder (ms)")[2] == "*107.4 ± 0.0*"
     assert column(t, "SAT (s)") == ["7.00 ± 0.00"] * 2 + ["*5.00 ± 0.00*"] * 2  # over datasets
-    # counts: whole numbers, one decimal as a mean; all equal: nothing bold
-    assert column(t, "davis NoF95 (objects)") == ["10", "10", "10.0 ± 0.0", "10"]
+    # counts: whole numbers, also a mean of repeats that agree (one decimal only where they
+    # differ); all equal: nothing bold
+    assert column(t, "davis NoF95 (objects)") == ["10", "10", "10", "10"]
 
 
 def test_main_table_marks_failed_and_missing_cells():
