@@ -105,7 +105,11 @@ def results_table(sweep: S.Sweep, records: dict[str, TrialRecord | None]) -> str
             status += f" (EMPTY: mIoU < {R.EMPTY_MIOU:g} after every click)"
         kernel = str(r.resolved.get("model.kernel") or "-") if r else "-"  # the timings' kernel
         rows.append([*values, *cells, kernel, status])
-    note = f"\n{R.SHARED_MARK} {R.SHARED_NOTE}" if shared_any else ""
+    note = (
+        "\n[95% CI]: over the objects of the row's one training seed (each row is one trial); "
+        "repeats=3 and the report give intervals that cover the seed too."
+    )
+    note += f"\n{R.SHARED_MARK} {R.SHARED_NOTE}" if shared_any else ""
     return _markdown(rows) + note
 
 

@@ -602,6 +602,7 @@ def test_results_md_marks_shared_core_timings_like_the_report(tmp_path):
     assert "11.0‡" in rows[1] and "6.000‡" in rows[1] and "‡" not in rows[0] + rows[2]
     assert "| 5.000 " in rows[1]  # quality is not a timing: never marked
     assert table.splitlines()[-1] == f"{R.SHARED_MARK} {R.SHARED_NOTE}"
+    assert "[95% CI]: over the objects of the row's one training seed" in table
     records[planned.trials[1].trial_id].provenance = {"timing_shared": "False"}
     assert R.SHARED_MARK not in results_table(planned, records)
 
