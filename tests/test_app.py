@@ -8,9 +8,6 @@ import base64
 import io
 import json
 import os
-import socket
-import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -27,14 +24,9 @@ from hrsam.app.models import ImageEntry, ModelEntry, load
 from hrsam.app.server import MAX_UPLOAD_BYTES, Engine, create_app, replay
 from hrsam.interactive.metrics import iou
 from hrsam.models import Predictor, build_model, save_checkpoint
+from tests.helpers import serve
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _scene(seed: int, h: int = 96, w: int = 128):
@@ -49,8 +41,6 @@ def _scene(seed: int, h: int = 96, w: int = 128):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """Two models (the same preset, two seeds: two trials to compare), two validation images."""
-    import uvicorn
-
     tmp = tmp_path_factory.mktemp("app")
     models = []
     for seed in (0, 1):
@@ -60,16 +50,8 @@ def server(tmp_path_factory):
     images = [ImageEntry(f"val-{i}", f"scene{i}", *_scene(i)) for i in range(2)]
     (tmp / "uploads").mkdir()
     engine = Engine(models, images, tmp / "uploads")
-    port = _free_port()
-    config = uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline, "the app did not start"
-        time.sleep(0.05)
-    yield {"base": f"http://127.0.0.1:{port}", "engine": engine, "models": models, "tmp": tmp}
+    base, srv, thread = serve(create_app(engine))
+    yield {"base": base, "engine": engine, "models": models, "tmp": tmp}
     srv.should_exit = True
     thread.join(timeout=10)
 

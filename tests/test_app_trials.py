@@ -12,10 +12,8 @@ import io
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -32,6 +30,7 @@ from hrsam.app.server import replay
 from hrsam.data import DataConfig
 from hrsam.interactive.metrics import iou
 from hrsam.models import Predictor
+from tests.helpers import free_port, serve
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "window_size"
@@ -58,12 +57,6 @@ def done(tmp_path_factory):
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str, body: dict | None = None) -> tuple[int, bytes]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
@@ -86,7 +79,7 @@ def test_on_a_sweeps_folder_the_app_offers_the_trials_own_images_and_writes_noth
     cwd = tmp_path / "elsewhere"  # not where the sweep ran
     cwd.mkdir()
     data_before = _tree(done["root"] / "data")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "hrsam.app", "--sweeps", str(done["sweeps"]), "--port", str(port)]
     proc = subprocess.Popen(
@@ -125,20 +118,6 @@ def test_on_a_sweeps_folder_the_app_offers_the_trials_own_images_and_writes_noth
     assert _tree(done["root"] / "data") == data_before  # nor a second copy beside the sweep's
 
 
-def _serve(app):
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the app did not start"
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port}", server, thread
-
-
 def test_a_trial_listed_from_mlflow_answers_a_click_as_an_offline_replay(
     done, tmp_path, monkeypatch
 ):
@@ -151,7 +130,7 @@ def test_a_trial_listed_from_mlflow_answers_a_click_as_an_offline_replay(
     assert list(engine.models) == [trial]
     entry = engine.models[trial]
     assert entry.checkpoint == done["record"]["provenance"]["weights"] and entry.ts == 64
-    base, server, thread = _serve(app)
+    base, server, thread = serve(app)
     try:
         status, data = _get(base + "/api/images")
         first = json.loads(data)[0]
@@ -222,7 +201,7 @@ def test_a_bad_store_experiment_or_trial_is_one_line_and_exit_2(
         ),
     }
     for name, (argv, line) in cases.items():
-        assert main([*argv, "--port", str(_free_port())]) == 2, name
+        assert main([*argv, "--port", str(free_port())]) == 2, name
         err = capsys.readouterr().err.strip()
         assert err.startswith(line) and "\n" not in err, (name, err)
     assert list(tmp_path.iterdir()) == []  # no empty store made, nothing written
