@@ -1,6 +1,7 @@
 """Module docstrings point at files that exist: every repository path a docstring names (a path
-with a folder, or a top-level ``NAME.md``) is a tracked file. Run-time outputs (``outputs/``,
-``reports/out/``, ``data/``) and patterns (``<name>``, ``*``) are not checked."""
+with a folder, or a capitalised top-level Markdown file such as the readme) is a tracked file.
+Run-time outputs (``outputs/``, ``reports/out/``, ``data/``) and patterns (``<name>``, ``*``) are
+not checked."""
 
 from __future__ import annotations
 
