@@ -89,3 +89,28 @@ def test_the_check_finds_an_undeclared_import():
     """The check itself: a module importing an installed but undeclared package is reported."""
     main, _ = declared()
     assert undeclared(["hrsam"], main - {"scipy"})  # scipy is imported by hrsam
+
+
+def test_the_wheel_carries_what_the_code_reads_at_run_time(tmp_path):
+    """The built wheel holds the sweep's config tree, the app's page, the C scan kernel's source
+    and the pretrained bases with their manifests (an install without the checkout runs the
+    sweep's and the app's --help: measured into an empty venv, benchmarks/results/cpu/wheel.md)."""
+    import zipfile
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    [wheel] = tmp_path.glob("hrsam_bench-*.whl")
+    files = set(zipfile.ZipFile(wheel).namelist())
+    want = {
+        "ablations/conf/defaults.yaml", "ablations/conf/pretrain.yaml",
+        "ablations/conf/grid/window_size.yaml", "ablations/conf/executor/local.yaml",
+        "ablations/conf/profile/paper.yaml", "hrsam/app/static/index.html",
+        "hrsam/ssm/csrc/selective_scan.c",
+    }  # fmt: skip
+    for preset in ("hrsam_tiny", "hrsampp_tiny"):
+        want |= {f"hrsam/pretrained/{preset}.safetensors", f"hrsam/pretrained/{preset}.json"}
+    assert want <= files, sorted(want - files)
