@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import itertools
 import json
 from dataclasses import dataclass
@@ -220,7 +221,7 @@ def settle_base(cfg: dict) -> None:
     if t["base"] != "pretrained":
         return
     try:
-        sha = pretrained.verify(preset)["sha256"]
+        sha = _verified_sha(pretrained.weights_path(preset), pretrained.manifest_path(preset))
     except CheckpointError as e:
         raise ConfigError(f"train.base=pretrained: {one_line(e)}; or train.base=scratch") from None
     if t["base_sha256"] and t["base_sha256"] != sha:
@@ -396,21 +397,52 @@ def _point_config(
     return cfg
 
 
+def _stamp(path: Path) -> tuple:
+    """A file as a cache key: its path, size and modification time (a changed file is a miss)."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return (str(path), None, None)
+    return (str(path), st.st_size, st.st_mtime_ns)
+
+
+def _verified_sha(weights: Path, manifest: Path) -> str:
+    """The weights' verified sha256, hashed once per file version for every trial of a plan."""
+    return _verified_sha_of(_stamp(weights), _stamp(manifest))
+
+
+@functools.lru_cache(maxsize=16)
+def _verified_sha_of(weights: tuple, manifest: tuple) -> str:
+    from hrsam import pretrained
+
+    preset = Path(weights[0]).name.removesuffix(pretrained.SUFFIX)
+    return pretrained.verify(preset, Path(weights[0]).parent)["sha256"]
+
+
+@functools.lru_cache(maxsize=16)
+def _checkpoint_config(stamp: tuple) -> dict | None:
+    """The architecture our checkpoint records (None: an official file), read once per file
+    version for every point of a plan; `CheckpointError` for an unreadable one."""
+    from hrsam.models.checkpoint import FORMAT, read_state
+
+    state = read_state(stamp[0])
+    return dict(state["config"]) if state.get("format") == FORMAT else None
+
+
 def _check_fixed_by_checkpoint(cfg: dict, point_origin: str, fixed: set[str]) -> None:
     """An evaluated checkpoint of ours fixes its architecture: a model key set to another value
     is a `ConfigError` naming where the value came from and the checkpoint's own."""
-    from hrsam.models.checkpoint import FORMAT, CheckpointError, read_state
+    from hrsam.models.checkpoint import CheckpointError
 
     m = cfg["model"]
     if not m["checkpoint"]:
         return
     try:
-        state = read_state(m["checkpoint"])
+        own = _checkpoint_config(_stamp(m["checkpoint"]))
     except CheckpointError:
         return  # check_checkpoints reports an unreadable file in its own words
-    if state.get("format") != FORMAT:
+    if own is None:
         return  # an official file: its architecture is the preset's
-    own = state["config"]
     for key in ARCH_KEYS:
         value = m[key]
         mine = own.get(key)
