@@ -39,7 +39,8 @@ EXPERIMENT = "window_size"
 @pytest.fixture(scope="module")
 def done(tmp_path_factory):
     """One finished micro trial (window 4): its folder, record, ious.csv names and store URI."""
-    from tests.test_sweep import MICRO, sweep
+    from tests.helpers import SWEEP_MICRO as MICRO
+    from tests.helpers import sweep
 
     root = tmp_path_factory.mktemp("sweep")
     r = sweep(root, f"grid={EXPERIMENT}", "executor=debug", "model.window_size=4", *MICRO)

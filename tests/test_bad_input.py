@@ -1,7 +1,7 @@
 """Every bad input a sweep reads is one line before any work: exit code 2, one line on stderr
 naming the bad value, and nothing written (the MLflow store byte for byte as it was: no run left
-RUNNING, no trial folder, no output folder). Through the real command line, as a user runs it.
-"""
+RUNNING, no trial folder, no output folder). Each case calls the command line's ``main`` in-process;
+one case runs it as a user does, in a process, for the exit code a shell sees."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from ablations import sweep
+from tests.helpers import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,13 +107,24 @@ def test_a_bad_input_is_one_line_exit_2_and_nothing_written(name, store, tmp_pat
     args = _case(tmp_path, name)
     (tmp_path / "mlflow.db").write_bytes(store.read_bytes())
     before = _snapshot(tmp_path)
+    r = cli(sweep.main, *args, cwd=tmp_path)
+    assert r.code == 2, r.out + r.err
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.err
+    assert CASES[name][1] in lines[0], lines[0]
+    assert _snapshot(tmp_path) == before  # no folder, no file, the store unchanged
+
+
+def test_the_shell_sees_exit_2_and_one_line(store, tmp_path):
+    """The real command line in a process: what a shell (and `make`) sees of a bad input."""
+    (tmp_path / "mlflow.db").write_bytes(store.read_bytes())
+    before = _snapshot(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run(
-        [sys.executable, "-m", "ablations.sweep", *args],
+        [sys.executable, "-m", "ablations.sweep", "grid=window_size", "model.window_size=0"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert r.returncode == 2, r.stdout + r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    assert CASES[name][1] in lines[0], lines[0]
-    assert _snapshot(tmp_path) == before  # no folder, no file, the store unchanged
+    assert r.stdout == "" and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("error: ") and "window_size=0" in r.stderr, r.stderr
+    assert _snapshot(tmp_path) == before

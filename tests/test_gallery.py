@@ -17,7 +17,8 @@ def test_the_report_has_a_gallery_per_setting_embedded_and_showing_the_clicks(tm
 
     matplotlib.use("Agg")
     from reports.gallery import draw
-    from tests.test_sweep import MICRO, sweep, with_keys
+    from tests.helpers import SWEEP_MICRO as MICRO
+    from tests.helpers import sweep, with_keys
 
     args = ["grid=window_size", "model.window_size=4,8", "executor=debug"]
     r = sweep(tmp_path, *args, *with_keys(MICRO, "eval.max_clicks=5", "report=true"))

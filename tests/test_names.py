@@ -72,8 +72,8 @@ def test_every_metric_a_trial_records_is_declared_and_reaches_mlflow_under_its_n
 
     from ablations import sweep
     from ablations.record import TrialRecord
-    from tests.test_sweep import with_keys
-    from tests.test_trial_pipeline import MICRO
+    from tests.helpers import DEBUG_MICRO as MICRO
+    from tests.helpers import with_keys
 
     monkeypatch.chdir(tmp_path)
     base = ["train.base_steps=2", "train.base_ts=32"]  # the base training's metrics too

@@ -9,7 +9,8 @@ import torch
 
 from ablations import sweep
 from hrsam.precision import autocast, check_precision, dtype
-from tests.test_trial_pipeline import MICRO, mlflow_params, records
+from tests.helpers import DEBUG_MICRO as MICRO
+from tests.helpers import mlflow_params, records
 
 
 def test_precision_names_and_dtypes():

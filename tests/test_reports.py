@@ -20,16 +20,11 @@ from ablations.record import TrialRecord
 from benchmarks.report_build import log_sweep, synthetic_trials
 from reports import ablation_tables, figures, frame, table_format, tables
 from reports import build as report_build
+from tests.helpers import run, runs_frame
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-# mlflow 3.17's SQLAlchemy store, not ours
-pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 
 # -- runs frames built here, the way mlflow.search_runs returns them ------------------------------
-
-
-def run(params: dict, metrics: dict | None = None, status="FINISHED", error=None, **tags) -> dict:
-    return {"params": params, "metrics": metrics or {}, "status": status, "error": error, **tags}
 
 
 def unsupported_run(params: dict, reason: str) -> dict:
@@ -37,29 +32,6 @@ def unsupported_run(params: dict, reason: str) -> dict:
     record = TrialRecord("t", "s", "g", "e", "l", R.UNSUPPORTED, reason=reason)
     tags = {f"tags.{k}": v for k, v in record.mlflow_tags("P").items()}
     return run(params, status=R.MLFLOW_STATUS[R.UNSUPPORTED], error=None, extra_tags=tags)
-
-
-def runs_frame(*runs: dict, grid: str = "g", parent: str = "P") -> pd.DataFrame:
-    """``search_runs``-shaped frame of trial runs (params as strings, as MLflow stores them)."""
-    rows = []
-    for i, r in enumerate(runs):
-        row = {
-            "run_id": f"run{i}",
-            "status": r["status"],
-            "start_time": pd.Timestamp("2026-11-01") + pd.Timedelta(seconds=i),
-            "tags.hrsam.role": "trial",
-            "tags.hrsam.trial_id": r.get("trial_id", f"t{i}"),
-            "tags.hrsam.grid": r.get("grid", grid),
-            "tags.hrsam.label": f"trial {i}",
-            "tags.mlflow.parentRunId": parent,
-        }
-        if r["error"]:
-            row["tags.hrsam.error"] = r["error"]
-        row |= {k: v for k, v in r.get("extra_tags", {}).items() if k not in row}
-        row |= {f"params.{k}": "None" if v is None else str(v) for k, v in r["params"].items()}
-        row |= {f"metrics.{k}": float(v) for k, v in r["metrics"].items()}
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def parents_frame(grid: str = "g", varying: str = "", planned: int | None = None) -> pd.DataFrame:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_sweep import MICRO, children, runs, sweep
+from tests.helpers import SWEEP_MICRO as MICRO
+from tests.helpers import children, runs, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.external]
@@ -69,9 +70,9 @@ def test_two_task_training_job_is_data_parallel(cluster, tmp_path):
     import submitit
 
     from hrsam.train.__main__ import main
-    from tests.test_distributed import _argv, _assert_same_training, _python, _state
+    from tests.helpers import assert_same_training, python, train_argv, train_state
 
-    r = _python(["-m", "hrsam.train", *_argv(tmp_path, "single", 2)], tmp_path)
+    r = python(["-m", "hrsam.train", *train_argv(tmp_path, "single", 2)], tmp_path)
     assert r.returncode == 0, r.stderr
     ex = submitit.AutoExecutor(
         folder=tmp_path / "jobs", cluster="slurm", slurm_python=sys.executable
@@ -83,10 +84,10 @@ def test_two_task_training_job_is_data_parallel(cluster, tmp_path):
         slurm_partition="debug",
         slurm_srun_args=["--cpus-per-task", "1"],
     )
-    job = ex.submit(main, _argv(tmp_path, "slurm", 1))
+    job = ex.submit(main, train_argv(tmp_path, "slurm", 1))
     assert job.results() == [0, 0], job.stderr()
-    assert _state(tmp_path / "slurm" / "last.pt")[2] == 2
-    _assert_same_training(tmp_path / "slurm" / "last.pt", tmp_path / "single" / "last.pt")
+    assert train_state(tmp_path / "slurm" / "last.pt")[2] == 2
+    assert_same_training(tmp_path / "slurm" / "last.pt", tmp_path / "single" / "last.pt")
 
 
 def test_a_preempted_trial_is_requeued_and_resumes_its_training(cluster, tmp_path):

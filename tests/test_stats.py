@@ -19,8 +19,6 @@ from ablations.record import TrialRecord
 from reports import build as report_build
 from reports import stats
 
-pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
-
 
 def hand_interval(values, resamples=stats.RESAMPLES, seed=stats.SEED):
     """The percentile bootstrap written out: resample, average, sort, interpolate."""
@@ -259,7 +257,7 @@ def test_sweep_refuses_a_baseline_outside_the_grid_before_anything_runs(tmp_path
 
 def test_report_states_the_training_recipe():
     from reports import frame
-    from tests.test_reports import run, runs_frame
+    from tests.helpers import run, runs_frame
 
     base = {"train.enabled": True, "train.steps": 400, "train.ts": 256, "train.lr": 0.001}
     params = {**base, "train.base_steps": 2000, "train.base_lr": 0.003}

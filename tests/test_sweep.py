@@ -9,7 +9,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,56 +21,10 @@ from ablations import config as C
 from ablations import spec as S
 from ablations import tracking
 from ablations.record import TrialRecord
+from tests.helpers import SWEEP_MICRO as MICRO
+from tests.helpers import children, free_port, runs, sweep, with_keys
 
 ROOT = Path(__file__).resolve().parent.parent
-# a sweep that trains and evaluates in seconds: 64 px images, 3 training steps, 3 clicks
-MICRO = [
-    "train.steps=3",
-    "train.base=scratch",  # these tests are about the harness: no pretrained base
-    "train.base_steps=0",  # no shared base training (the default recipe has one)
-    "train.ts=64",
-    "train.ckpt_every=0",
-    "data.size=64",
-    "data.n_train=2",
-    "data.n_val=2",
-    "eval.ts=64",
-    "eval.max_clicks=3",
-    "bench.reps=1",
-    "bench.sat_points=2",
-    "report=false",
-]
-
-
-def with_keys(args: list[str], *extra: str) -> list[str]:
-    """``args`` with the keys of ``extra`` replaced (a key given twice is an error, exit 2)."""
-    keys = {e.split("=", 1)[0] for e in extra}
-    return [a for a in args if a.split("=", 1)[0] not in keys] + list(extra)
-
-
-def sweep(
-    tmp: Path, *args: str, timeout: float = 600, env_extra: dict | None = None, **popen
-) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HRSAM_FLEX_COMPILE": "0", **(env_extra or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "ablations.sweep", *args],
-        cwd=tmp,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        **popen,
-    )
-
-
-def runs(tmp: Path, experiment: str):
-    import mlflow
-
-    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
-    return mlflow.search_runs(experiment_names=[experiment])
-
-
-def children(df):
-    return df[df["tags.hrsam.role"] == "trial"]
 
 
 # --- composition and validation (no runs) ---
@@ -483,12 +436,6 @@ def test_eight_trials_logging_at_once_lose_nothing(tmp_path):
     assert len(children(mlflow.search_runs(experiment_names=["concurrent"]))) == 8
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.external
 @pytest.mark.slow
 def test_mlflow_server_serves_the_runs_on_loopback(tmp_path):
@@ -498,7 +445,7 @@ def test_mlflow_server_serves_the_runs_on_loopback(tmp_path):
         rec = TrialRecord(f"t{i}", "s", "g", "served", f"i={i}", "FINISHED")
         rec.params, rec.metrics = {"i": i}, {"noc90": float(i)}
         tracking.log_trial(uri, "served", parent, rec, None)
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [
             sys.executable,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,36 +16,8 @@ from ablations import config as C
 from ablations import spec as S
 from ablations import sweep
 from ablations.record import TrialRecord
-
-MICRO = [
-    "executor=debug",
-    "train.steps=2",
-    "train.base=scratch",  # these tests are about the harness: no pretrained base
-    "train.base_steps=0",  # no shared base training (the default recipe has one)
-    "train.ts=64",
-    "train.ckpt_every=0",
-    "data.size=64",
-    "data.n_train=2",
-    "data.n_val=1",
-    "eval.ts=64",
-    "eval.max_clicks=2",
-    "bench.reps=1",
-    "bench.sat_points=2",
-    "report=false",
-]
-
-
-def records(tmp: Path, experiment: str) -> list[TrialRecord]:
-    folder = tmp / "outputs" / "sweeps" / experiment / "trials"
-    return [TrialRecord.load(p) for p in sorted(folder.iterdir()) if not p.name.startswith(".")]
-
-
-def mlflow_params(tmp: Path, experiment: str):
-    import mlflow
-
-    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
-    df = mlflow.search_runs(experiment_names=[experiment])
-    return df[df["tags.hrsam.role"] == "trial"]
+from tests.helpers import DEBUG_MICRO as MICRO
+from tests.helpers import mlflow_params, records, with_keys
 
 
 @pytest.mark.slow
@@ -210,7 +181,6 @@ def test_shared_base_training_is_trained_once_and_finetuned_per_trial(tmp_path, 
     finetunes from it, and the record says which base it came from."""
     monkeypatch.chdir(tmp_path)
     # after MICRO: the last value of a key wins; the base trains at its own (smaller) ts
-    from tests.test_sweep import with_keys
 
     micro = with_keys(MICRO, "train.base_steps=3", "train.base_ts=32")
     assert sweep.main(["grid=window_size", "model.window_size=4,8", *micro]) == 0

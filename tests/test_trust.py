@@ -12,7 +12,9 @@ import pytest
 
 from ablations import sweep
 from hrsam import names
-from tests.test_trial_pipeline import MICRO, records
+from tests.helpers import DEBUG_MICRO as MICRO
+from tests.helpers import SWEEP_MICRO, records, with_keys
+from tests.helpers import sweep as run_sweep
 
 
 def _sha(path: Path) -> str:
@@ -44,7 +46,6 @@ def test_the_same_trial_in_two_experiments_gives_identical_weights_and_metrics(
 
 
 def test_a_corrupt_checkpoint_is_refused_before_submission(tmp_path):
-    from tests.test_sweep import sweep as run_sweep
 
     bad = tmp_path / "hrsam.pth"
     bad.write_bytes(b"not a checkpoint at all")
@@ -63,9 +64,6 @@ def test_a_corrupt_checkpoint_is_refused_before_submission(tmp_path):
 def test_parallel_local_timing_trials_say_they_shared_the_cpu(tmp_path):
     """Two timing trials at once on the local executor: their timings either did not overlap
     or both records say they were taken on a shared CPU; each records its threads."""
-    from tests.test_sweep import MICRO as SWEEP_MICRO
-    from tests.test_sweep import sweep as run_sweep
-    from tests.test_sweep import with_keys
 
     args = ["grid=window_size", "model.window_size=4,8", "executor=local", "executor.parallel=2"]
     r = run_sweep(
@@ -94,9 +92,6 @@ def test_runs_are_live_in_mlflow_and_the_parent_holds_the_report(tmp_path):
     import time
 
     from mlflow.tracking import MlflowClient
-
-    from tests.test_sweep import MICRO as SWEEP_MICRO
-    from tests.test_sweep import with_keys
 
     steps = 150
     args = ["grid=window_size", "model.window_size=4", "executor=local"]
@@ -181,10 +176,6 @@ def test_the_mlflow_ui_opens_a_sweep_on_its_runs_table_in_headless_chromium(tmp_
     import urllib.request
 
     import mlflow
-
-    from tests.test_sweep import MICRO as SWEEP_MICRO
-    from tests.test_sweep import sweep as run_sweep
-    from tests.test_sweep import with_keys
 
     r = run_sweep(
         tmp_path,
