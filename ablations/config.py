@@ -109,7 +109,7 @@ EvalCfg = _schema_of(EvalConfig, "EvalCfg")
 @dataclass
 class BenchCfg:
     enabled: bool = True
-    ts: int = 0
+    ts: int = 0  # 0: the evaluation's ts (settled by the plan: spec.bench_ts)
     reps: int = 5
     sat_points: int = 16  # SAT: a sat_points x sat_points grid of single-click prompts
 

@@ -38,12 +38,13 @@ def load(resolved: Resolved, checkpoint: str | Path | None) -> torch.nn.Module:
 
 
 def benchmark(resolved: Resolved, model, dataset, progress: Callable) -> dict[str, float]:
-    """The warm fixed-input benchmark at ``bench.ts`` (0: the evaluation's ts) on the first
-    validation image: encoder, decoder, SAT latency, peak memory, parameters, GFLOPs."""
+    """The warm fixed-input benchmark at ``bench.ts`` (the plan has settled it: `spec.bench_ts`)
+    on the first validation image: encoder, decoder, SAT latency, peak memory, parameters,
+    GFLOPs."""
     from hrsam.profiling import measure
 
     b = resolved.spec.bench
-    ts = b.ts or resolved.spec.eval.ts
+    ts = b.ts
     progress(f"benchmark at ts {ts}", force=True)
     return measure(
         model,

@@ -315,13 +315,13 @@ class _SparseScenes:
     same seed the generator gives them)."""
 
     def __init__(self, info: dict) -> None:
-        from hrsam.data.scenes import SceneSpec
-        from hrsam.data.synthetic import parse_objects
+        from hrsam.data.synthetic import Spec
 
         d = info["data"]
         self.n = d["objects_train"]
         self.names = {i: name for i, name in info["first_samples"]}
-        self.spec = SceneSpec(d["size"], parse_objects(d["objects"]), d["stroke"], d["contrast"])
+        keys = ("n_train", "n_val", "size", "stroke", "contrast", "version", "objects")
+        self.spec = Spec(**{k: d[k] for k in keys}).scene()
         self.seed = d.get("seed", 0)
 
     def __len__(self) -> int:

@@ -70,8 +70,6 @@ class Resolved:
             cycle_repeats=p.cycle_repeats if self.hrsam else None,
             anchor_sizes=list(p.anchor_sizes) if p.anchor_sizes else None,
         )
-        if out["bench"]["ts"] == 0:
-            out["bench"]["ts"] = out["eval"]["ts"]
         return out
 
 

@@ -208,6 +208,12 @@ def _in_section(section: str, e: Exception) -> str:
     return f"{section}.{msg}" if head.isidentifier() else f"{section}: {msg}"
 
 
+def bench_ts(cfg: dict) -> int:
+    """The ts a trial's benchmark runs at: ``bench.ts``, or the evaluation's where it is 0 (the
+    rule's one home: the plan settles it, so a trial's spec and record hold the number)."""
+    return cfg["bench"]["ts"] or cfg["eval"]["ts"]
+
+
 def settle_base(cfg: dict) -> None:
     """Checks ``train.base`` (one of `BASES`; ``pretrained`` needs the preset's verified
     weights) and writes the weights' sha256 into ``train.base_sha256`` (a value given there must
@@ -384,8 +390,7 @@ def _point_config(
         cfg["model"]["checkpoint"] = cfg["model"]["checkpoint"] or sweep_cfg["checkpoints"].get(
             preset
         )
-    if cfg["bench"]["ts"] == 0:
-        cfg["bench"]["ts"] = cfg["eval"]["ts"]
+    cfg["bench"]["ts"] = bench_ts(cfg)
     typed = merge(OmegaConf.structured(SweepCfg), cfg, f"grid point {label or '-'}")
     cfg = {k: v for k, v in OmegaConf.to_container(typed).items() if k in cfg}
     check_trial(cfg, train)

@@ -155,6 +155,35 @@ def test_every_sweep_key_has_its_default_in_one_place():
     json.dumps(cfg)  # plain data all the way down
 
 
+def test_the_synthetic_generator_defaults_and_the_bench_ts_rule_live_in_one_place(
+    tmp_path, monkeypatch
+):
+    """The generator's defaults are `hrsam.data.synthetic.Spec`'s: DataConfig, generate() and the
+    dataset take them from there (a default changed there changes all three), and a trial's
+    benchmark ts is settled once, by the plan, from the evaluation's ts where it is 0."""
+    from hrsam.data import DataConfig, synthetic
+
+    spec = dataclasses.asdict(synthetic.Spec())
+    config = dataclasses.asdict(DataConfig())
+    assert {k: config[k] for k in spec if k in config} == {
+        k: v for k, v in spec.items() if k in config
+    }
+    monkeypatch.setattr(synthetic.Spec.__init__, "__defaults__",
+                        (1, 1, 64, 0, 1.0, 1.0, 3, "2"))  # fmt: skip
+    folder = synthetic.generate(tmp_path)
+    assert folder.name == "v3_64px_1+1_s0_objects2"
+    recorded = json.loads((folder / synthetic.MANIFEST).read_text())["spec"]
+    assert recorded == {"version": 3, "n_train": 1, "n_val": 1, "size": 64, "seed": 0,
+                        "objects": "2"}  # fmt: skip
+    assert len(synthetic.SyntheticDataset(tmp_path, "val")) == 2  # two objects in one scene
+
+    for bench, expected in ((0, 256), (128, 128)):
+        overrides = {"grid": "window_size", "model.window_size": "4", "eval.ts": "256"}
+        cfg, grid = C.compose({**overrides, "bench.ts": str(bench), "train.base": "scratch"})
+        [trial] = S.expand(cfg, grid).trials
+        assert trial.bench.ts == trial.config["bench"]["ts"] == expected
+
+
 def test_init_from_copies_what_fits_and_names_the_rest():
     from hrsam.models import build_model
     from hrsam.models.checkpoint import init_from

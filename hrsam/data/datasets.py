@@ -22,8 +22,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from hrsam.data.synthetic import Spec
 from hrsam.interactive.evaluate import Sample
 from hrsam.registry import Registry
+
+SPEC = Spec()  # the synthetic generator's defaults, DataConfig's for its synthetic keys
 
 DATASETS: Registry[Callable[..., object]] = Registry("dataset")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -41,23 +44,21 @@ class DataConfig:
 
     name: str = "synthetic"
     root: str = "data/synthetic"
-    size: int = 1024
-    n_train: int = 64
-    n_val: int = 16
-    stroke: float = 1.0  # synthetic: scale of the fine structure (hrsam.data.synthetic)
-    contrast: float = 1.0  # synthetic: object / background colour contrast
-    version: int = 3  # synthetic: generator version (3: multi-object scenes; 2: one blob)
-    objects: str = "2-4"  # synthetic v3: objects per scene, N or MIN-MAX
+    size: int = SPEC.size
+    n_train: int = SPEC.n_train
+    n_val: int = SPEC.n_val
+    stroke: float = SPEC.stroke  # synthetic: scale of the fine structure (hrsam.data.synthetic)
+    contrast: float = SPEC.contrast  # synthetic: object / background colour contrast
+    version: int = SPEC.version  # synthetic: generator version (3: multi-object scenes; 2: a blob)
+    objects: str = SPEC.objects  # synthetic v3: objects per scene, N or MIN-MAX
     limit: int = 0
 
     def __post_init__(self) -> None:
         if self.name == "synthetic":
-            from hrsam.data.synthetic import check_spec
-
-            check_spec(self.size, self.stroke, self.contrast, self.version, self.objects)
+            Spec(**self.synthetic_spec())
 
     def synthetic_spec(self) -> dict:
-        """The generator's arguments (`hrsam.data.synthetic.generate`), for the synthetic set."""
+        """The generator's arguments (`hrsam.data.synthetic.Spec`), for the synthetic set."""
         keys = ("n_train", "n_val", "size", "stroke", "contrast", "version", "objects")
         return {k: getattr(self, k) for k in keys}
 

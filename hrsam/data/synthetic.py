@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ from hrsam.interactive.evaluate import Sample
 MANIFEST = "manifest.json"
 VERSION = 3  # 3: multi-object scenes (hrsam.data.scenes); 2: one blob per image
 VERSIONS = (2, 3)
-DEFAULT_OBJECTS = "2-4"
+DEFAULT_OBJECTS = "{}-{}".format(*SceneSpec.objects)  # "2-4"
 VAL_OFFSET = 500_000  # val sample i is generated from seed index VAL_OFFSET + i
 
 
@@ -111,79 +112,93 @@ def parse_objects(objects: str | int) -> tuple[int, int]:
     return pair
 
 
-def spec_folder(
-    root: str | Path,
-    n_train: int,
-    n_val: int,
-    size: int,
-    seed: int = 0,
-    stroke: float = 1.0,
-    contrast: float = 1.0,
-    version: int = VERSION,
-    objects: str = DEFAULT_OBJECTS,
-) -> Path:
-    """``root/v<version>_<size>px_<n_train>+<n_val>_s<seed>[_stroke<x>][_contrast<y>]
-    [_objects<a-b>]``: the folder of one generator spec."""
-    suffix = "" if stroke == 1 else f"_stroke{stroke:g}"
-    suffix += "" if contrast == 1 else f"_contrast{contrast:g}"
-    if version >= 3 and str(objects) != DEFAULT_OBJECTS:
-        suffix += f"_objects{objects}"
-    return Path(root) / f"v{version}_{size}px_{n_train}+{n_val}_s{seed}{suffix}"
+@dataclass(frozen=True)
+class Spec:
+    """One generated dataset: the one home of the generator's defaults (``DataConfig``'s synthetic
+    keys and every entry point default to these; a scene's own defaults are `SceneSpec`'s).
+    A spec that cannot be drawn is a one-line ValueError when built."""
+
+    n_train: int = 64
+    n_val: int = 16
+    size: int = SceneSpec.size
+    seed: int = 0
+    stroke: float = SceneSpec.stroke
+    contrast: float = SceneSpec.contrast
+    version: int = VERSION
+    objects: str = DEFAULT_OBJECTS
+
+    def __post_init__(self) -> None:
+        if self.version not in VERSIONS:
+            raise ValueError(
+                f"version={self.version} must be one of {', '.join(map(str, VERSIONS))}"
+            )
+        if self.size < 64:
+            raise ValueError(f"size={self.size} must be >= 64 px")
+        if not 0.5 <= self.stroke <= 8:
+            raise ValueError(f"stroke={self.stroke} must be in [0.5, 8]")
+        if not 0 <= self.contrast <= 8:
+            raise ValueError(f"contrast={self.contrast} must be in [0, 8]")
+        self.scene()
+
+    def scene(self) -> SceneSpec | None:
+        """What the scene generator draws (version 3), None for version 2's one blob."""
+        if self.version < 3:
+            return None
+        return SceneSpec(self.size, parse_objects(self.objects), self.stroke, self.contrast)
+
+    def folder(self, root: str | Path) -> Path:
+        """``root/v<version>_<size>px_<n_train>+<n_val>_s<seed>[_stroke<x>][_contrast<y>]
+        [_objects<a-b>]``: the folder of this spec (only what differs from a default is named)."""
+        suffix = "" if self.stroke == 1 else f"_stroke{self.stroke:g}"
+        suffix += "" if self.contrast == 1 else f"_contrast{self.contrast:g}"
+        if self.version >= 3 and str(self.objects) != DEFAULT_OBJECTS:
+            suffix += f"_objects{self.objects}"
+        name = f"v{self.version}_{self.size}px_{self.n_train}+{self.n_val}_s{self.seed}{suffix}"
+        return Path(root) / name
+
+    def recorded(self) -> dict:
+        """The spec as the folder's manifest records it."""
+        keys = ("version", "n_train", "n_val", "size", "seed")
+        out: dict = {k: getattr(self, k) for k in keys}
+        for k in ("stroke", "contrast"):  # named only where they differ from 1
+            if getattr(self, k) != 1:
+                out[k] = getattr(self, k)
+        if self.version >= 3:
+            out["objects"] = str(self.objects)
+        return out
 
 
-def check_spec(size: int, stroke: float, contrast: float, version: int, objects: str) -> None:
-    """One-line ValueErrors for a generator spec that cannot be drawn."""
-    if version not in VERSIONS:
-        raise ValueError(f"version={version} must be one of {', '.join(map(str, VERSIONS))}")
-    if size < 64:
-        raise ValueError(f"size={size} must be >= 64 px")
-    if not 0.5 <= stroke <= 8:
-        raise ValueError(f"stroke={stroke} must be in [0.5, 8]")
-    if not 0 <= contrast <= 8:
-        raise ValueError(f"contrast={contrast} must be in [0, 8]")
-    if version >= 3:
-        SceneSpec(size, parse_objects(objects), stroke, contrast)
+def spec_folder(root: str | Path, **spec) -> Path:
+    """The folder `generate` writes ``spec`` (`Spec`'s fields) into under ``root``."""
+    return Spec(**spec).folder(root)
 
 
-def generate(
-    root: str | Path,
-    n_train: int = 64,
-    n_val: int = 16,
-    size: int = 1024,
-    seed: int = 0,
-    progress: Callable[[int, int], None] | None = None,
-    stroke: float = 1.0,
-    contrast: float = 1.0,
-    version: int = VERSION,
-    objects: str = DEFAULT_OBJECTS,
-) -> Path:
-    """Writes the dataset into ``spec_folder(root, ...)`` unless a complete one is there; returns
-    that folder. Each generator spec has its own folder, so entry points asking for different
-    specs under one ``root`` never regenerate each other's data."""
-    check_spec(size, stroke, contrast, version, objects)
-    spec = {"version": version, "n_train": n_train, "n_val": n_val, "size": size, "seed": seed}
-    spec.update({k: v for k, v in (("stroke", stroke), ("contrast", contrast)) if v != 1})
-    if version >= 3:
-        spec["objects"] = str(objects)
-    root = spec_folder(root, n_train, n_val, size, seed, stroke, contrast, version, objects)
+def generate(root: str | Path, progress: Callable[[int, int], None] | None = None, **spec) -> Path:
+    """Writes the dataset of ``spec`` (`Spec`'s fields, its defaults for the rest) into
+    ``Spec(**spec).folder(root)`` unless a complete one is there; returns that folder. Each
+    generator spec has its own folder, so entry points asking for different specs under one
+    ``root`` never regenerate each other's data."""
+    spec = Spec(**spec)
+    root = spec.folder(root)
     manifest = root / MANIFEST
-    if manifest.exists() and json.loads(manifest.read_text()).get("spec") == spec:
+    if manifest.exists() and json.loads(manifest.read_text()).get("spec") == spec.recorded():
         return root
-    total = n_train + n_val
+    total = spec.n_train + spec.n_val
     files: dict[str, list] = {}
-    scene = SceneSpec(size, parse_objects(objects), stroke, contrast) if version >= 3 else None
+    scene = spec.scene()
     for i in range(total):
-        split = "train" if i < n_train else "val"
+        split = "train" if i < spec.n_train else "val"
         (root / split).mkdir(parents=True, exist_ok=True)
-        index = i if split == "train" else VAL_OFFSET + i - n_train
+        index = i if split == "train" else VAL_OFFSET + i - spec.n_train
         name = f"{i:05d}"
+        seed = spec.seed * 1_000_003 + index
         if scene is None:
-            image, mask = make_sample(seed * 1_000_003 + index, size, stroke, contrast)
+            image, mask = make_sample(seed, spec.size, spec.stroke, spec.contrast)
             Image.fromarray(image).save(root / split / f"{name}.png")
             Image.fromarray(mask.astype(np.uint8) * 255).save(root / split / f"{name}_mask.png")
             files.setdefault(split, []).append(name)
         else:
-            image, labels = make_scene(seed * 1_000_003 + index, scene)
+            image, labels = make_scene(seed, scene)
             Image.fromarray(image).save(root / split / f"{name}.png", compress_level=1)
             Image.fromarray(labels).save(root / split / f"{name}_labels.png", compress_level=1)
             ids = [int(v) for v in np.unique(labels) if v]
@@ -191,7 +206,7 @@ def generate(
         if progress is not None:
             progress(i + 1, total)
     tmp = manifest.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"spec": spec, "files": files}, indent=1))
+    tmp.write_text(json.dumps({"spec": spec.recorded(), "files": files}, indent=1))
     tmp.replace(manifest)  # written last: its presence means the folder is complete
     return root
 
@@ -207,24 +222,15 @@ class SyntheticDataset:
         self,
         root: str | Path,
         split: str = "val",
-        n_train: int = 64,
-        n_val: int = 16,
-        size: int = 1024,
-        seed: int = 0,
         progress: Callable[[int, int], None] | None = None,
-        stroke: float = 1.0,
-        contrast: float = 1.0,
-        version: int = VERSION,
-        objects: str = DEFAULT_OBJECTS,
+        **spec,
     ) -> None:
         if split not in ("train", "val"):
             raise ValueError(f"split={split!r} must be 'train' or 'val'")
-        self.root = generate(
-            root, n_train, n_val, size, seed, progress, stroke, contrast, version, objects
-        )
+        self.root = generate(root, progress, **spec)
         self.split = split
-        self.version = version
-        self.size = size
+        self.version = Spec(**spec).version
+        self.size = Spec(**spec).size
         self.names = json.loads((self.root / MANIFEST).read_text())["files"].get(split, [])
         self._scenes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
