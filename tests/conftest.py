@@ -1,5 +1,6 @@
-"""Shared test set-up: CPU first; GPU tests skip with a reason; eager FlexAttention by default;
-the browser tests on the system Chromium (pytest-playwright), a failed one keeping its trace."""
+"""Shared test set-up: CPU first; one thread per pytest-xdist worker; GPU tests skip with a reason;
+eager FlexAttention by default; kernel and scan probes fresh for every test; the browser tests on
+the system Chromium (pytest-playwright), a failed one keeping its trace."""
 
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ import torch
 # Compiling FlexAttention takes 5-30 s per shape on CPU; the matrix tests run it eagerly and one
 # marked test covers the compiled path.
 os.environ.setdefault("HRSAM_FLEX_COMPILE", "0")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest-xdist worker per core: each worker, and the processes its tests
+    # start, computes on one thread, and an OpenMP thread waiting for work sleeps instead of
+    # spinning on a core another worker needs (spinning pools on shared cores run 10-20x slower)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(autouse=True)
