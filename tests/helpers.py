@@ -116,6 +116,19 @@ class Result(NamedTuple):
     out: str
     err: str
 
+    # read like subprocess.CompletedProcess, so a test can switch between the two
+    @property
+    def returncode(self) -> int:
+        return self.code
+
+    @property
+    def stdout(self) -> str:
+        return self.out
+
+    @property
+    def stderr(self) -> str:
+        return self.err
+
 
 def cli(main: Callable[[list[str]], object], *argv: str, cwd: Path | None = None) -> Result:
     """``main(argv)`` in this process, as the shell would see it: its exit code (``SystemExit``
@@ -136,6 +149,14 @@ def cli(main: Callable[[list[str]], object], *argv: str, cwd: Path | None = None
         err.write(f"{code}\n")
         code = 1
     return Result(code, out.getvalue(), err.getvalue())
+
+
+def sweep_in(tmp: Path, *args: str) -> Result:
+    """``python -m ablations.sweep *args`` in-process, in ``tmp`` (the debug executor's trials
+    then run in this process too): where what is tested is the sweep's work, not its process."""
+    from ablations.sweep import main
+
+    return cli(main, *args, cwd=tmp)
 
 
 # -- data-parallel training: the same steps in one process or several -------------------------

@@ -40,10 +40,10 @@ EXPERIMENT = "window_size"
 def done(tmp_path_factory):
     """One finished micro trial (window 4): its folder, record, ious.csv names and store URI."""
     from tests.helpers import SWEEP_MICRO as MICRO
-    from tests.helpers import sweep
+    from tests.helpers import sweep_in
 
     root = tmp_path_factory.mktemp("sweep")
-    r = sweep(root, f"grid={EXPERIMENT}", "executor=debug", "model.window_size=4", *MICRO)
+    r = sweep_in(root, f"grid={EXPERIMENT}", "executor=debug", "model.window_size=4", *MICRO)
     assert r.returncode == 0, r.stdout + r.stderr
     (trial,) = (root / "outputs/sweeps" / EXPERIMENT / "trials").glob("*/result.json")
     with open(trial.parent / "ious.csv") as f:

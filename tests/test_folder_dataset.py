@@ -3,14 +3,12 @@ binary mask per object; unpaired and unreadable files are one-line errors naming
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from hrsam.data.datasets import DatasetError, FolderDataset, build_dataset
+from tests.helpers import sweep_in
 
 
 def _image(path, h=48, w=64, seed=0):
@@ -82,11 +80,8 @@ def test_an_unreadable_image_is_named_when_read(labelled):
 def test_a_sweep_on_an_unpaired_folder_is_one_line_before_anything_runs(labelled):
     root, _ = labelled
     _image(root / "images" / "lonely.jpg")
-    r = subprocess.run(
-        [sys.executable, "-m", "ablations.sweep", "grid=window_size", "data.name=folder",
-         f"data.root={root}", "--dry-run"],
-        capture_output=True, text=True, timeout=120, cwd=root,
-    )  # fmt: skip
+    args = ["grid=window_size", "data.name=folder", f"data.root={root}", "--dry-run"]
+    r = sweep_in(root, *args)
     assert r.returncode == 2, r.stdout + r.stderr
     [line] = r.stderr.strip().splitlines()
     assert "(folder)" in line and "lonely.jpg has no mask" in line

@@ -18,10 +18,10 @@ def test_the_report_has_a_gallery_per_setting_embedded_and_showing_the_clicks(tm
     matplotlib.use("Agg")
     from reports.gallery import draw
     from tests.helpers import SWEEP_MICRO as MICRO
-    from tests.helpers import sweep, with_keys
+    from tests.helpers import sweep_in, with_keys
 
     args = ["grid=window_size", "model.window_size=4,8", "executor=debug"]
-    r = sweep(tmp_path, *args, *with_keys(MICRO, "eval.max_clicks=5", "report=true"))
+    r = sweep_in(tmp_path, *args, *with_keys(MICRO, "eval.max_clicks=5", "report=true"))
     assert r.returncode == 0, r.stdout + r.stderr
     report = tmp_path / "reports/out/window_size"
     pngs = sorted((report / "figures").glob("gallery_*.png"))

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from hrsam import info
+from tests.helpers import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "hrsam.info", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def _run(*args: str):
+    """``python -m hrsam.info *args``, in-process (its exit code, stdout and stderr)."""
+    return cli(info.main, *args, cwd=ROOT)
 
 
 def test_info_lists_torch_every_kernel_and_scan_with_status_and_defaults():

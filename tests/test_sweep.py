@@ -21,8 +21,9 @@ from ablations import config as C
 from ablations import spec as S
 from ablations import tracking
 from ablations.record import TrialRecord
+from ablations.sweep import main as sweep_main
 from tests.helpers import SWEEP_MICRO as MICRO
-from tests.helpers import children, free_port, runs, sweep, with_keys
+from tests.helpers import children, cli, free_port, runs, sweep, sweep_in, with_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -175,30 +176,31 @@ def test_paper_profile_evaluates_given_checkpoints(tmp_path):
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
-    r = sweep(tmp_path, *args)
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
+    r = cli(sweep_main, *args, cwd=tmp_path)  # in-process: test_bad_input.py runs one in a shell
+    assert r.code == 2, r.err
+    lines = r.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
     assert list(tmp_path.iterdir()) == []
 
 
-def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, monkeypatch):
     cache = tmp_path.parent / f"{tmp_path.name}-hrsam-cache"  # where the C scan would be built
-    r = sweep(tmp_path, "grid=window_size", "--dry-run", env_extra={"HRSAM_CACHE": str(cache)})
-    assert r.returncode == 0, r.stderr
+    monkeypatch.setenv("HRSAM_CACHE", str(cache))
+    r = cli(sweep_main, "grid=window_size", "--dry-run", cwd=tmp_path)
+    assert r.code == 0, r.err
     assert not cache.exists(), "the dry run built the C scan"
     s = S.expand(*C.compose({"grid": "window_size"}))
     for t in s.trials:
-        assert t.trial_id in r.stdout
-    assert "| model.window_size |" in r.stdout and "pending" in r.stdout
+        assert t.trial_id in r.out
+    assert "| model.window_size |" in r.out and "pending" in r.out
     assert list(tmp_path.iterdir()) == []
 
 
 def test_help_lists_grids_and_keys(tmp_path):
-    r = sweep(tmp_path, "--help")
-    assert r.returncode == 0
-    assert "grids: attention, paper_main, resolution, scale, scan, window_size" in r.stdout
-    assert "model.window_size" in r.stdout and "executor.slurm.partition" in r.stdout
+    r = cli(sweep_main, "--help", cwd=tmp_path)
+    assert r.code == 0
+    assert "grids: attention, paper_main, resolution, scale, scan, window_size" in r.out
+    assert "model.window_size" in r.out and "executor.slurm.partition" in r.out
 
 
 # --- real runs ---
@@ -206,7 +208,7 @@ def test_help_lists_grids_and_keys(tmp_path):
 
 @pytest.mark.slow
 def test_debug_sweep_end_to_end_then_rerun_starts_nothing(tmp_path):
-    r = sweep(tmp_path, "grid=window_size", "executor=debug", *MICRO)
+    r = sweep_in(tmp_path, "grid=window_size", "executor=debug", *MICRO)
     assert r.returncode == 0, r.stdout + r.stderr
     folder = tmp_path / "outputs" / "sweeps" / "window_size"
     trials = sorted(p for p in (folder / "trials").iterdir() if not p.name.startswith("."))
@@ -239,7 +241,7 @@ def test_debug_sweep_end_to_end_then_rerun_starts_nothing(tmp_path):
     hist = MlflowClient().get_metric_history(kids.iloc[0]["run_id"], "miou")
     assert [h.step for h in hist] == [1, 2, 3]
     # the same sweep again starts no trial and adds no run
-    r2 = sweep(tmp_path, "grid=window_size", "executor=debug", *MICRO)
+    r2 = sweep_in(tmp_path, "grid=window_size", "executor=debug", *MICRO)
     assert r2.returncode == 0, r2.stderr
     assert "3 trial(s) already finished" in r2.stdout
     assert "[sweep] 0/0 done" not in r2.stderr
@@ -560,7 +562,7 @@ def test_replicated_sweep_groups_seeds_and_its_intervals_cover_them(tmp_path):
     the sentences written from them."""
     args = ["grid=window_size", "model.window_size=4,8", "repeats=2", "executor=debug"]
     micro = with_keys(MICRO, "report=true", "data.n_val=3")
-    r = sweep(tmp_path, *args, *micro)
+    r = sweep_in(tmp_path, *args, *micro)
     assert r.returncode == 0, r.stdout + r.stderr
     folder = tmp_path / "outputs" / "sweeps" / "window_size"
     records = [json.loads(p.read_text()) for p in folder.glob("trials/*/result.json")]
@@ -581,7 +583,7 @@ def test_replicated_sweep_groups_seeds_and_its_intervals_cover_them(tmp_path):
     lost = next(p for p in folder.glob("trials/*") if json.loads(
         (p / "result.json").read_text())["params"]["seed"] == 43)  # fmt: skip
     shutil.rmtree(lost)
-    r2 = sweep(tmp_path, *args, *micro)
+    r2 = sweep_in(tmp_path, *args, *micro)
     assert r2.returncode == 0, r2.stderr
     assert "3 trial(s) already finished" in r2.stdout
     assert json.loads((lost / "result.json").read_text())["status"] == "FINISHED"
@@ -601,14 +603,14 @@ def test_evaluating_an_hrsam_train_checkpoint_takes_its_settings_from_the_checkp
     ckpt = out / "last.pt"
     micro = [k for k in MICRO if not k.startswith(("train.", "eval.ts", "data."))]
     common = ["grid=resolution", "train.enabled=false", f"model.checkpoint={ckpt}", *data]
-    r = sweep(tmp_path, *common, "executor=debug", *micro)
+    r = sweep_in(tmp_path, *common, "executor=debug", *micro)
     assert r.returncode == 0, r.stdout + r.stderr
     records = [
         json.loads(p.read_text()) for p in tmp_path.glob("outputs/sweeps/*/trials/*/result.json")
     ]
     assert sorted(r["params"]["eval.ts"] for r in records) == [256, 512, 1024]
     assert {r["resolved"]["model.window_size"] for r in records} == {8}
-    bad = sweep(tmp_path, *common, "model.window_size=4", "--dry-run")
+    bad = sweep_in(tmp_path, *common, "model.window_size=4", "--dry-run")
     assert bad.returncode == 2
     assert bad.stderr.strip() == (
         f"error: model.window_size=4 (command line) differs from the checkpoint's window_size=8:"

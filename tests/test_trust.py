@@ -13,7 +13,7 @@ import pytest
 from ablations import sweep
 from hrsam import names
 from tests.helpers import DEBUG_MICRO as MICRO
-from tests.helpers import SWEEP_MICRO, records, with_keys
+from tests.helpers import SWEEP_MICRO, records, sweep_in, with_keys
 from tests.helpers import sweep as run_sweep
 
 
@@ -49,7 +49,7 @@ def test_a_corrupt_checkpoint_is_refused_before_submission(tmp_path):
 
     bad = tmp_path / "hrsam.pth"
     bad.write_bytes(b"not a checkpoint at all")
-    r = run_sweep(tmp_path, "grid=window_size", "train.enabled=false", f"model.checkpoint={bad}")
+    r = sweep_in(tmp_path, "grid=window_size", "train.enabled=false", f"model.checkpoint={bad}")
     assert r.returncode == 2, r.stdout + r.stderr
     [line] = r.stderr.strip().splitlines()
     assert line.startswith(f"error: model.checkpoint='{bad}'")
@@ -177,7 +177,7 @@ def test_the_mlflow_ui_opens_a_sweep_on_its_runs_table_in_headless_chromium(tmp_
 
     import mlflow
 
-    r = run_sweep(
+    r = sweep_in(
         tmp_path,
         "grid=window_size",
         "executor=debug",
