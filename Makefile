@@ -11,6 +11,10 @@ TORCH_VERSION ?= $(shell sed -n 's/^torch==//p' requirements-cpu.in)
 # Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
+# pytest-xdist: one worker per core, a test module's tests on one worker (its module fixtures built
+# once); XDIST= runs in this process. pytest-randomly shuffles the order (its seed is printed; repeat
+# one with PYTEST_ARGS="-p randomly --randomly-seed=N"; -p no:randomly keeps the file order).
+XDIST ?= -n auto --dist loadscope
 # extra key=value overrides for the demo sweep, e.g. DEMO_ARGS="train.steps=3 eval.ts=64"
 DEMO_ARGS ?=
 # arguments of the pretraining (python -m ablations.pretrain --help), e.g. PRETRAIN_ARGS="hrsam_tiny"
@@ -63,11 +67,11 @@ slurm-up: ## start a single-node SLURM cluster on this machine (root; installs s
 slurm-down: ## stop the local SLURM cluster
 	bash slurm/local/stop.sh
 
-test: setup ## run the test suite (CPU; gpu tests skip with their reason)
-	HRSAM_LOCKED=$(LOCK) $(PY) -m pytest -q $(PYTEST_ARGS)
+test: setup ## run the test suite on every core, in random order (CPU; gpu tests skip with their reason)
+	HRSAM_LOCKED=$(LOCK) $(PY) -m pytest -q $(XDIST) $(PYTEST_ARGS)
 
 test-fast: setup ## the inner loop: unit and in-process tests (no slow, no SLURM/Chromium/torchrun/server)
-	HRSAM_LOCKED=$(LOCK) $(PY) -m pytest -q -m "not slow and not external" $(PYTEST_ARGS)
+	HRSAM_LOCKED=$(LOCK) $(PY) -m pytest -q $(XDIST) -m "not slow and not external" $(PYTEST_ARGS)
 
 pretrain: setup ## pretrain the tiny presets (ablations/conf/pretrain.yaml) -> hrsam/pretrained/ (hours on a CPU; resumes)
 	$(PY) -m ablations.pretrain $(PRETRAIN_ARGS)
