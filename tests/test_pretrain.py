@@ -279,3 +279,24 @@ def test_a_sweep_finetunes_from_the_pretrained_base_and_names_it(micro_weights, 
     assert sweep.main([*args, "--dry-run"]) == 0
     plan = capsys.readouterr().out
     assert f"sha256 {new['sha256'][:12]}" in plan and record["trial_id"] not in plan
+
+
+@pytest.mark.skipif(len(COMMITTED) < 3, reason="needs the three committed bases")
+def test_every_default_grid_that_trains_finetunes_from_the_committed_bases():
+    """The embedded default of every grid that trains (the demo's window_size, paper_main, scale,
+    ...) starts from the preset's committed base, named by the sha256 of its manifest."""
+    from ablations import config as C
+    from ablations import spec as S
+
+    seen = set()
+    for grid in C.list_grids():
+        sweep = S.expand(*C.compose({"grid": grid}))
+        for t in sweep.trials:
+            if t.train is None:
+                continue
+            preset = t.config["model"]["preset"]
+            assert t.base.pretrained, (grid, t.label)
+            sha = pretrained.manifest(preset)["sha256"]
+            assert t.config["train"]["base_sha256"] == sha, (grid, t.label)
+            seen.add(preset)
+    assert seen == {"sam_tiny", "hrsam_tiny", "hrsampp_tiny"}
