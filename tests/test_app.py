@@ -253,3 +253,44 @@ def test_chromium_clicks_on_the_page_and_sees_the_offline_mask(server, page, tmp
     (tmp_path / "app.png").write_bytes(shot)
     if os.environ.get("HRSAM_APP_SCREENSHOT"):  # the README's picture: this test's screenshot
         Path(os.environ["HRSAM_APP_SCREENSHOT"]).write_bytes(shot)
+
+
+def _unit_edges(on: np.ndarray) -> set[tuple[int, int, str]]:
+    """The slow reference: every unit edge between a pixel in the mask and one out of it (outside
+    the image counts as out): (x, y, "h") from (x, y) to (x + 1, y), (x, y, "v") to (x, y + 1)."""
+    padded = np.pad(on.astype(np.int8), 1)
+    horizontal = np.argwhere(np.diff(padded[:, 1:-1], axis=0) != 0)  # (y, x): rows y - 1 and y
+    vertical = np.argwhere(np.diff(padded[1:-1, :], axis=1) != 0)  # (y, x): columns x - 1 and x
+    return {(int(x), int(y), "h") for y, x in horizontal} | {
+        (int(x), int(y), "v") for y, x in vertical
+    }
+
+
+def test_the_pages_mask_outline_is_every_edge_of_the_mask_merged_into_runs(server, page):
+    """The page's outline (`edges` in index.html, one pass over the rows, empty rows skipped)
+    against the edges counted pixel by pixel, on random masks touching the image border."""
+    page.goto(f"{server['base']}/")
+    page.locator("body[data-ready='yes']").wait_for(state="attached")
+    rng = np.random.default_rng(0)
+    for h, w, density in ((1, 1, 1.0), (7, 5, 0.5), (37, 23, 0.3), (64, 80, 0.05), (50, 50, 0.0)):
+        on = rng.random((h, w)) < density
+        on[h // 3 : h // 2, :] = False  # empty rows inside the mask's extent
+        runs = page.evaluate(
+            """([flat, w, h]) => { const out = [];
+                edges({ on: Uint8Array.from(flat), width: w, height: h },
+                      (x0, y0, x1, y1) => out.push([x0, y0, x1, y1]));
+                return out; }""",
+            [on.astype(int).ravel().tolist(), w, h],
+        )
+        units = []
+        for x0, y0, x1, y1 in runs:
+            assert (x0 == x1) != (y0 == y1) and x0 <= x1 and y0 <= y1, (x0, y0, x1, y1)
+            if y0 == y1:
+                units += [(x, y0, "h") for x in range(x0, x1)]
+            else:
+                units += [(x0, y, "v") for y in range(y0, y1)]
+        assert len(units) == len(set(units))  # no edge drawn twice
+        assert set(units) == _unit_edges(on), (h, w, density)
+        ends = {(x1, y1, "h" if y0 == y1 else "v") for x0, y0, x1, y1 in runs}
+        starts = {(x0, y0, "h" if y0 == y1 else "v") for x0, y0, x1, y1 in runs}
+        assert not ends & starts  # runs merged: none ends where another on its line starts

@@ -227,7 +227,8 @@ class Engine:
 
 def _png_base64(mask: np.ndarray) -> str:
     buf = io.BytesIO()
-    Image.fromarray(mask.astype(np.uint8) * 255).save(buf, format="PNG", optimize=False)
+    # zlib level 1: 6 ms for a 1024 px mask against 9.4 ms at the default 6 (14 KB against 7 KB)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(buf, format="PNG", compress_level=1)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -280,8 +281,10 @@ def create_app(engine: Engine):
         data = await request.body()
         return _image_out(engine.upload(data, request.headers.get("x-filename", "upload")))
 
+    # in the event loop, not FastAPI's thread pool: one prediction at a time (an engine's models
+    # and decoded steps are not shared across threads) and no thread hop per click
     @app.post("/api/predict", response_model=PredictOut)
-    def predict(body: PredictIn):
+    async def predict(body: PredictIn):
         clicks = [(math.floor(c.y), math.floor(c.x), c.positive) for c in body.clicks]  # pixels
         return engine.predict(body.model, body.image, clicks)
 
