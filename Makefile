@@ -13,7 +13,7 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 # pytest-xdist: one worker per core, a test module's tests on one worker (its module fixtures built
 # once); XDIST= runs in this process. pytest-randomly shuffles the order (its seed is printed; repeat
-# one with PYTEST_ARGS="-p randomly --randomly-seed=N"; -p no:randomly keeps the file order).
+# one with PYTEST_ARGS="--randomly-seed=N"; -p no:randomly keeps the file order).
 XDIST ?= -n auto --dist loadscope
 # extra key=value overrides for the demo sweep, e.g. DEMO_ARGS="train.steps=3 eval.ts=64"
 DEMO_ARGS ?=

@@ -22,7 +22,8 @@ fi
 H="$(hostname -s)"
 # the node must resolve (SlurmctldHost and NodeName are this host)
 getent hosts "$H" >/dev/null || echo "127.0.1.1 $H" >> /etc/hosts
-CPUS="$(nproc)"
+# the cores this machine gives us (nproc also honours OMP_NUM_THREADS, which a test worker sets to 1)
+CPUS="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)"
 # declare less memory than the machine has, or the node drains with "Low RealMemory"
 MEM_MB="$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.8}' /proc/meminfo)"
 mkdir -p /etc/slurm /run/munge /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
