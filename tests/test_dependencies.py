@@ -13,6 +13,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 FIRST_PARTY = {"hrsam", "ablations", "reports", "benchmarks", "tests", "tools"}
 GPU_ONLY = {"flash_attn", "mamba_ssm", "xformers", "causal_conv1d", "triton"}
@@ -69,11 +71,13 @@ def undeclared(folders: list[str], allowed: set[str]) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 def test_the_wheels_packages_import_only_declared_dependencies():
     main, _ = declared()
     assert undeclared(["hrsam", "ablations", "reports", "benchmarks"], main) == []
 
 
+@pytest.mark.slow
 def test_the_tests_import_only_declared_dependencies():
     main, test = declared()
     assert undeclared(["tests", "tools"], main | test) == []
@@ -91,6 +95,7 @@ def test_the_check_finds_an_undeclared_import():
     assert undeclared(["hrsam"], main - {"scipy"})  # scipy is imported by hrsam
 
 
+@pytest.mark.slow
 def test_the_wheel_carries_what_the_code_reads_at_run_time(tmp_path):
     """The built wheel holds the sweep's config tree, the app's page, the C scan kernel's source
     and the pretrained bases with their manifests (an install without the checkout runs the

@@ -42,6 +42,7 @@ def test_make_target_exists(target):
     assert target in MAKEFILE_TARGETS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", [m for m in MODULES if m != "mlflow"])
 def test_module_exists_and_its_help_works(module):
     assert importlib.util.find_spec(module) is not None, module
@@ -75,6 +76,7 @@ def test_linked_files_exist(link):
         (["benchmarks.backbone", "--variant5", "x"], "'--variants'"),
     ],
 )
+@pytest.mark.slow
 def test_misspelt_option_suggests_the_closest(tmp_path, argv, hint):
     r = subprocess.run(
         [sys.executable, "-m", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120

@@ -422,6 +422,7 @@ def report_dir(store) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_build_writes_tables_figures_and_reports(report_dir):
     names = sorted(p.name for p in (report_dir / "tables").iterdir())
     assert names == [
@@ -445,6 +446,7 @@ def test_build_writes_tables_figures_and_reports(report_dir):
         assert f"(figures/{png.name})" in md
 
 
+@pytest.mark.slow
 def test_html_is_self_contained(report_dir):
     html = (report_dir / "report.html").read_text()
     srcs = re.findall(r'(?:src|href)="([^"]*)"', html)
@@ -461,6 +463,7 @@ def test_inline_html_renders_code_and_escapes_the_rest():
     assert table_format.inline_html("one ` tick") == "one ` tick"
 
 
+@pytest.mark.slow
 def test_build_logs_the_report_to_the_parent_run(store, report_dir):
     from mlflow import MlflowClient
 
@@ -468,6 +471,7 @@ def test_build_logs_the_report_to_the_parent_run(store, report_dir):
     assert {"report/report.md", "report/report.html", "report/tables", "report/figures"} <= logged
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line_with_exit_code_2(store, tmp_path, capsys):
     uri = f"mlflow.tracking_uri={store['uri']}"
     cases = {
@@ -489,6 +493,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(store, tmp_path, capsys):
     assert not (tmp_path / "none.db").exists()
 
 
+@pytest.mark.slow
 def test_cli_help_and_out_guard(store, tmp_path, capsys):
     assert report_build.main(["--help"]) == 0
     out = capsys.readouterr().out
@@ -503,6 +508,7 @@ def test_cli_help_and_out_guard(store, tmp_path, capsys):
     assert sorted(p.name for p in precious.iterdir()) == ["notes.txt"]
 
 
+@pytest.mark.slow
 def test_cli_builds_the_whole_experiment(store, tmp_path, capsys):
     out = tmp_path / "rep"
     argv = [

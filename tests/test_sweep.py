@@ -414,6 +414,7 @@ def _log_one(args) -> str:
     return tracking.log_trial(uri, "concurrent", parent, record, None)
 
 
+@pytest.mark.slow
 def test_eight_trials_logging_at_once_lose_nothing(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     parent = tracking.start_sweep(uri, "concurrent", "s", "g", {"a": 1}, ["i"], tmp_path / "art")
@@ -560,6 +561,7 @@ def test_results_md_marks_shared_core_timings_like_the_report(tmp_path):
     assert R.SHARED_MARK not in results_table(planned, records)
 
 
+@pytest.mark.slow
 def test_replicated_sweep_groups_seeds_and_its_intervals_cover_them(tmp_path):
     """repeats=2: every point runs once per seed (distinct trial ids, resumed per replicate), one
     parent run holds them, and the results and report intervals cover both seeds, ending with
@@ -594,6 +596,7 @@ def test_replicated_sweep_groups_seeds_and_its_intervals_cover_them(tmp_path):
     assert len(children(runs(tmp_path, "window_size"))) == 4  # its run reused, no duplicate
 
 
+@pytest.mark.slow
 def test_evaluating_an_hrsam_train_checkpoint_takes_its_settings_from_the_checkpoint(tmp_path):
     """grid=resolution trains with window 4; evaluating a checkpoint of `python -m hrsam.train`
     (window 8) at growing ts needs no key beyond the checkpoint, and a user's conflicting key
