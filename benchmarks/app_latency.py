@@ -161,7 +161,8 @@ def write(args, rows, stats, seconds: float) -> str:
         f"threads), torch {torch.__version__}",
         f"- {args.images} synthetic validation images x {args.clicks} clicks, real mouse events in "
         "headless Chromium driven by Playwright; the page's own clock from the click handler "
-        "to the mask drawn (request, decoder, PNG of the mask, decoding and compositing it)",
+        "to the mask drawn (request, decoder, the mask's run lengths, filling and outlining "
+        "it, compositing)",
         f"- {len(rows)} clicks in {seconds:.0f} s; target: median round trip of a click under "
         "100 ms",
         "",

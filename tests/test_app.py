@@ -21,7 +21,7 @@ from playwright.sync_api import expect
 from benchmarks.app_latency import click_pixel
 from hrsam.app.__main__ import DEFAULT_HOST, parse_args
 from hrsam.app.models import ImageEntry, ModelEntry, load
-from hrsam.app.server import MAX_UPLOAD_BYTES, Engine, create_app, replay
+from hrsam.app.server import MAX_UPLOAD_BYTES, Engine, create_app, replay, runs
 from hrsam.interactive.metrics import iou
 from hrsam.models import Predictor, build_model, save_checkpoint
 from tests.helpers import serve
@@ -83,6 +83,29 @@ def _png(array) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _from_runs(counts: list[int], shape) -> np.ndarray:
+    """Run lengths (row-major, alternating, background first) back to a mask, run by run."""
+    flat = np.zeros(int(np.prod(shape)), bool)
+    i = 0
+    for k, n in enumerate(counts):
+        value = k % 2 == 1
+        flat[i : i + n] = value
+        i += n
+    assert i == flat.size
+    return flat.reshape(shape)
+
+
+def test_run_lengths_give_back_the_mask():
+    rng = np.random.default_rng(0)
+    masks = [np.zeros((3, 4), bool), np.ones((3, 4), bool), rng.random((37, 23)) < 0.3]
+    masks += [np.pad(np.ones((5, 5), bool), 2), ~np.pad(np.ones((5, 5), bool), 2)]
+    for mask in masks:
+        counts = runs(mask)
+        assert all(n > 0 for n in counts[1:]) and sum(counts) == mask.size
+        assert (counts[0] == 0) == bool(mask.flat[0])
+        assert np.array_equal(_from_runs(counts, mask.shape), mask)
 
 
 def test_the_app_binds_localhost_unless_told():
@@ -201,6 +224,12 @@ def test_a_click_sequence_gives_the_mask_an_offline_replay_gives(server):
     offline = logits[0].float().numpy() > 0
     page = np.asarray(Image.open(io.BytesIO(base64.b64decode(shown[-1]["mask"])))) > 127
     assert np.array_equal(page, offline)
+    # the page's format: the same mask as run lengths, and no PNG
+    status, data = _call(base, "/api/predict", {**body, "mask_format": "runs"})
+    assert status == 200, data
+    answer = json.loads(data)
+    assert answer["mask"] is None and answer["decoder_steps"] == 1  # from the cached prefix
+    assert np.array_equal(_from_runs(answer["mask_runs"], offline.shape), offline)
     assert abs(shown[-1]["iou"] - iou(offline, gt)) < 1e-6
     assert engine.cache and len(engine.cache) <= engine.cache_size
 
@@ -242,6 +271,7 @@ def test_chromium_clicks_on_the_page_and_sees_the_offline_mask(server, page, tmp
     assert [p for *_, p in clicks] == [True, False]
     assert all(abs(a - b) <= 1 for c, t in zip(clicks, [(45, 60), (80, 20)], strict=True)
                for a, b in zip(c[:2], t, strict=True))  # fmt: skip
+    drawn = page.evaluate("state.views.map(v => Array.from(v.mask.on))")  # the masks on screen
     image, gt = _scene(0)
     for n, entry in enumerate(models):
         predictor = Predictor(load(entry), 128)
@@ -250,6 +280,8 @@ def test_chromium_clicks_on_the_page_and_sees_the_offline_mask(server, page, tmp
             logits, _ = replay(predictor, clicks[:k])
             shown = float(ious[k - 1][n])
             assert abs(shown - iou(logits[0].float().numpy() > 0, gt)) < 1e-6, (n, k)
+        offline = logits[0].float().numpy() > 0
+        assert np.array_equal(np.array(drawn[n], bool).reshape(gt.shape), offline), n
     (tmp_path / "app.png").write_bytes(shot)
     if os.environ.get("HRSAM_APP_SCREENSHOT"):  # the README's picture: this test's screenshot
         Path(os.environ["HRSAM_APP_SCREENSHOT"]).write_bytes(shot)

@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -55,10 +56,20 @@ class PredictIn(_Strict):
     model: str = Field(description="a model id from /api/models")
     image: str = Field(description="an image id from /api/images or an upload")
     clicks: list[ClickIn] = Field(description=f"in order, at most {MAX_CLICKS}")
+    mask_format: Literal["png", "runs"] = Field(
+        "png",
+        description="png: the mask as a PNG (base64) in `mask`; runs: its run lengths in "
+        "`mask_runs` (no PNG to encode and decode: the page's format)",
+    )
 
 
 class PredictOut(BaseModel):
-    mask: str = Field(description="the mask after the last click: a PNG, base64")
+    mask: str | None = Field(description="the mask after the last click: a PNG, base64")
+    mask_runs: list[int] | None = Field(
+        None,
+        description="with mask_format=runs: the mask's run lengths in row-major order, "
+        "alternating, the first a run of background (0 when the first pixel is the object)",
+    )
     iou: float | None = Field(description="against the ground truth, when the image has one")
     encoder_ms: float = Field(description="0 when the image was encoded before")
     decoder_ms: float
@@ -167,7 +178,7 @@ class Engine:
         self.images[entry.id] = entry
         return entry
 
-    def predict(self, model_id: str, image_id: str, clicks: list) -> dict:
+    def predict(self, model_id: str, image_id: str, clicks: list, mask_format: str = "png") -> dict:
         entry, model = self.model(model_id)
         image = self.image(image_id)
         h, w = image.image.shape[:2]
@@ -198,7 +209,8 @@ class Engine:
             enc.steps.popitem(last=False)
         mask = logits[0].float().cpu().numpy() > 0
         return {
-            "mask": _png_base64(mask),
+            "mask": _png_base64(mask) if mask_format == "png" else None,
+            "mask_runs": runs(mask) if mask_format == "runs" else None,
             "iou": None if image.gt is None else iou(mask, image.gt),
             names.ENCODER_MS: enc.encoder_ms,
             names.DECODER_MS: decoder_ms,
@@ -223,6 +235,17 @@ class Engine:
         while len(self.cache) > self.cache_size:
             self.cache.popitem(last=False)
         return enc
+
+
+def runs(mask: np.ndarray) -> list[int]:
+    """The run lengths of a boolean mask in row-major order, alternating background and object
+    and starting with background (a first run of 0 when the first pixel is the object)."""
+    flat = mask.ravel()
+    if not flat.size:
+        return []
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    counts = np.diff(np.concatenate(([0], change, [flat.size])))
+    return ([0] if flat[0] else []) + counts.tolist()
 
 
 def _png_base64(mask: np.ndarray) -> str:
@@ -286,7 +309,7 @@ def create_app(engine: Engine):
     @app.post("/api/predict", response_model=PredictOut)
     async def predict(body: PredictIn):
         clicks = [(math.floor(c.y), math.floor(c.x), c.positive) for c in body.clicks]  # pixels
-        return engine.predict(body.model, body.image, clicks)
+        return engine.predict(body.model, body.image, clicks, body.mask_format)
 
     return app
 
