@@ -64,7 +64,9 @@ class PredictIn(_Strict):
 
 
 class PredictOut(BaseModel):
-    mask: str | None = Field(description="the mask after the last click: a PNG, base64")
+    mask: str | None = Field(
+        description="the mask after the last click: a PNG, base64 (null with mask_format=runs)"
+    )
     mask_runs: list[int] | None = Field(
         None,
         description="with mask_format=runs: the mask's run lengths in row-major order, "
