@@ -320,8 +320,8 @@ class _SparseScenes:
         d = info["data"]
         self.n = d["objects_train"]
         self.names = {i: name for i, name in info["first_samples"]}
-        keys = ("n_train", "n_val", "size", "stroke", "contrast", "version", "objects")
-        self.spec = Spec(**{k: d[k] for k in keys}).scene()
+        fields = {f.name for f in dataclasses.fields(Spec)}
+        self.spec = Spec(**{k: v for k, v in d.items() if k in fields}).scene()
         self.seed = d.get("seed", 0)
 
     def __len__(self) -> int:

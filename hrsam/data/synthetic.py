@@ -229,8 +229,8 @@ class SyntheticDataset:
             raise ValueError(f"split={split!r} must be 'train' or 'val'")
         self.root = generate(root, progress, **spec)
         self.split = split
-        self.version = Spec(**spec).version
-        self.size = Spec(**spec).size
+        drawn = Spec(**spec)
+        self.version, self.size = drawn.version, drawn.size
         self.names = json.loads((self.root / MANIFEST).read_text())["files"].get(split, [])
         self._scenes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
