@@ -31,7 +31,6 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from ablations import tracking
+from ablations.pretrain_reproduce import reproduce
 from ablations.pretrain_search import best_lr, search
 from ablations.provenance import _cpu_name, git_state
 from hrsam import cli, names
@@ -49,10 +49,6 @@ SEARCH_RECORD = ROOT / "benchmarks" / "results" / "cpu" / "pretrain_lr_search.md
 EXPERIMENT = "pretrain"
 FIRST = 5  # first steps whose losses and samples a manifest records
 LOSS_EVERY = 100  # steps per logged loss (the mean over them)
-
-
-class _StopError(Exception):
-    """Raised from the progress callback to end a training after its first steps."""
 
 
 def load_recipe(path: Path = RECIPE) -> dict:
@@ -74,6 +70,13 @@ def train_config(recipe: dict, preset: str, lr: float | None = None, steps: int 
         seed=recipe["seed"],
         recipe="interactive",
     )
+
+
+def stage_configs(recipe: dict, tc) -> list:
+    """The TrainConfig of every stage after the first (``recipe["stages"]``): each continues from
+    the previous stage's weights with a fresh optimizer and schedule, the first stage's config
+    with the stage's own keys (ts, steps, warmup, seed, ...) changed."""
+    return [dataclasses.replace(tc, **stage) for stage in recipe.get("stages") or []]
 
 
 def data_config(recipe: dict, root: str | None = None):
@@ -132,8 +135,9 @@ class StepLog:
     """Progress on stdout every ``every`` steps (mean loss, steps/s, ETA) and the mean loss
     and learning rate of every `LOSS_EVERY` steps to MLflow."""
 
-    def __init__(self, label: str, series, every: int = 500) -> None:
+    def __init__(self, label: str, series, every: int = 500, offset: int = 0) -> None:
         self.label, self.series, self.every = label, series, every
+        self.offset = offset  # steps of the stages before this one (MLflow's step axis)
         self.start, self.first_step, self.window = time.perf_counter(), None, []
 
     def __call__(self, step: int, values: dict[str, float]) -> None:
@@ -142,7 +146,7 @@ class StepLog:
         self.window.append(values[names.TRAIN_LOSS])
         if step % LOSS_EVERY == 0 and self.series is not None:
             mean = float(np.mean(self.window[-LOSS_EVERY:]))
-            self.series(step, {names.TRAIN_LOSS: mean, names.LR: values[names.LR]})
+            self.series(self.offset + step, {names.TRAIN_LOSS: mean, names.LR: values[names.LR]})
         if step % self.every == 0:
             self.report(step)
             self.window = self.window[-LOSS_EVERY:]
@@ -249,7 +253,6 @@ def pretrain(
     import torch
 
     from hrsam import pretrained
-    from hrsam.train.loop import train
 
     torch.set_num_threads(recipe["threads"])
     tc = train_config(recipe, preset)
@@ -271,13 +274,16 @@ def pretrain(
     params = _flat("", {"preset": preset, "train": dataclasses.asdict(tc), "data": recipe["data"]})
     run = _mlflow_run(state, uri, preset, {**params, "threads": recipe["threads"]})
     series = tracking.SeriesLogger(uri, run[1], every_s=10) if run else None
-    logger = StepLog(preset, series)
-    logger.total = tc.steps
-    start = time.time()
-    result = train(model, dataset, tc, folder, on_step=logger)
-    stretch = {"start": start, "end": time.time(), "to_step": result.step}
-    state.data["stretches"].append({**stretch, "git_sha": git_state(ROOT)["git_sha"]})
-    state.save()
+    result = _train_stage(model, dataset, tc, folder, state, series, preset, 1, 0)
+    stages, offset = [], tc.steps
+    for k, stc in enumerate(stage_configs(recipe, tc), start=2):
+        key = f"stage{k}"
+        if key not in state.data:  # the stage's start: its own commit
+            state.data[key] = {**git_state(ROOT), "dirty_paths": dirty_paths()}
+            state.save()
+        done = _train_stage(model, dataset, stc, folder / key, state, series, preset, k, offset)
+        stages.append(_stage_record(stc, done, state, k))
+        offset += stc.steps
     if series is not None:
         series.flush()
     figures = validate(model, recipe, data, preset)
@@ -286,7 +292,7 @@ def pretrain(
         "git_sha": state.data["git_sha"],  # at the run's start (each stretch's in run.json)
         "git_dirty": state.data["git_dirty"],
         "dirty_paths": state.data.get("dirty_paths", []),  # none of them on the training path
-        "steps": tc.steps,
+        "steps": offset,  # every stage's
         "wall_s": round(sum(s["end"] - s["start"] for s in state.data["stretches"]), 1),
         "machine": machine(recipe["threads"]),
         "train": dataclasses.asdict(tc),
@@ -295,6 +301,7 @@ def pretrain(
         "first_samples": state.data["first_samples"],
         "first_losses": [float(x) for x in result.losses[:FIRST]],
         "final_loss": float(np.mean(result.losses[-LOSS_EVERY:])),
+        "stages": stages,
         "validation": figures,
     }
     if run is not None:
@@ -309,62 +316,49 @@ def pretrain(
     return pretrained.save(model.cpu(), preset, info, export_to)
 
 
-class _SparseScenes:
-    """The training set as the manifest's first steps see it: its length from the manifest and
-    only the scenes those steps draw, generated alone (`hrsam.data.scenes.make_scene` from the
-    same seed the generator gives them)."""
+def _train_stage(model, dataset, tc, folder: Path, state, series, preset: str, k: int, offset):
+    """Stage ``k`` of the recipe in ``folder`` (resumed from its ``last.pt``); a stretch that
+    trained records its wall time in run.json."""
+    from hrsam.train.loop import train
 
-    def __init__(self, info: dict) -> None:
-        from hrsam.data.synthetic import Spec
-
-        d = info["data"]
-        self.n = d["objects_train"]
-        self.names = {i: name for i, name in info["first_samples"]}
-        fields = {f.name for f in dataclasses.fields(Spec)}
-        self.spec = Spec(**{k: v for k, v in d.items() if k in fields}).scene()
-        self.seed = d.get("seed", 0)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int):
-        from hrsam.data.scenes import make_scene
-        from hrsam.interactive.evaluate import Sample
-
-        name = self.names[i]
-        stem, _, k = name.rpartition("_")
-        image, labels = make_scene(self.seed * 1_000_003 + int(stem), self.spec)
-        return Sample(name, image, labels == int(k))
+    logger = StepLog(preset if k == 1 else f"{preset} stage {k}", series, offset=offset)
+    logger.total = tc.steps
+    start = time.time()
+    resumed_at = _checkpoint_step(folder / "last.pt")
+    result = train(model, dataset, tc, folder, on_step=logger)
+    if result.step > resumed_at:
+        stretch = {"start": start, "end": time.time(), "to_step": result.step, "stage": k}
+        state.data["stretches"].append({**stretch, "git_sha": git_state(ROOT)["git_sha"]})
+        state.save()
+    return result
 
 
-def reproduce(preset: str, k: int, folder: Path | None = None) -> tuple[list[float], list[float]]:
-    """(recorded, recomputed) losses of the manifest's first ``k`` steps, recomputed from the
-    manifest alone with its thread count."""
+def _checkpoint_step(path: Path) -> int:
+    """The step a training folder's ``last.pt`` holds (0 without one)."""
     import torch
 
-    from hrsam import pretrained
-    from hrsam.train.loop import TrainConfig, train
+    if not path.exists():
+        return 0
+    return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
 
-    info = pretrained.manifest(preset, folder)
-    k = min(k, len(info["first_losses"]))
-    tc = TrainConfig(**info["train"])
-    torch.set_num_threads(info["machine"]["threads"])
-    model = build_seeded(preset, tc)
-    if pretrained.state_sha256(model.state_dict()) != info["init_sha256"]:
-        print(f"{preset}: the initial weights differ from the manifest's", file=sys.stderr)
-    losses: list[float] = []
 
-    def on_step(step: int, values: dict) -> None:
-        losses.append(values[names.TRAIN_LOSS])
-        if step >= k:
-            raise _StopError
-
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            train(model, _SparseScenes(info), tc, tmp, resume=False, on_step=on_step)
-        except _StopError:
-            pass
-    return info["first_losses"][:k], losses
+def _stage_record(tc, result, state, k: int) -> dict:
+    """A later stage in the manifest: what differs from the first, its commit and wall time."""
+    own = [s for s in state.data["stretches"] if s.get("stage", 1) == k]
+    return {
+        "stage": k,
+        "ts": tc.ts,
+        "steps": tc.steps,
+        "lr": tc.lr,
+        "warmup": tc.warmup,
+        "seed": tc.seed,
+        **{
+            key: state.data[f"stage{k}"].get(key) for key in ("git_sha", "git_dirty", "dirty_paths")
+        },
+        "wall_s": round(sum(s["end"] - s["start"] for s in own), 1),
+        "first_losses": [float(x) for x in result.losses[:FIRST]],
+        "final_loss": float(np.mean(result.losses[-LOSS_EVERY:])),
+    }
 
 
 def _parser() -> cli.ArgumentParser:
