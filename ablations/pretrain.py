@@ -76,7 +76,20 @@ def stage_configs(recipe: dict, tc) -> list:
     """The TrainConfig of every stage after the first (``recipe["stages"]``): each continues from
     the previous stage's weights with a fresh optimizer and schedule, the first stage's config
     with the stage's own keys (ts, steps, warmup, seed, ...) changed."""
-    return [dataclasses.replace(tc, **stage) for stage in recipe.get("stages") or []]
+    fields = {f.name for f in dataclasses.fields(tc)}
+    out = []
+    for k, stage in enumerate(recipe.get("stages") or [], start=2):
+        unknown = sorted(set(stage) - fields)
+        if unknown:
+            raise ValueError(
+                f"recipe stage {k}: unknown key {unknown[0]!r}; a stage sets TrainConfig's "
+                f"keys: {', '.join(sorted(fields))}"
+            )
+        try:
+            out.append(dataclasses.replace(tc, **stage))
+        except ValueError as e:
+            raise ValueError(f"recipe stage {k}: {e}") from None
+    return out
 
 
 def data_config(recipe: dict, root: str | None = None):
@@ -387,6 +400,8 @@ def _check(presets: list[str], recipe: dict) -> None:
         raise cli.UsageError(
             f"unknown preset {unknown[0]!r}; the recipe pretrains: {', '.join(recipe['presets'])}"
         )
+    for preset in presets:  # before any training: a bad stage stops the run at its start
+        stage_configs(recipe, train_config(recipe, preset))
 
 
 def main(argv: list[str] | None = None) -> int:

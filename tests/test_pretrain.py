@@ -178,6 +178,53 @@ def test_pretrain_resumes_from_its_last_checkpoint(tmp_path):
     assert [s["to_step"] for s in stretches] == [12, 12]
 
 
+STAGE = {"ts": 96, "steps": 4, "warmup": 1, "seed": 1, "ckpt_every": 2}
+
+
+def test_a_stage_continues_from_the_first_and_resumes_inside_itself(tmp_path):
+    """A recipe stage trains on from the first stage's weights (its own ts, steps and seed), is
+    recorded in the manifest, and a run stopped inside it resumes to the same weights."""
+    micro_recipe(tmp_path)
+    assert run_pretrain(tmp_path, "hrsam_tiny") == 0
+    one_stage = pretrained.load_state("hrsam_tiny", tmp_path / "weights")
+    micro_recipe(tmp_path, stages=[STAGE])  # the same folder: stage 1 is done, stage 2 runs
+    assert run_pretrain(tmp_path, "hrsam_tiny") == 0
+    info = pretrained.verify("hrsam_tiny", tmp_path / "weights")
+    assert info["steps"] == 12 + 4 and info["train"]["ts"] == 64 and info["train"]["steps"] == 12
+    [stage] = info["stages"]
+    recorded = ("ts", "steps", "warmup", "seed")
+    assert {k: stage[k] for k in recorded} == {k: STAGE[k] for k in recorded}
+    assert stage["stage"] == 2
+    assert stage["lr"] == MICRO_RECIPE["lr"]["hrsam_tiny"] and len(stage["git_sha"]) == 40
+    assert len(stage["first_losses"]) == 4 and stage["wall_s"] > 0
+    two_stages = pretrained.load_state("hrsam_tiny", tmp_path / "weights")
+    assert pretrained.state_sha256(two_stages) != pretrained.state_sha256(one_stage)
+    folder = tmp_path / "out" / "hrsam_tiny"
+    # stopped after stage 2's step 2 (its checkpoint): the resume gives the same weights
+    stage2 = folder / "stage2"
+    torch.save(torch.load(stage2 / "step_000002.pt", weights_only=True), stage2 / "last.pt")
+    assert run_pretrain(tmp_path, "hrsam_tiny") == 0
+    resumed = pretrained.state_sha256(pretrained.load_state("hrsam_tiny", tmp_path / "weights"))
+    assert resumed == pretrained.state_sha256(two_stages)
+    stretches = json.loads((folder / "run.json").read_text())["stretches"]
+    assert [(s["stage"], s["to_step"]) for s in stretches] == [(1, 12), (2, 4), (2, 4)]
+
+
+@pytest.mark.parametrize(
+    ("stage", "message"),
+    [
+        ({"tss": 512}, "recipe stage 2: unknown key 'tss'; a stage sets TrainConfig's keys: amp,"),
+        ({"ts": 500}, "recipe stage 2: ts=500 must be a positive multiple of 16"),
+    ],
+)
+def test_a_bad_stage_is_one_line_before_any_training(tmp_path, capsys, stage, message):
+    micro_recipe(tmp_path, stages=[stage])
+    assert run_pretrain(tmp_path, "hrsam_tiny") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {err[7:]}" and message in err and "\n" not in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "weights").exists()
+
+
 def test_search_records_every_rate_and_picks_the_best(tmp_path, capsys):
     micro_recipe(tmp_path)
     assert run_pretrain(tmp_path, "--search", "hrsam_tiny") == 0
