@@ -139,12 +139,14 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
         out[name] = raw[col] if col in raw else None
     out["role"] = out["role"].fillna("trial")
     cols = {"run_id", "status", "start_time", *out.columns}
+    values = {}  # every param and metric column, joined once (no column-by-column fragmenting)
     for col in raw.columns:
         kind, _, name = col.partition(".")
         if kind == "params" and name not in cols:
-            out[name] = _parse_param(raw[col])
+            values[name] = _parse_param(raw[col])
         elif kind == "metrics" and name not in cols:
-            out[name] = pd.to_numeric(raw[col], errors="coerce")
+            values[name] = pd.to_numeric(raw[col], errors="coerce")
+    out = pd.concat([out, pd.DataFrame(values, index=raw.index)], axis=1)
     out["variant"] = variant(out)
     return out.reset_index(drop=True)
 

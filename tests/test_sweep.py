@@ -112,9 +112,9 @@ def test_kernels_share_one_training_per_pattern():
 def test_resolution_grid_trains_once():
     s = S.expand(*C.compose({"grid": "resolution"}))
     assert len({t.train_key for t in s.trials}) == 1
-    # on the 1024 px scenes: 1x, 2x, 4x of the training ts 256, all native
+    # on the 1024 px scenes: 0.5x, 1x, 2x of the training ts 512 (the bases' last), all native
     assert [t.config["eval"]["ts"] for t in s.trials] == [256, 512, 1024]
-    assert {t.config["train"]["ts"] for t in s.trials} == {256}
+    assert {t.config["train"]["ts"] for t in s.trials} == {512}
 
 
 def test_paper_profile_evaluates_given_checkpoints(tmp_path):
@@ -502,24 +502,26 @@ def test_mlflow_server_serves_the_runs_on_loopback(tmp_path):
         server.wait(timeout=30)
 
 
-def test_paper_main_trains_once_per_model_at_one_ts_and_evaluates_at_1x_2x_4x():
+def test_paper_main_trains_once_per_model_at_one_ts_and_evaluates_at_1x_2x():
     """The grid's ``set`` fixes the training ts (not an axis: no column for it); a key given on
     the command line still wins."""
     sweep = S.expand(*C.compose({"grid": "paper_main"}))
     ts = {t.config["train"]["ts"] for t in sweep.trials}
-    assert ts == {256} and "train.ts" not in sweep.varying
-    assert sorted({t.config["eval"]["ts"] for t in sweep.trials}) == [256, 512, 1024]
+    assert ts == {512} and "train.ts" not in sweep.varying
+    assert sorted({t.config["eval"]["ts"] for t in sweep.trials}) == [512, 1024]
     presets = {t.config["model"]["preset"] for t in sweep.trials}
     assert presets == {"sam_tiny", "hrsam_tiny", "hrsampp_tiny"}
     assert len({t.train_key for t in sweep.trials}) == 3  # one training per model
-    # the paper's window-to-grid ratio at the training ts (16 of 64 tokens): window 4 of 16
-    assert {t.config["model"]["window_size"] for t in sweep.trials} == {4}
-    # every model finetunes from its pretrained base, which trained at the finetune's ts
+    # the paper's window-to-grid ratio at the training ts (16 of 64 tokens): window 8 of 32
+    assert {t.config["model"]["window_size"] for t in sweep.trials} == {8}
+    # every model finetunes from its pretrained base, whose last stage trained at that ts
     from hrsam import pretrained
 
     assert all(t.base.pretrained for t in sweep.trials)
-    bases = {pretrained.manifest(t.config["model"]["preset"])["train"]["ts"] for t in sweep.trials}
-    assert bases == {256}
+    bases = {
+        pretrained.final_ts(pretrained.manifest(t.config["model"]["preset"])) for t in sweep.trials
+    }
+    assert bases == {512}
     cli = S.expand(*C.compose({"grid": "paper_main", "train.ts": "128"}))
     assert {t.config["train"]["ts"] for t in cli.trials} == {128}
 
@@ -598,8 +600,8 @@ def test_replicated_sweep_groups_seeds_and_its_intervals_cover_them(tmp_path):
 
 @pytest.mark.slow
 def test_evaluating_an_hrsam_train_checkpoint_takes_its_settings_from_the_checkpoint(tmp_path):
-    """grid=resolution trains with window 4; evaluating a checkpoint of `python -m hrsam.train`
-    (window 8) at growing ts needs no key beyond the checkpoint, and a user's conflicting key
+    """Evaluating a checkpoint of `python -m hrsam.train` (window 8) with grid=resolution at
+    growing ts needs no key beyond the checkpoint, and a user's conflicting key
     is one line naming where it came from and what the checkpoint holds."""
     from hrsam.train.__main__ import main as train_main
 

@@ -85,9 +85,7 @@ def test_evaluate_only_sweeps_take_our_official_hrsam_and_official_sam_checkpoin
     for i, (preset, ckpt) in enumerate(
         [("hrsam_tiny", ours), ("hrsam_tiny", official), ("sam_tiny", sam)]
     ):
-        # the presets' own window (the grid's `set` trains window 4; these files hold window 8)
         args = ["grid=resolution", "train.enabled=false", f"model.preset={preset}"]
-        args += ["model.window_size=8"]
         args += [f"model.checkpoint={ckpt}", f"experiment=e{i}", *MICRO]
         assert sweep.main(args) == 0, ckpt
     (a,), (b,), (c,) = (records(tmp_path, f"e{i}") for i in range(3))

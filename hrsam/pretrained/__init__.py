@@ -122,6 +122,12 @@ def save(model: nn.Module, preset: str, info: dict, folder: Path | None = None) 
     return info
 
 
+def final_ts(info: dict) -> int:
+    """The ts a base trained at last: its last stage's (``stages``) or its training's."""
+    stages = info.get("stages") or []
+    return int(stages[-1]["ts"] if stages else info["train"]["ts"])
+
+
 def state_sha256(state: dict[str, Tensor]) -> str:
     """A digest of a state dict's names, dtypes, shapes and bytes (order-independent)."""
     h = hashlib.sha256()
