@@ -10,12 +10,15 @@
 The recipe is ``ablations/conf/pretrain.yaml``: the same steps, samples, data, schedule and loss
 for every family, and a peak learning rate per family chosen by ``--search`` (short runs at each
 of the recipe's rates, ranked by mIoU@5 on the validation objects; the table goes to
-``benchmarks/results/cpu/pretrain_lr_search.md``). A run trains in ``<out>/<preset>/`` (``last.pt``
-every ``train.ckpt_every`` steps: a killed run resumes there), logs its loss and learning rate to
-MLflow (experiment ``pretrain``, one run per preset, continued by a resumed run), validates
-(the val objects, every ts of ``validate.ts``) and writes ``hrsam/pretrained/<preset>.safetensors``
-and its manifest (`hrsam.pretrained`): sha256, this command, commit, steps, wall time, machine,
-the recipe, the first steps' losses and samples, the validation figures.
+``benchmarks/results/cpu/pretrain_lr_search.md``), then the recipe's ``stages`` in turn (each from
+the previous one's weights with a fresh optimizer and schedule, its own ts, steps and seed). A run
+trains in ``<out>/<preset>/`` and ``<out>/<preset>/stage<k>/`` (``last.pt`` every
+``train.ckpt_every`` steps: a killed run resumes there; a finished stage is not trained
+again), logs its loss and learning rate to MLflow (experiment ``pretrain``, one run per preset,
+continued by a resumed run), validates (the val objects, every ts of ``validate.ts``) and writes
+``hrsam/pretrained/<preset>.safetensors`` and its manifest (`hrsam.pretrained`): sha256, this
+command, commit, steps, wall time, machine, the recipe and each stage, the first steps' losses and
+samples, the validation figures.
 
 ``--reproduce K`` rebuilds the manifest's first ``K`` steps from nothing but the manifest (the
 scenes those steps draw are generated alone, the dataset's length taken from the manifest) and
