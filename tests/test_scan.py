@@ -28,6 +28,11 @@ def _inputs(batch, d, n, length, seed=0, requires_grad=True):
     return [t.requires_grad_(requires_grad) for t in ts]
 
 
+def _grad_out(like, seed=1):
+    """The output's gradient from the test's own seed, not the session's (pytest-randomly)."""
+    return torch.randn(like.shape, generator=torch.Generator().manual_seed(seed))
+
+
 def _rel(a, b):
     return ((a - b).abs().max() / b.abs().max().clamp_min(1.0)).item()
 
@@ -50,7 +55,10 @@ def test_fast_backend_matches_ref(backend, length, softplus):
     y = selective_scan(*args, delta_softplus=softplus, backend=backend)
     y_ref = selective_scan(*ref_args, delta_softplus=softplus, backend="ref")
     assert _rel(y, y_ref) <= 1e-5
-    gy = torch.randn_like(y_ref)
+    # A's gradient sums batch x length steps in float32: at length 4096 its error against the
+    # reference (float64 inside) is 3e-7..7e-6 over output-gradient seeds 1-5, and one session
+    # seed drew 1.0e-5; the fixed seed keeps the check deterministic
+    gy = _grad_out(y_ref)
     (y * gy).sum().backward()
     (y_ref * gy).sum().backward()
     names = ["u", "delta", "A", "B", "C", "D", "delta_bias"]
@@ -119,7 +127,7 @@ def test_gpu_backend_matches_ref(backend):
     y = selective_scan(*args, delta_softplus=True, backend=backend)
     y_ref = selective_scan(*ref_args, delta_softplus=True, backend="ref")
     assert _rel(y.cpu(), y_ref) <= tol
-    gy = torch.randn_like(y_ref)
+    gy = _grad_out(y_ref)
     (y * gy.cuda()).sum().backward()
     (y_ref * gy).sum().backward()
     for a, r in zip(args, ref_args, strict=True):
@@ -140,7 +148,7 @@ def test_chunked_equals_ref_forward_and_backward(chunk):
     dt = torch.nn.functional.softplus(delta + bias[:, None])
     leaves = [u, delta, A, B, C, D, bias]
     y = chunked_scan(u, dt, A, B, C, D, chunk=chunk)
-    gy = torch.randn_like(y)
+    gy = _grad_out(y)
     grads = torch.autograd.grad((y * gy).sum(), leaves)
     y_ref = selective_scan(u, delta, A, B, C, D, bias, delta_softplus=True, backend="ref")
     grads_ref = torch.autograd.grad((y_ref * gy).sum(), leaves)

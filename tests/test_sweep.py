@@ -512,8 +512,11 @@ def test_paper_main_trains_once_per_model_at_one_ts_and_evaluates_at_1x_2x():
     presets = {t.config["model"]["preset"] for t in sweep.trials}
     assert presets == {"sam_tiny", "hrsam_tiny", "hrsampp_tiny"}
     assert len({t.train_key for t in sweep.trials}) == 3  # one training per model
-    # the paper's window-to-grid ratio at the training ts (16 of 64 tokens): window 8 of 32
-    assert {t.config["model"]["window_size"] for t in sweep.trials} == {8}
+    # the presets' own window, 8 of the 32 x 32 tokens at ts 512: the paper's 16 of 64 at 1024
+    from hrsam.models import get_preset
+
+    assert {t.config["model"]["window_size"] for t in sweep.trials} == {None}
+    assert {get_preset(p).window_size for p in presets} == {8}
     # every model finetunes from its pretrained base, whose last stage trained at that ts
     from hrsam import pretrained
 
