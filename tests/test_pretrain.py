@@ -67,6 +67,10 @@ def test_committed_manifest_matches_its_file(preset):
     assert {"cpu", "threads", "torch"} <= set(info["machine"])
     for ts, figures in info["validation"].items():
         assert int(ts) >= 16 and figures["objects"] > 0 and 0 <= figures["miou_at_5"] <= 1
+    # every later stage names its own commit and wall time; the steps add up
+    for stage in info.get("stages", []):
+        assert len(stage["git_sha"]) == 40 and stage["wall_s"] > 0 and stage["steps"] >= 1
+    assert info["steps"] == info["train"]["steps"] + sum(s["steps"] for s in info.get("stages", []))
     model = build_model(preset)
     model.load_state_dict(pretrained.load_state(preset), strict=True)  # every key, every shape
 
