@@ -4,6 +4,7 @@
     python -m ablations.pretrain                             # every preset of the recipe, in turn
     python -m ablations.pretrain --search sam_tiny           # the learning-rate search
     python -m ablations.pretrain --reproduce 3 hrsam_tiny    # its first 3 steps vs its manifest
+    python -m ablations.pretrain --from-base hrsam_tiny      # the recipe's new stage on the base
     taskset -c 0 python -m ablations.pretrain sam_tiny &     # two presets side by side, one core
     taskset -c 1 python -m ablations.pretrain hrsam_tiny     # each (the recipe's threads: 1)
 
@@ -23,7 +24,14 @@ samples, the validation figures.
 ``--reproduce K`` rebuilds the manifest's first ``K`` steps from nothing but the manifest (the
 scenes those steps draw are generated alone, the dataset's length taken from the manifest) and
 compares their losses with the recorded ones: equal on the CPU type and thread count that made
-them, within ``--rtol`` elsewhere. Bad input: one line, exit code 2.
+them, within ``--rtol`` elsewhere.
+
+``--from-base`` continues a finished base (in ``hrsam/pretrained``, or ``$HRSAM_PRETRAINED``)
+when the recipe gained a stage: the stages its manifest records must be the recipe's
+first ones (the same config), they are not trained again, and the new manifest carries their
+records (commit, wall time, losses) beside the new stage's. The training folders of a finished
+run are not needed, so a recipe grows across sessions and machines. Bad input: one line, exit
+code 2.
 """
 
 from __future__ import annotations
@@ -263,9 +271,11 @@ def pretrain(
     uri: str | None,
     command: str,
     data_root: str | None = None,
+    base: Path | None = None,
 ) -> dict:
-    """Trains ``preset`` with the recipe (resuming ``out/<preset>``), validates, and writes its
-    weights and manifest to ``export_to``. Returns the manifest."""
+    """Trains ``preset`` with the recipe (resuming ``out/<preset>``; on the finished base in
+    ``base`` when given: see `base_start`), validates, and writes its weights and manifest to
+    ``export_to``. Returns the manifest."""
     import torch
 
     from hrsam import pretrained
@@ -278,6 +288,12 @@ def pretrain(
     bar = cli.Progress(data.n_train + data.n_val, "scenes")
     dataset = data.build("train", progress=lambda i, n: bar(i, "scenes"))
     model = build_seeded(preset, tc)
+    if base is not None and "init_sha256" not in state.data:  # continues the base's record
+        state.data.update(base_start(preset, recipe, base))
+        state.save()
+    held = state.data.get("base", {}).get("stages", [])  # the stages the base holds
+    if held:
+        _load_base(model, preset, state.data["base"], folder, len(held))
     if "init_sha256" not in state.data:  # the run's start: its commit is the manifest's
         state.data.update(
             **git_state(ROOT),
@@ -290,9 +306,20 @@ def pretrain(
     params = _flat("", {"preset": preset, "train": dataclasses.asdict(tc), "data": recipe["data"]})
     run = _mlflow_run(state, uri, preset, {**params, "threads": recipe["threads"]})
     series = tracking.SeriesLogger(uri, run[1], every_s=10) if run else None
-    result = _train_stage(model, dataset, tc, folder, state, series, preset, 1, 0)
+    if held:
+        first = held[0]
+    else:
+        result = _train_stage(model, dataset, tc, folder, state, series, preset, 1, 0)
+        first = {
+            "first_losses": [float(x) for x in result.losses[:FIRST]],
+            "final_loss": float(np.mean(result.losses[-LOSS_EVERY:])),
+        }
     stages, offset = [], tc.steps
     for k, stc in enumerate(stage_configs(recipe, tc), start=2):
+        if k <= len(held):  # the base's record of it
+            stages.append(held[k - 1])
+            offset += stc.steps
+            continue
         key = f"stage{k}"
         if key not in state.data:  # the stage's start: its own commit
             state.data[key] = {**git_state(ROOT), "dirty_paths": dirty_paths()}
@@ -309,17 +336,22 @@ def pretrain(
         "git_dirty": state.data["git_dirty"],
         "dirty_paths": state.data.get("dirty_paths", []),  # none of them on the training path
         "steps": offset,  # every stage's
-        "wall_s": round(sum(s["end"] - s["start"] for s in state.data["stretches"]), 1),
+        "wall_s": round(
+            state.data.get("base", {}).get("wall_s", 0.0)
+            + sum(s["end"] - s["start"] for s in state.data["stretches"]),
+            1,
+        ),
         "machine": machine(recipe["threads"]),
         "train": dataclasses.asdict(tc),
         "data": {**data.synthetic_spec(), "objects_train": len(dataset)},
         "init_sha256": state.data["init_sha256"],
         "first_samples": state.data["first_samples"],
-        "first_losses": [float(x) for x in result.losses[:FIRST]],
-        "final_loss": float(np.mean(result.losses[-LOSS_EVERY:])),
+        **first,
         "stages": stages,
         "validation": figures,
     }
+    if held:
+        info["base_sha256"] = state.data["base"]["sha256"]  # the finished base it continued
     if run is not None:
         c, run_id = run
         for ts, values in figures.items():
@@ -330,6 +362,74 @@ def pretrain(
     if export_to is None:
         return info
     return pretrained.save(model.cpu(), preset, info, export_to)
+
+
+def base_start(preset: str, recipe: dict, folder: Path) -> dict:
+    """The start of a run that continues ``preset``'s finished base in ``folder``: the base's
+    facts (commit, first samples, ...) and, under ``base``, its sha256, wall time and the record
+    of every stage it holds. Raises `cli.UsageError` (before any training) unless the base's
+    stages are the recipe's first ones and the recipe has more."""
+    from hrsam import pretrained
+
+    try:
+        info = pretrained.verify(preset, folder)
+    except (OSError, ValueError) as e:  # no base, or a file that is not its manifest's
+        raise cli.UsageError(f"--from-base: {e}") from None
+    tc = train_config(recipe, preset)
+    want = json.loads(json.dumps(dataclasses.asdict(tc)))
+    for key in sorted(set(want) | set(info["train"])):
+        if want.get(key) != info["train"].get(key):
+            raise cli.UsageError(
+                f"--from-base: {preset}'s base trained its first stage with {key}="
+                f"{info['train'].get(key)!r}, the recipe says {want.get(key)!r}; a base "
+                "continues only the recipe it was made with"
+            )
+    planned, recorded = stage_configs(recipe, tc), info.get("stages") or []
+    for stage, stc in zip(recorded, planned, strict=False):
+        for key in STAGE_KEYS:
+            if stage[key] != getattr(stc, key):
+                raise cli.UsageError(
+                    f"--from-base: {preset}'s base trained stage {stage['stage']} with {key}="
+                    f"{stage[key]!r}, the recipe says {getattr(stc, key)!r}"
+                )
+    if len(recorded) >= len(planned):
+        raise cli.UsageError(
+            f"--from-base: {preset}'s base already holds every stage of the recipe "
+            f"({1 + len(recorded)}); add a stage to the recipe to train one"
+        )
+    first = {"first_losses": info["first_losses"], "final_loss": info["final_loss"]}
+    return {
+        **{key: info[key] for key in ("git_sha", "git_dirty", "dirty_paths", "init_sha256")},
+        "first_samples": info["first_samples"],
+        "dataset_objects": info["data"]["objects_train"],
+        "base": {
+            "sha256": info["sha256"],
+            "folder": str(folder),
+            "wall_s": info["wall_s"],
+            "stages": [first, *recorded],
+        },
+    }
+
+
+STAGE_KEYS = ("ts", "steps", "lr", "warmup", "seed")  # a stage's record that a base must match
+
+
+def _load_base(model, preset: str, base: dict, folder: Path, n_done: int) -> None:
+    """The base's weights into ``model``, unless a stage after it has begun (its ``last.pt``
+    holds newer ones); the file must still be the one the run started from."""
+    from hrsam import pretrained
+
+    if (folder / f"stage{n_done + 1}" / "last.pt").exists():
+        return
+    path = Path(base["folder"])
+    info = pretrained.verify(preset, path)
+    if info["sha256"] != base["sha256"]:
+        raise cli.UsageError(
+            f"--from-base: {pretrained.weights_path(preset, path)} is sha256 "
+            f"{info['sha256'][:12]}... now, the run in {folder} started from "
+            f"{base['sha256'][:12]}...; start it again in a new --out"
+        )
+    model.load_state_dict(pretrained.load_state(preset, path), strict=True)
 
 
 def _train_stage(model, dataset, tc, folder: Path, state, series, preset: str, k: int, offset):
@@ -392,6 +492,12 @@ def _parser() -> cli.ArgumentParser:
     p.add_argument("--export-to", default=None, help="weights folder (default: hrsam/pretrained)")
     p.add_argument("--data-root", default=None, help="the scenes' root (default: data/synthetic)")
     p.add_argument(
+        "--from-base",
+        action="store_true",
+        help="train only the recipe's stages after the finished base's (hrsam/pretrained or "
+        "$HRSAM_PRETRAINED)",
+    )
+    p.add_argument(
         "--mlflow", default="sqlite:///mlflow.db", help="tracking URI ('none': no MLflow)"
     )
     return p
@@ -416,17 +522,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --recipe {args.recipe}: {e.strerror}", file=sys.stderr)
         return 2
     presets = args.presets or recipe["presets"]
+    out = Path(args.out)
+    base = None
+    if args.from_base:
+        from hrsam import pretrained
+
+        base = pretrained.folder_of()
     try:
         _check(presets, recipe)
         if args.reproduce is not None:
             return _main_reproduce(presets, args)
+        for preset in presets if base is not None else []:
+            if not (out / preset / "run.json").exists():  # a new run: before any training
+                base_start(preset, recipe, base)
     except (cli.UsageError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
     from hrsam import pretrained
 
     uri = None if args.mlflow == "none" else tracking.absolute_uri(args.mlflow)
-    out = Path(args.out)
     if args.search:
         results = search(presets, recipe, out, uri, args.data_root)
         for preset in presets:
@@ -435,8 +550,9 @@ def main(argv: list[str] | None = None) -> int:
     export = pretrained.folder_of(args.export_to and Path(args.export_to))
     for preset in presets:
         extra = [] if args.recipe == _parser().get_default("recipe") else ["--recipe", args.recipe]
+        extra += ["--from-base"] if args.from_base else []
         command = shlex.join(["python", "-m", "ablations.pretrain", *extra, preset])
-        info = pretrain(preset, recipe, out, export, uri, command, args.data_root)
+        info = pretrain(preset, recipe, out, export, uri, command, args.data_root, base)
         print(f"{preset}: {export / info['file']} sha256 {info['sha256'][:12]}")
     return 0
 

@@ -214,6 +214,73 @@ def test_a_stage_continues_from_the_first_and_resumes_inside_itself(tmp_path):
     assert [(s["stage"], s["to_step"]) for s in stretches] == [(1, 12), (2, 4), (2, 4)]
 
 
+def test_from_base_trains_only_the_new_stage_and_carries_the_base_record(tmp_path, monkeypatch):
+    """A finished one-stage base continued with a recipe that gained a stage (``--from-base``,
+    new training folders: nothing of the base's run but its shipped files) ends with the weights
+    of the same two stages trained in one folder, and its manifest carries the base's record."""
+    micro_recipe(tmp_path)
+    assert run_pretrain(tmp_path, "hrsam_tiny") == 0
+    shutil.copytree(tmp_path / "weights", tmp_path / "base")
+    base = pretrained.verify("hrsam_tiny", tmp_path / "base")
+    micro_recipe(tmp_path, stages=[STAGE])
+    assert run_pretrain(tmp_path, "hrsam_tiny") == 0  # the reference: both stages in one folder
+    whole = pretrained.verify("hrsam_tiny", tmp_path / "weights")
+    monkeypatch.setenv(pretrained.ENV, str(tmp_path / "base"))
+    args = ["--recipe", str(tmp_path / "recipe.yaml"), "--out", str(tmp_path / "out2")]
+    args += ["--export-to", str(tmp_path / "w2"), "--mlflow", "none", "--from-base", "hrsam_tiny"]
+    assert pretrain.main(args) == 0
+    info = pretrained.verify("hrsam_tiny", tmp_path / "w2")
+    got = pretrained.state_sha256(pretrained.load_state("hrsam_tiny", tmp_path / "w2"))
+    assert got == pretrained.state_sha256(pretrained.load_state("hrsam_tiny", tmp_path / "weights"))
+    assert info["validation"] == whole["validation"]
+    assert info["base_sha256"] == base["sha256"] and "--from-base" in info["command"]
+    assert not (tmp_path / "out2" / "hrsam_tiny" / "last.pt").exists()  # stage 1 not trained
+    for key in ("steps", "train", "init_sha256", "first_samples", "first_losses", "final_loss"):
+        assert info[key] == whole[key], key
+    assert info["git_sha"] == base["git_sha"] and info["wall_s"] > base["wall_s"]
+    [stage], [want] = info["stages"], whole["stages"]
+    for key in (*pretrain.STAGE_KEYS, "first_losses", "final_loss"):
+        assert stage[key] == want[key], key
+    # run again in the same folders: every stage is done, the same weights
+    assert pretrain.main(args) == 0
+    again = pretrained.state_sha256(pretrained.load_state("hrsam_tiny", tmp_path / "w2"))
+    assert again == got
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({}, "hrsam_tiny's base already holds every stage of the recipe (1); add a stage"),
+        (
+            {"train": {**MICRO_RECIPE["train"], "ts": 96}, "stages": [STAGE]},
+            "hrsam_tiny's base trained its first stage with ts=64, the recipe says 96",
+        ),
+        (
+            {"stages": [{**STAGE, "seed": 5}, STAGE]},
+            "hrsam_tiny's base trained stage 2 with seed=1, the recipe says 5",
+        ),
+    ],
+)
+def test_from_base_refuses_a_base_the_recipe_did_not_make(
+    micro_weights, tmp_path, monkeypatch, capsys, changes, message
+):
+    base = micro_weights / "weights"
+    if "seed" in message:  # a two-stage base
+        shutil.copytree(micro_weights, tmp_path / "two", ignore=shutil.ignore_patterns("*.db"))
+        micro_recipe(tmp_path / "two", stages=[STAGE])
+        assert run_pretrain(tmp_path / "two", "hrsam_tiny") == 0
+        base = tmp_path / "two" / "weights"
+    micro_recipe(tmp_path, **changes)
+    monkeypatch.setenv(pretrained.ENV, str(base))
+    before = pretrained.sha256(base / "hrsam_tiny.safetensors")
+    capsys.readouterr()  # what making the base printed
+    assert run_pretrain(tmp_path, "--from-base", "hrsam_tiny") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --from-base: ") and message in err and "\n" not in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "weights").exists()
+    assert pretrained.sha256(base / "hrsam_tiny.safetensors") == before
+
+
 @pytest.mark.parametrize(
     ("stage", "message"),
     [
