@@ -83,10 +83,12 @@ def train_config(recipe: dict, preset: str, lr: float | None = None, steps: int 
     )
 
 
-def stage_configs(recipe: dict, tc) -> list:
+def stage_configs(recipe: dict, tc, preset: str) -> list:
     """The TrainConfig of every stage after the first (``recipe["stages"]``): each continues from
     the previous stage's weights with a fresh optimizer and schedule, the first stage's config
-    with the stage's own keys (ts, steps, warmup, seed, ...) changed."""
+    with the stage's own keys (ts, steps, warmup, seed, ...) changed. A stage's ``lr`` is one
+    rate, or a rate per preset as the recipe's own (the preset's stage-1 rate where it names
+    none)."""
     fields = {f.name for f in dataclasses.fields(tc)}
     out = []
     for k, stage in enumerate(recipe.get("stages") or [], start=2):
@@ -96,6 +98,8 @@ def stage_configs(recipe: dict, tc) -> list:
                 f"recipe stage {k}: unknown key {unknown[0]!r}; a stage sets TrainConfig's "
                 f"keys: {', '.join(sorted(fields))}"
             )
+        if isinstance(stage.get("lr"), dict):
+            stage = {**stage, "lr": stage["lr"].get(preset, tc.lr)}
         try:
             out.append(dataclasses.replace(tc, **stage))
         except ValueError as e:
@@ -315,7 +319,7 @@ def pretrain(
             "final_loss": float(np.mean(result.losses[-LOSS_EVERY:])),
         }
     stages, offset = [], tc.steps
-    for k, stc in enumerate(stage_configs(recipe, tc), start=2):
+    for k, stc in enumerate(stage_configs(recipe, tc, preset), start=2):
         if k <= len(held):  # the base's record of it
             stages.append(held[k - 1])
             offset += stc.steps
@@ -384,7 +388,7 @@ def base_start(preset: str, recipe: dict, folder: Path) -> dict:
                 f"{info['train'].get(key)!r}, the recipe says {want.get(key)!r}; a base "
                 "continues only the recipe it was made with"
             )
-    planned, recorded = stage_configs(recipe, tc), info.get("stages") or []
+    planned, recorded = stage_configs(recipe, tc, preset), info.get("stages") or []
     for stage, stc in zip(recorded, planned, strict=False):
         for key in STAGE_KEYS:
             if stage[key] != getattr(stc, key):
@@ -510,7 +514,7 @@ def _check(presets: list[str], recipe: dict) -> None:
             f"unknown preset {unknown[0]!r}; the recipe pretrains: {', '.join(recipe['presets'])}"
         )
     for preset in presets:  # before any training: a bad stage stops the run at its start
-        stage_configs(recipe, train_config(recipe, preset))
+        stage_configs(recipe, train_config(recipe, preset), preset)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -214,6 +214,15 @@ def test_a_stage_continues_from_the_first_and_resumes_inside_itself(tmp_path):
     assert [(s["stage"], s["to_step"]) for s in stretches] == [(1, 12), (2, 4), (2, 4)]
 
 
+def test_a_stage_rate_is_one_for_all_or_one_per_preset():
+    """A stage's ``lr`` per preset (the others keep their stage-1 rate) or one for every preset."""
+    recipe = {**MICRO_RECIPE, "stages": [{"ts": 96, "lr": {"hrsam_tiny": 0.01}}, {"lr": 0.02}]}
+    for preset, want in (("hrsam_tiny", 0.01), ("sam_tiny", MICRO_RECIPE["lr"]["sam_tiny"])):
+        tc = pretrain.train_config(recipe, preset)
+        two, three = pretrain.stage_configs(recipe, tc, preset)
+        assert (two.lr, two.ts, three.lr, three.ts) == (want, 96, 0.02, 64)
+
+
 def test_from_base_trains_only_the_new_stage_and_carries_the_base_record(tmp_path, monkeypatch):
     """A finished one-stage base continued with a recipe that gained a stage (``--from-base``,
     new training folders: nothing of the base's run but its shipped files) ends with the weights
