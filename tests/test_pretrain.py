@@ -4,6 +4,7 @@ manifest, MLflow, resume, the learning-rate search), and sweeps that finetune fr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -73,6 +74,22 @@ def test_committed_manifest_matches_its_file(preset):
     assert info["steps"] == info["train"]["steps"] + sum(s["steps"] for s in info.get("stages", []))
     model = build_model(preset)
     model.load_state_dict(pretrained.load_state(preset), strict=True)  # every key, every shape
+
+
+@pytest.mark.parametrize("preset", COMMITTED)
+def test_committed_base_is_what_the_committed_recipe_makes(preset):
+    """The recipe and the bases agree: every stage's ts, steps, rate, warm-up and seed, and the
+    first stage's whole config (a recipe changed without its bases, or the reverse, fails)."""
+    recipe = pretrain.load_recipe()
+    info = pretrained.manifest(preset)
+    tc = pretrain.train_config(recipe, preset)
+    assert info["train"] == json.loads(json.dumps(dataclasses.asdict(tc)))
+    planned = pretrain.stage_configs(recipe, tc, preset)
+    assert len(info.get("stages", [])) == len(planned)
+    for stage, stc in zip(info.get("stages", []), planned, strict=True):
+        assert {k: stage[k] for k in pretrain.STAGE_KEYS} == {
+            k: getattr(stc, k) for k in pretrain.STAGE_KEYS
+        }
 
 
 @pytest.mark.parametrize("preset", COMMITTED)
