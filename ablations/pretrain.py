@@ -51,6 +51,14 @@ from omegaconf import OmegaConf
 from ablations import tracking
 from ablations.pretrain_reproduce import reproduce
 from ablations.pretrain_search import best_lr, search
+from ablations.pretrain_stages import (
+    FIRST,
+    LOSS_EVERY,
+    base_start,
+    load_base,
+    stage_configs,
+    train_stages,
+)
 from ablations.provenance import _cpu_name, git_state
 from hrsam import cli, names
 
@@ -58,8 +66,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RECIPE = Path(__file__).parent / "conf" / "pretrain.yaml"
 SEARCH_RECORD = ROOT / "benchmarks" / "results" / "cpu" / "pretrain_lr_search.md"
 EXPERIMENT = "pretrain"
-FIRST = 5  # first steps whose losses and samples a manifest records
-LOSS_EVERY = 100  # steps per logged loss (the mean over them)
 
 
 def load_recipe(path: Path = RECIPE) -> dict:
@@ -81,30 +87,6 @@ def train_config(recipe: dict, preset: str, lr: float | None = None, steps: int 
         seed=recipe["seed"],
         recipe="interactive",
     )
-
-
-def stage_configs(recipe: dict, tc, preset: str) -> list:
-    """The TrainConfig of every stage after the first (``recipe["stages"]``): each continues from
-    the previous stage's weights with a fresh optimizer and schedule, the first stage's config
-    with the stage's own keys (ts, steps, warmup, seed, ...) changed. A stage's ``lr`` is one
-    rate, or a rate per preset as the recipe's own (the preset's stage-1 rate where it names
-    none)."""
-    fields = {f.name for f in dataclasses.fields(tc)}
-    out = []
-    for k, stage in enumerate(recipe.get("stages") or [], start=2):
-        unknown = sorted(set(stage) - fields)
-        if unknown:
-            raise ValueError(
-                f"recipe stage {k}: unknown key {unknown[0]!r}; a stage sets TrainConfig's "
-                f"keys: {', '.join(sorted(fields))}"
-            )
-        if isinstance(stage.get("lr"), dict):
-            stage = {**stage, "lr": stage["lr"].get(preset, tc.lr)}
-        try:
-            out.append(dataclasses.replace(tc, **stage))
-        except ValueError as e:
-            raise ValueError(f"recipe stage {k}: {e}") from None
-    return out
 
 
 def data_config(recipe: dict, root: str | None = None):
@@ -297,7 +279,7 @@ def pretrain(
         state.save()
     held = state.data.get("base", {}).get("stages", [])  # the stages the base holds
     if held:
-        _load_base(model, preset, state.data["base"], folder, len(held))
+        load_base(model, preset, state.data["base"], folder, len(held))
     if "init_sha256" not in state.data:  # the run's start: its commit is the manifest's
         state.data.update(
             **git_state(ROOT),
@@ -310,27 +292,7 @@ def pretrain(
     params = _flat("", {"preset": preset, "train": dataclasses.asdict(tc), "data": recipe["data"]})
     run = _mlflow_run(state, uri, preset, {**params, "threads": recipe["threads"]})
     series = tracking.SeriesLogger(uri, run[1], every_s=10) if run else None
-    if held:
-        first = held[0]
-    else:
-        result = _train_stage(model, dataset, tc, folder, state, series, preset, 1, 0)
-        first = {
-            "first_losses": [float(x) for x in result.losses[:FIRST]],
-            "final_loss": float(np.mean(result.losses[-LOSS_EVERY:])),
-        }
-    stages, offset = [], tc.steps
-    for k, stc in enumerate(stage_configs(recipe, tc, preset), start=2):
-        if k <= len(held):  # the base's record of it
-            stages.append(held[k - 1])
-            offset += stc.steps
-            continue
-        key = f"stage{k}"
-        if key not in state.data:  # the stage's start: its own commit
-            state.data[key] = {**git_state(ROOT), "dirty_paths": dirty_paths()}
-            state.save()
-        done = _train_stage(model, dataset, stc, folder / key, state, series, preset, k, offset)
-        stages.append(_stage_record(stc, done, state, k))
-        offset += stc.steps
+    first, stages, offset = train_stages(model, dataset, recipe, tc, preset, state, series)
     if series is not None:
         series.flush()
     figures = validate(model, recipe, data, preset)
@@ -357,128 +319,18 @@ def pretrain(
     if held:
         info["base_sha256"] = state.data["base"]["sha256"]  # the finished base it continued
     if run is not None:
-        c, run_id = run
-        for ts, values in figures.items():
-            for k, v in values.items():
-                if isinstance(v, float | int):
-                    c.log_metric(run_id, f"val_ts{ts}_{k}", float(v))
-        c.set_terminated(run_id, "FINISHED")
+        _log_validation(*run, figures)
     if export_to is None:
         return info
     return pretrained.save(model.cpu(), preset, info, export_to)
 
 
-def base_start(preset: str, recipe: dict, folder: Path) -> dict:
-    """The start of a run that continues ``preset``'s finished base in ``folder``: the base's
-    facts (commit, first samples, ...) and, under ``base``, its sha256, wall time and the record
-    of every stage it holds. Raises `cli.UsageError` (before any training) unless the base's
-    stages are the recipe's first ones and the recipe has more."""
-    from hrsam import pretrained
-
-    try:
-        info = pretrained.verify(preset, folder)
-    except (OSError, ValueError) as e:  # no base, or a file that is not its manifest's
-        raise cli.UsageError(f"--from-base: {e}") from None
-    tc = train_config(recipe, preset)
-    want = json.loads(json.dumps(dataclasses.asdict(tc)))
-    for key in sorted(set(want) | set(info["train"])):
-        if want.get(key) != info["train"].get(key):
-            raise cli.UsageError(
-                f"--from-base: {preset}'s base trained its first stage with {key}="
-                f"{info['train'].get(key)!r}, the recipe says {want.get(key)!r}; a base "
-                "continues only the recipe it was made with"
-            )
-    planned, recorded = stage_configs(recipe, tc, preset), info.get("stages") or []
-    for stage, stc in zip(recorded, planned, strict=False):
-        for key in STAGE_KEYS:
-            if stage[key] != getattr(stc, key):
-                raise cli.UsageError(
-                    f"--from-base: {preset}'s base trained stage {stage['stage']} with {key}="
-                    f"{stage[key]!r}, the recipe says {getattr(stc, key)!r}"
-                )
-    if len(recorded) >= len(planned):
-        raise cli.UsageError(
-            f"--from-base: {preset}'s base already holds every stage of the recipe "
-            f"({1 + len(recorded)}); add a stage to the recipe to train one"
-        )
-    first = {"first_losses": info["first_losses"], "final_loss": info["final_loss"]}
-    return {
-        **{key: info[key] for key in ("git_sha", "git_dirty", "dirty_paths", "init_sha256")},
-        "first_samples": info["first_samples"],
-        "dataset_objects": info["data"]["objects_train"],
-        "base": {
-            "sha256": info["sha256"],
-            "folder": str(folder),
-            "wall_s": info["wall_s"],
-            "stages": [first, *recorded],
-        },
-    }
-
-
-STAGE_KEYS = ("ts", "steps", "lr", "warmup", "seed")  # a stage's record that a base must match
-
-
-def _load_base(model, preset: str, base: dict, folder: Path, n_done: int) -> None:
-    """The base's weights into ``model``, unless a stage after it has begun (its ``last.pt``
-    holds newer ones); the file must still be the one the run started from."""
-    from hrsam import pretrained
-
-    if (folder / f"stage{n_done + 1}" / "last.pt").exists():
-        return
-    path = Path(base["folder"])
-    info = pretrained.verify(preset, path)
-    if info["sha256"] != base["sha256"]:
-        raise cli.UsageError(
-            f"--from-base: {pretrained.weights_path(preset, path)} is sha256 "
-            f"{info['sha256'][:12]}... now, the run in {folder} started from "
-            f"{base['sha256'][:12]}...; start it again in a new --out"
-        )
-    model.load_state_dict(pretrained.load_state(preset, path), strict=True)
-
-
-def _train_stage(model, dataset, tc, folder: Path, state, series, preset: str, k: int, offset):
-    """Stage ``k`` of the recipe in ``folder`` (resumed from its ``last.pt``); a stretch that
-    trained records its wall time in run.json."""
-    from hrsam.train.loop import train
-
-    logger = StepLog(preset if k == 1 else f"{preset} stage {k}", series, offset=offset)
-    logger.total = tc.steps
-    start = time.time()
-    resumed_at = _checkpoint_step(folder / "last.pt")
-    result = train(model, dataset, tc, folder, on_step=logger)
-    if result.step > resumed_at:
-        stretch = {"start": start, "end": time.time(), "to_step": result.step, "stage": k}
-        state.data["stretches"].append({**stretch, "git_sha": git_state(ROOT)["git_sha"]})
-        state.save()
-    return result
-
-
-def _checkpoint_step(path: Path) -> int:
-    """The step a training folder's ``last.pt`` holds (0 without one)."""
-    import torch
-
-    if not path.exists():
-        return 0
-    return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
-
-
-def _stage_record(tc, result, state, k: int) -> dict:
-    """A later stage in the manifest: what differs from the first, its commit and wall time."""
-    own = [s for s in state.data["stretches"] if s.get("stage", 1) == k]
-    return {
-        "stage": k,
-        "ts": tc.ts,
-        "steps": tc.steps,
-        "lr": tc.lr,
-        "warmup": tc.warmup,
-        "seed": tc.seed,
-        **{
-            key: state.data[f"stage{k}"].get(key) for key in ("git_sha", "git_dirty", "dirty_paths")
-        },
-        "wall_s": round(sum(s["end"] - s["start"] for s in own), 1),
-        "first_losses": [float(x) for x in result.losses[:FIRST]],
-        "final_loss": float(np.mean(result.losses[-LOSS_EVERY:])),
-    }
+def _log_validation(c, run_id: str, figures: dict[str, dict]) -> None:
+    for ts, values in figures.items():
+        for k, v in values.items():
+            if isinstance(v, float | int):
+                c.log_metric(run_id, f"val_ts{ts}_{k}", float(v))
+    c.set_terminated(run_id, "FINISHED")
 
 
 def _parser() -> cli.ArgumentParser:

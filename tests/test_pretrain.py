@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from ablations import pretrain
+from ablations import pretrain, pretrain_stages
 from hrsam import pretrained
 from hrsam.models import CheckpointError, build_model
 
@@ -87,8 +87,8 @@ def test_committed_base_is_what_the_committed_recipe_makes(preset):
     planned = pretrain.stage_configs(recipe, tc, preset)
     assert len(info.get("stages", [])) == len(planned)
     for stage, stc in zip(info.get("stages", []), planned, strict=True):
-        assert {k: stage[k] for k in pretrain.STAGE_KEYS} == {
-            k: getattr(stc, k) for k in pretrain.STAGE_KEYS
+        assert {k: stage[k] for k in pretrain_stages.STAGE_KEYS} == {
+            k: getattr(stc, k) for k in pretrain_stages.STAGE_KEYS
         }
 
 
@@ -265,7 +265,7 @@ def test_from_base_trains_only_the_new_stage_and_carries_the_base_record(tmp_pat
         assert info[key] == whole[key], key
     assert info["git_sha"] == base["git_sha"] and info["wall_s"] > base["wall_s"]
     [stage], [want] = info["stages"], whole["stages"]
-    for key in (*pretrain.STAGE_KEYS, "first_losses", "final_loss"):
+    for key in (*pretrain_stages.STAGE_KEYS, "first_losses", "final_loss"):
         assert stage[key] == want[key], key
     # run again in the same folders: every stage is done, the same weights
     assert pretrain.main(args) == 0

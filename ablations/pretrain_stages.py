@@ -1,0 +1,188 @@
+"""The pretraining recipe's stages (``stages`` in ``ablations/conf/pretrain.yaml``): their
+configs, training and records, and continuing a finished base (``--from-base``). Used by
+`ablations.pretrain`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ablations.provenance import git_state
+from hrsam import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRST = 5  # first steps whose losses and samples a manifest records
+LOSS_EVERY = 100  # steps per logged loss (the mean over them)
+STAGE_KEYS = ("ts", "steps", "lr", "warmup", "seed")  # a stage's record that a base must match
+
+
+def stage_configs(recipe: dict, tc, preset: str) -> list:
+    """The TrainConfig of every stage after the first (``recipe["stages"]``): each continues from
+    the previous stage's weights with a fresh optimizer and schedule, the first stage's config
+    with the stage's own keys (ts, steps, warmup, seed, ...) changed. A stage's ``lr`` is one
+    rate, or a rate per preset as the recipe's own (the preset's stage-1 rate where it names
+    none)."""
+    fields = {f.name for f in dataclasses.fields(tc)}
+    out = []
+    for k, stage in enumerate(recipe.get("stages") or [], start=2):
+        unknown = sorted(set(stage) - fields)
+        if unknown:
+            raise ValueError(
+                f"recipe stage {k}: unknown key {unknown[0]!r}; a stage sets TrainConfig's "
+                f"keys: {', '.join(sorted(fields))}"
+            )
+        if isinstance(stage.get("lr"), dict):
+            stage = {**stage, "lr": stage["lr"].get(preset, tc.lr)}
+        try:
+            out.append(dataclasses.replace(tc, **stage))
+        except ValueError as e:
+            raise ValueError(f"recipe stage {k}: {e}") from None
+    return out
+
+
+def base_start(preset: str, recipe: dict, folder: Path) -> dict:
+    """The start of a run that continues ``preset``'s finished base in ``folder``: the base's
+    facts (commit, first samples, ...) and, under ``base``, its sha256, wall time and the record
+    of every stage it holds. Raises `cli.UsageError` (before any training) unless the base's
+    stages are the recipe's first ones and the recipe has more."""
+    from ablations.pretrain import train_config
+    from hrsam import pretrained
+
+    try:
+        info = pretrained.verify(preset, folder)
+    except (OSError, ValueError) as e:  # no base, or a file that is not its manifest's
+        raise cli.UsageError(f"--from-base: {e}") from None
+    tc = train_config(recipe, preset)
+    want = json.loads(json.dumps(dataclasses.asdict(tc)))
+    for key in sorted(set(want) | set(info["train"])):
+        if want.get(key) != info["train"].get(key):
+            raise cli.UsageError(
+                f"--from-base: {preset}'s base trained its first stage with {key}="
+                f"{info['train'].get(key)!r}, the recipe says {want.get(key)!r}; a base "
+                "continues only the recipe it was made with"
+            )
+    planned, recorded = stage_configs(recipe, tc, preset), info.get("stages") or []
+    for stage, stc in zip(recorded, planned, strict=False):
+        for key in STAGE_KEYS:
+            if stage[key] != getattr(stc, key):
+                raise cli.UsageError(
+                    f"--from-base: {preset}'s base trained stage {stage['stage']} with {key}="
+                    f"{stage[key]!r}, the recipe says {getattr(stc, key)!r}"
+                )
+    if len(recorded) >= len(planned):
+        raise cli.UsageError(
+            f"--from-base: {preset}'s base already holds every stage of the recipe "
+            f"({1 + len(recorded)}); add a stage to the recipe to train one"
+        )
+    first = {"first_losses": info["first_losses"], "final_loss": info["final_loss"]}
+    return {
+        **{key: info[key] for key in ("git_sha", "git_dirty", "dirty_paths", "init_sha256")},
+        "first_samples": info["first_samples"],
+        "dataset_objects": info["data"]["objects_train"],
+        "base": {
+            "sha256": info["sha256"],
+            "folder": str(folder),
+            "wall_s": info["wall_s"],
+            "stages": [first, *recorded],
+        },
+    }
+
+
+def load_base(model, preset: str, base: dict, folder: Path, n_done: int) -> None:
+    """The base's weights into ``model``, unless a stage after it has begun (its ``last.pt``
+    holds newer ones); the file must still be the one the run started from."""
+    from hrsam import pretrained
+
+    if (folder / f"stage{n_done + 1}" / "last.pt").exists():
+        return
+    path = Path(base["folder"])
+    info = pretrained.verify(preset, path)
+    if info["sha256"] != base["sha256"]:
+        raise cli.UsageError(
+            f"--from-base: {pretrained.weights_path(preset, path)} is sha256 "
+            f"{info['sha256'][:12]}... now, the run in {folder} started from "
+            f"{base['sha256'][:12]}...; start it again in a new --out"
+        )
+    model.load_state_dict(pretrained.load_state(preset, path), strict=True)
+
+
+def train_stages(model, dataset, recipe: dict, tc, preset: str, state, series):
+    """Every stage of the recipe in turn in ``state``'s folder (those a continued base holds are
+    its record, not trained again): (the first stage's losses, the later stages' records, the
+    steps of all)."""
+    from ablations.pretrain import dirty_paths
+
+    folder = state.path.parent
+    held = state.data.get("base", {}).get("stages", [])  # the stages the base holds
+    if held:
+        first = held[0]
+    else:
+        result = train_stage(model, dataset, tc, folder, state, series, preset, 1, 0)
+        first = {
+            "first_losses": [float(x) for x in result.losses[:FIRST]],
+            "final_loss": float(np.mean(result.losses[-LOSS_EVERY:])),
+        }
+    stages, offset = [], tc.steps
+    for k, stc in enumerate(stage_configs(recipe, tc, preset), start=2):
+        if k <= len(held):  # the base's record of it
+            stages.append(held[k - 1])
+            offset += stc.steps
+            continue
+        key = f"stage{k}"
+        if key not in state.data:  # the stage's start: its own commit
+            state.data[key] = {**git_state(ROOT), "dirty_paths": dirty_paths()}
+            state.save()
+        done = train_stage(model, dataset, stc, folder / key, state, series, preset, k, offset)
+        stages.append(stage_record(stc, done, state, k))
+        offset += stc.steps
+    return first, stages, offset
+
+
+def train_stage(model, dataset, tc, folder: Path, state, series, preset: str, k: int, offset):
+    """Stage ``k`` of the recipe in ``folder`` (resumed from its ``last.pt``); a stretch that
+    trained records its wall time in run.json."""
+    from ablations.pretrain import StepLog
+    from hrsam.train.loop import train
+
+    logger = StepLog(preset if k == 1 else f"{preset} stage {k}", series, offset=offset)
+    logger.total = tc.steps
+    start = time.time()
+    resumed_at = _checkpoint_step(folder / "last.pt")
+    result = train(model, dataset, tc, folder, on_step=logger)
+    if result.step > resumed_at:
+        stretch = {"start": start, "end": time.time(), "to_step": result.step, "stage": k}
+        state.data["stretches"].append({**stretch, "git_sha": git_state(ROOT)["git_sha"]})
+        state.save()
+    return result
+
+
+def _checkpoint_step(path: Path) -> int:
+    """The step a training folder's ``last.pt`` holds (0 without one)."""
+    import torch
+
+    if not path.exists():
+        return 0
+    return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+
+
+def stage_record(tc, result, state, k: int) -> dict:
+    """A later stage in the manifest: what differs from the first, its commit and wall time."""
+    own = [s for s in state.data["stretches"] if s.get("stage", 1) == k]
+    return {
+        "stage": k,
+        "ts": tc.ts,
+        "steps": tc.steps,
+        "lr": tc.lr,
+        "warmup": tc.warmup,
+        "seed": tc.seed,
+        **{
+            key: state.data[f"stage{k}"].get(key) for key in ("git_sha", "git_dirty", "dirty_paths")
+        },
+        "wall_s": round(sum(s["end"] - s["start"] for s in own), 1),
+        "first_losses": [float(x) for x in result.losses[:FIRST]],
+        "final_loss": float(np.mean(result.losses[-LOSS_EVERY:])),
+    }
