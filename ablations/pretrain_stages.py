@@ -100,7 +100,7 @@ def load_base(model, preset: str, base: dict, folder: Path, n_done: int) -> None
     if (folder / f"stage{n_done + 1}" / "last.pt").exists():
         return
     path = Path(base["folder"])
-    info = pretrained.verify(preset, path)
+    info = pretrained.manifest(preset, path)  # load_state checks the file against it
     if info["sha256"] != base["sha256"]:
         raise cli.UsageError(
             f"--from-base: {pretrained.weights_path(preset, path)} is sha256 "

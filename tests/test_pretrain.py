@@ -291,11 +291,13 @@ def test_from_base_refuses_a_base_the_recipe_did_not_make(
     micro_weights, tmp_path, monkeypatch, capsys, changes, message
 ):
     base = micro_weights / "weights"
-    if "seed" in message:  # a two-stage base
-        shutil.copytree(micro_weights, tmp_path / "two", ignore=shutil.ignore_patterns("*.db"))
-        micro_recipe(tmp_path / "two", stages=[STAGE])
-        assert run_pretrain(tmp_path / "two", "hrsam_tiny") == 0
-        base = tmp_path / "two" / "weights"
+    if "seed" in message:  # a two-stage base: the record of a stage 2 (the file is unchanged)
+        base = tmp_path / "two"
+        shutil.copytree(micro_weights / "weights", base)
+        info = json.loads((base / "hrsam_tiny.json").read_text())
+        stage = {"stage": 2, **{k: STAGE[k] for k in ("ts", "steps", "warmup", "seed")}}
+        info["stages"] = [{**stage, "lr": MICRO_RECIPE["lr"]["hrsam_tiny"]}]
+        (base / "hrsam_tiny.json").write_text(json.dumps(info))
     micro_recipe(tmp_path, **changes)
     monkeypatch.setenv(pretrained.ENV, str(base))
     before = pretrained.sha256(base / "hrsam_tiny.safetensors")
