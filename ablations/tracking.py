@@ -10,6 +10,7 @@ connection) and fails at once on anything else.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import time
@@ -81,13 +82,22 @@ def absolute_uri(uri: str) -> str:
 
 
 def client(tracking_uri: str):
+    """An MLflow client of ``tracking_uri``. A ``sqlite:///`` store is opened (and created, on
+    first use) under an exclusive lock on ``<db>.lock``: processes that open a new store at once
+    (two pretrain runs started side by side) would otherwise race on its first migration."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri)
-    return MlflowClient(tracking_uri)
+    if not tracking_uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri)
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        c = MlflowClient(tracking_uri)
+        _retry(lambda: c.search_experiments(max_results=1))  # the store's tables exist now
+    return c
 
 
 def experiment_id(c, name: str, artifact_root: Path | None = None) -> str:

@@ -77,3 +77,37 @@ def test_retry_gives_up_at_once_on_anything_else_and_after_the_last_attempt(monk
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         tracking._retry(locked, attempts=4)
     assert len(calls) == 4
+
+
+def _first_client(uri: str, barrier, queue) -> None:
+    """One process's first use of a store: imports MLflow, waits for the others, creates the
+    client and an experiment; puts the error's first line, or None."""
+    import mlflow.tracking  # noqa: F401  (the slow part, before the start line)
+
+    barrier.wait(timeout=120)
+    try:
+        c = tracking.client(uri)
+        tracking.experiment_id(c, "race")
+        queue.put(None)
+    except Exception as e:  # reported to the test
+        queue.put(str(e).splitlines()[0][:200])
+
+
+def test_processes_creating_a_new_sqlite_store_at_once_all_succeed(tmp_path):
+    """Two pretrain runs started side by side on a fresh ``sqlite:///`` store used to race on
+    MLflow's first migration (``table _alembic_tmp_experiments already exists``): the client
+    now creates the store under a file lock, so every process gets a working store."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    queue, barrier = ctx.Queue(), ctx.Barrier(4)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    procs = [ctx.Process(target=_first_client, args=(uri, barrier, queue)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    errors = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert errors == [None] * len(procs)
+    c = tracking.client(uri)
+    assert len(c.search_experiments(filter_string="name = 'race'")) == 1
