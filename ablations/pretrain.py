@@ -55,6 +55,7 @@ from ablations.pretrain_stages import (
     FIRST,
     LOSS_EVERY,
     base_start,
+    check_base_unchanged,
     load_base,
     stage_configs,
     train_stages,
@@ -279,7 +280,7 @@ def pretrain(
         state.save()
     held = state.data.get("base", {}).get("stages", [])  # the stages the base holds
     if held:
-        load_base(model, preset, state.data["base"], folder, len(held))
+        load_base(model, preset, state.data["base"], folder)
     if "init_sha256" not in state.data:  # the run's start: its commit is the manifest's
         state.data.update(
             **git_state(ROOT),
@@ -388,9 +389,12 @@ def main(argv: list[str] | None = None) -> int:
         _check(presets, recipe)
         if args.reproduce is not None:
             return _main_reproduce(presets, args)
-        for preset in presets if base is not None else []:
-            if not (out / preset / "run.json").exists():  # a new run: before any training
+        for preset in presets if base is not None else []:  # before any training
+            run = _State(out / preset)
+            if not run.path.exists():  # a new run
                 base_start(preset, recipe, base)
+            elif "base" in run.data:  # a continued run resumes from the base it started from
+                check_base_unchanged(preset, run.data["base"], out / preset)
     except (cli.UsageError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -92,22 +92,32 @@ def base_start(preset: str, recipe: dict, folder: Path) -> dict:
     }
 
 
-def load_base(model, preset: str, base: dict, folder: Path, n_done: int) -> None:
+def load_base(model, preset: str, base: dict, folder: Path) -> None:
     """The base's weights into ``model``, unless a stage after it has begun (its ``last.pt``
     holds newer ones); the file must still be the one the run started from."""
     from hrsam import pretrained
 
-    if (folder / f"stage{n_done + 1}" / "last.pt").exists():
-        return
+    if check_base_unchanged(preset, base, folder):  # load_state checks the file's sha256
+        model.load_state_dict(pretrained.load_state(preset, Path(base["folder"])), strict=True)
+
+
+def check_base_unchanged(preset: str, base: dict, folder: Path) -> bool:
+    """Whether a continued run in ``folder`` still needs its base's weights (its first new stage
+    has no checkpoint yet); raises `cli.UsageError` if it does and the base (run.json's
+    ``base``) is no longer the one the run started from."""
+    from hrsam import pretrained
+
+    if (folder / f"stage{len(base['stages']) + 1}" / "last.pt").exists():
+        return False
     path = Path(base["folder"])
-    info = pretrained.manifest(preset, path)  # load_state checks the file against it
+    info = pretrained.manifest(preset, path)
     if info["sha256"] != base["sha256"]:
         raise cli.UsageError(
             f"--from-base: {pretrained.weights_path(preset, path)} is sha256 "
             f"{info['sha256'][:12]}... now, the run in {folder} started from "
             f"{base['sha256'][:12]}...; start it again in a new --out"
         )
-    model.load_state_dict(pretrained.load_state(preset, path), strict=True)
+    return True
 
 
 def train_stages(model, dataset, recipe: dict, tc, preset: str, state, series):

@@ -309,6 +309,28 @@ def test_from_base_refuses_a_base_the_recipe_did_not_make(
     assert pretrained.sha256(base / "hrsam_tiny.safetensors") == before
 
 
+def test_from_base_refuses_to_resume_from_a_base_replaced_since_the_run_started(
+    micro_weights, tmp_path, monkeypatch, capsys
+):
+    """A continued run whose new stage has no checkpoint yet resumes from the base's file: if
+    the shipped base changed since the run started, one line and exit 2 before any training."""
+    base = micro_weights / "weights"
+    recipe = yaml.safe_load(micro_recipe(tmp_path, stages=[STAGE]).read_text())
+    monkeypatch.setenv(pretrained.ENV, str(base))
+    start = pretrain_stages.base_start("hrsam_tiny", recipe, base)
+    start["base"]["sha256"] = "0" * 64  # the run started from another file
+    folder = tmp_path / "out" / "hrsam_tiny"
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"stretches": [], **start}))
+    capsys.readouterr()
+    assert run_pretrain(tmp_path, "--from-base", "hrsam_tiny") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --from-base: ") and "\n" not in err
+    assert "started from 000000000000..." in err and "start it again in a new --out" in err
+    assert sorted(p.name for p in folder.iterdir()) == ["run.json"]  # nothing trained
+    assert not (tmp_path / "weights").exists()
+
+
 @pytest.mark.parametrize(
     ("stage", "message"),
     [
