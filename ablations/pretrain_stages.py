@@ -155,7 +155,9 @@ def train_stages(model, dataset, recipe: dict, tc, preset: str, state, series):
 def train_stage(model, dataset, tc, folder: Path, state, series, preset: str, k: int, offset):
     """Stage ``k`` of the recipe in ``folder`` (resumed from its ``last.pt``); a stretch that
     trained records its wall time in run.json."""
-    from ablations.pretrain import StepLog
+    import torch
+
+    from ablations.pretrain import StepLog, machine
     from hrsam.train.loop import train
 
     logger = StepLog(preset if k == 1 else f"{preset} stage {k}", series, offset=offset)
@@ -165,7 +167,8 @@ def train_stage(model, dataset, tc, folder: Path, state, series, preset: str, k:
     result = train(model, dataset, tc, folder, on_step=logger)
     if result.step > resumed_at:
         stretch = {"start": start, "end": time.time(), "to_step": result.step, "stage": k}
-        state.data["stretches"].append({**stretch, "git_sha": git_state(ROOT)["git_sha"]})
+        stretch.update(git_sha=git_state(ROOT)["git_sha"], machine=machine(torch.get_num_threads()))
+        state.data["stretches"].append(stretch)
         state.save()
     return result
 
@@ -180,8 +183,10 @@ def _checkpoint_step(path: Path) -> int:
 
 
 def stage_record(tc, result, state, k: int) -> dict:
-    """A later stage in the manifest: what differs from the first, its commit and wall time."""
+    """A later stage in the manifest: what differs from the first, its commit, wall time and the
+    machines its stretches ran on (a stage may run on another machine than the first)."""
     own = [s for s in state.data["stretches"] if s.get("stage", 1) == k]
+    machines = [s["machine"] for s in own if "machine" in s]
     return {
         "stage": k,
         "ts": tc.ts,
@@ -193,6 +198,7 @@ def stage_record(tc, result, state, k: int) -> dict:
             key: state.data[f"stage{k}"].get(key) for key in ("git_sha", "git_dirty", "dirty_paths")
         },
         "wall_s": round(sum(s["end"] - s["start"] for s in own), 1),
+        "machines": [m for i, m in enumerate(machines) if m not in machines[:i]],
         "first_losses": [float(x) for x in result.losses[:FIRST]],
         "final_loss": float(np.mean(result.losses[-LOSS_EVERY:])),
     }

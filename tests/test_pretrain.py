@@ -218,6 +218,8 @@ def test_a_stage_continues_from_the_first_and_resumes_inside_itself(tmp_path):
     assert stage["stage"] == 2
     assert stage["lr"] == MICRO_RECIPE["lr"]["hrsam_tiny"] and len(stage["git_sha"]) == 40
     assert len(stage["first_losses"]) == 4 and stage["wall_s"] > 0
+    [where] = stage["machines"]  # the machine of its one stretch
+    assert where["threads"] == 1 and where["torch"] == torch.__version__ and where["cpu"]
     two_stages = pretrained.load_state("hrsam_tiny", tmp_path / "weights")
     assert pretrained.state_sha256(two_stages) != pretrained.state_sha256(one_stage)
     folder = tmp_path / "out" / "hrsam_tiny"
