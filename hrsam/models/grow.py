@@ -1,0 +1,86 @@
+"""Growing a trained model deeper without changing what it computes (progressive stacking).
+
+``grow_preset(p, depth)`` inserts ``depth - p.depth`` new blocks in the middle of the trunk, after
+the first ``p.depth // 2`` blocks: the old blocks keep their order, their cycle-scans, neck taps
+and (SAM) global attention, so their indexes after the middle move up; an even number of new
+blocks keeps every old block's plain/shifted parity. Each new block takes the attention role of
+the old block it stands in for by position (new block ``mid + j`` is global where old block ``j``
+is), and no scan or tap. ``grow(model, depth)`` builds that preset, loads the old weights at their
+new indexes and zeroes each new block's two residual outputs (attention ``proj`` and the MLP's
+last layer), so every new block starts as the identity and the grown model computes the old
+model's outputs exactly; training then uses the new capacity from there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from hrsam.models.presets import ModelPreset, build_model
+
+ENCODER = "image_encoder.blocks."
+RESIDUAL_OUTPUTS = ("attn.proj.", "mlp.fc2.", "mlp.lin2.")  # HRSAM's and SAM's MLP names
+
+
+def _check(p: ModelPreset, depth: int) -> int:
+    added = depth - p.depth
+    if added <= 0 or added % 2:
+        raise ValueError(
+            f"grow {p.name} from depth {p.depth} to {depth}: add a positive, even number of "
+            "blocks (the old blocks keep their plain/shifted parity)"
+        )
+    if added > p.depth:  # new block j takes old block j's attention role
+        raise ValueError(f"grow {p.name}: at most {p.depth} new blocks, not {added}")
+    return added
+
+
+def block_map(p: ModelPreset, depth: int) -> dict[int, int]:
+    """Old block index -> its index in the grown trunk."""
+    added, mid = _check(p, depth), p.depth // 2
+    return {i: i if i < mid else i + added for i in range(p.depth)}
+
+
+def grow_preset(p: ModelPreset, depth: int) -> ModelPreset:
+    """``p`` with ``depth`` blocks: new ones in the middle (module docstring)."""
+    moved = block_map(p, depth)
+    mid, added = p.depth // 2, depth - p.depth
+    new_globals = tuple(mid + j for j in range(added) if j in p.global_attn_indexes)
+    return dataclasses.replace(
+        p,
+        depth=depth,
+        ssm_indexes=tuple(moved[i] for i in p.ssm_indexes),
+        out_indexes=tuple(moved[i] for i in p.out_indexes),
+        global_attn_indexes=tuple(sorted((*(moved[i] for i in p.global_attn_indexes),
+                                          *new_globals))),
+    )  # fmt: skip
+
+
+def _moved_key(key: str, moved: dict[int, int]) -> str:
+    if not key.startswith(ENCODER):
+        return key
+    index, rest = key[len(ENCODER) :].split(".", 1)
+    return f"{ENCODER}{moved[int(index)]}.{rest}"
+
+
+def grow(model: nn.Module, depth: int, *, training: bool = False) -> nn.Module:
+    """A new model of ``model``'s preset grown to ``depth`` that computes what ``model`` computes
+    (module docstring). The new blocks' other weights come from the global torch RNG."""
+    p = model.preset
+    moved = block_map(p, depth)
+    grown = build_model(grow_preset(p, depth), training=training)
+    state = {_moved_key(k, moved): v for k, v in model.state_dict().items()}
+    missing, unexpected = grown.load_state_dict(state, strict=False)
+    new = set(range(depth)) - set(moved.values())
+    fresh = tuple(f"{ENCODER}{i}." for i in sorted(new))
+    if unexpected or not all(k.startswith(fresh) for k in missing):
+        raise RuntimeError(f"grow {p.name}: unexpected {unexpected[:3]}, missing {missing[:3]}")
+    with torch.no_grad():
+        for name, param in grown.named_parameters():
+            if name.startswith(fresh) and name.split(".", 3)[3].startswith(RESIDUAL_OUTPUTS):
+                param.zero_()
+    return grown
+
+
+__all__ = ["block_map", "grow", "grow_preset"]
