@@ -1,0 +1,81 @@
+"""Capacity probe: would a deeper tiny model fit better? A committed base grown deeper
+(`hrsam.models.grow`: new blocks in the middle that start as the identity, so training starts
+from the base's own function), trained as one more recipe stage and validated as the manifests
+are (benchmarks/results/cpu/pretrain.md, session 16). Compare it with the same stage without the
+growth (a ``--from-base`` run of the recipe with that stage) from the same base.
+
+    python -m benchmarks.grow_probe hrsam_tiny --lr 3e-4 --out outputs/grow/hrsam_tiny \\
+        --data-root data/synthetic_3e-4
+
+Writes ``<out>/last.pt`` (the training state, resumable) and ``<out>/validation.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.grow_probe", description=__doc__)
+    p.add_argument("preset", help="a preset with a committed base (hrsam/pretrained/)")
+    p.add_argument("--out", required=True, help="training folder (resumed if it holds last.pt)")
+    p.add_argument("--depth", type=int, default=6, help="blocks after growing (default 6)")
+    p.add_argument("--lr", type=float, default=None, help="peak rate (default: the recipe's)")
+    p.add_argument("--ts", type=int, default=512)
+    p.add_argument("--steps", type=int, default=10000)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--seed", type=int, default=2, help="the stage's seed (new blocks, samples)")
+    p.add_argument("--data-root", default=None, help="the recipe's scenes (default: its root)")
+    p.add_argument("--recipe", default=None, help="pretraining recipe (default: the committed)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    import torch
+
+    from ablations.pretrain import RECIPE, data_config, load_recipe, train_config, validate
+    from hrsam import pretrained
+    from hrsam.models import build_model
+    from hrsam.models.grow import grow
+    from hrsam.train.loop import train
+
+    recipe = load_recipe(Path(args.recipe) if args.recipe else RECIPE)
+    torch.set_num_threads(recipe["threads"])
+    tc = dataclasses.replace(
+        train_config(recipe, args.preset),
+        ts=args.ts,
+        steps=args.steps,
+        warmup=args.warmup,
+        seed=args.seed,
+        **({"lr": args.lr} if args.lr else {}),
+    )
+    base = build_model(args.preset, training=True)
+    base.load_state_dict(pretrained.load_state(args.preset), strict=True)
+    torch.manual_seed(tc.seed)
+    model = grow(base, args.depth, training=True)
+    data = data_config(recipe, args.data_root)
+    dataset = data.build("train")
+    out = Path(args.out)
+    start = time.time()
+
+    def report(step: int, values: dict) -> None:
+        if step % 500 == 0 or step == tc.steps:
+            print(f"{args.preset} grown step {step}/{tc.steps} {values}", flush=True)
+
+    train(model, dataset, tc, out, on_step=report)
+    figures = validate(model, recipe, data, f"{args.preset} grown")
+    record = {"train": dataclasses.asdict(tc), "depth": args.depth, "validation": figures}
+    (out / "validation.json").write_text(json.dumps({**record, "wall_s": time.time() - start}))
+    for ts, f in figures.items():
+        print(f"ts {ts}: " + ", ".join(f"{k} {f[k]:.3f}" for k in ("noc90", "nof90", "miou_at_1")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
