@@ -24,7 +24,19 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.grow_probe", description=__doc__)
     p.add_argument("preset", help="a preset with a committed base (hrsam/pretrained/)")
     p.add_argument("--out", required=True, help="training folder (resumed if it holds last.pt)")
-    p.add_argument("--depth", type=int, default=6, help="blocks after growing (default 6)")
+    p.add_argument(
+        "--depth",
+        type=int,
+        default=6,
+        help="blocks after growing (default 6; the preset's own: no new blocks)",
+    )
+    p.add_argument(
+        "--mask-channels",
+        type=int,
+        default=0,
+        help="per-pixel mask features after "
+        "widening the decoder's last layers (default 0: as they are)",
+    )
     p.add_argument("--lr", type=float, default=None, help="peak rate (default: the recipe's)")
     p.add_argument("--ts", type=int, default=512)
     p.add_argument("--steps", type=int, default=10000)
@@ -42,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from ablations.pretrain import RECIPE, data_config, load_recipe, train_config, validate
     from hrsam import pretrained
     from hrsam.models import build_model
-    from hrsam.models.grow import grow
+    from hrsam.models.grow import grow, widen_mask_features
     from hrsam.train.loop import train
 
     recipe = load_recipe(Path(args.recipe) if args.recipe else RECIPE)
@@ -58,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     base = build_model(args.preset, training=True)
     base.load_state_dict(pretrained.load_state(args.preset), strict=True)
     torch.manual_seed(tc.seed)
-    model = grow(base, args.depth, training=True)
+    model = base if args.depth == base.preset.depth else grow(base, args.depth, training=True)
+    if args.mask_channels:
+        widen_mask_features(model, args.mask_channels)
     data = data_config(recipe, args.data_root)
     dataset = data.build("train")
     out = Path(args.out)
@@ -70,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
 
     train(model, dataset, tc, out, on_step=report)
     figures = validate(model, recipe, data, f"{args.preset} grown")
-    record = {"train": dataclasses.asdict(tc), "depth": args.depth, "validation": figures}
+    record = {"train": dataclasses.asdict(tc), "depth": args.depth, "validation": figures,
+              "mask_channels": args.mask_channels}  # fmt: skip
     (out / "validation.json").write_text(json.dumps({**record, "wall_s": time.time() - start}))
     for ts, f in figures.items():
         print(f"ts {ts}: " + ", ".join(f"{k} {f[k]:.3f}" for k in ("noc90", "nof90", "miou_at_1")))

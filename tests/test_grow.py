@@ -78,3 +78,27 @@ def test_grow_probe_trains_the_grown_base_and_validates(tmp_path):
     state = torch.load(tmp_path / "out" / "last.pt", weights_only=True)["state_dict"]
     blocks = {k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")}
     assert len(blocks) == 6 and int(torch.load(tmp_path / "out" / "last.pt")["step"]) == 2
+
+
+def test_widened_mask_features_keep_the_logits_and_learn():
+    """8 -> 32 per-pixel mask features: the same logits exactly; the new hypernetwork rows get
+    gradients (their features are not zero), so training can use them."""
+    from hrsam.models.grow import widen_mask_features
+
+    torch.manual_seed(0)
+    model = build_model("hrsam_tiny").eval()
+    x = torch.randn(1, 3, 256, 256)
+    pts = torch.tensor([[[100.0, 120.0], [30.0, 200.0]]]), torch.tensor([[1, 0]])
+    with torch.no_grad():
+        want = model(x, *pts)
+    widen_mask_features(model, 32)
+    with torch.no_grad():
+        got = model(x, *pts)
+    assert model.mask_decoder.output_upscaling[3].out_channels == 32
+    assert torch.equal(got, want)
+    model.train()
+    model(x, *pts).sigmoid().mean().backward()
+    last = model.mask_decoder.output_hypernetworks_mlps[0].layers[-1]
+    assert last.weight.grad[8:].abs().sum() > 0
+    with pytest.raises(ValueError, match="must be more than the 32"):
+        widen_mask_features(model, 16)

@@ -83,4 +83,32 @@ def grow(model: nn.Module, depth: int, *, training: bool = False) -> nn.Module:
     return grown
 
 
-__all__ = ["block_map", "grow", "grow_preset"]
+def widen_mask_features(model: nn.Module, channels: int) -> nn.Module:
+    """``model`` (in place) with ``channels`` per-pixel mask features instead of SAM's
+    ``out_dim // 8``: the decoder's last upscaling layer gains output channels (initialized as
+    new layers are, so the new features are not zero) and each hypernetwork's last layer the
+    matching rows, set to zero, so the mask logits stay exactly what they were; training then
+    uses the new features. A probe of the mask head's capacity (benchmarks.grow_probe)."""
+    dec = model.mask_decoder
+    conv = dec.output_upscaling[3]
+    old = conv.out_channels
+    if channels <= old:
+        raise ValueError(f"mask features: {channels} must be more than the {old} there are")
+    wide = nn.ConvTranspose2d(conv.in_channels, channels, conv.kernel_size, conv.stride)
+    with torch.no_grad():
+        wide.weight[:, :old] = conv.weight
+        wide.bias[:old] = conv.bias
+    dec.output_upscaling[3] = wide
+    for mlp in dec.output_hypernetworks_mlps:
+        last = mlp.layers[-1]
+        grown = nn.Linear(last.in_features, channels)
+        with torch.no_grad():
+            grown.weight.zero_()
+            grown.bias.zero_()
+            grown.weight[:old] = last.weight
+            grown.bias[:old] = last.bias
+        mlp.layers[-1] = grown
+    return model
+
+
+__all__ = ["block_map", "grow", "grow_preset", "widen_mask_features"]
