@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from hrsam import pretrained
     from hrsam.models import build_model
     from hrsam.models.grow import grow, widen_mask_features
+    from hrsam.names import MIOU1, NOC90, NOF90
     from hrsam.train.loop import train
 
     recipe = load_recipe(Path(args.recipe) if args.recipe else RECIPE)
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
               "mask_channels": args.mask_channels}  # fmt: skip
     (out / "validation.json").write_text(json.dumps({**record, "wall_s": time.time() - start}))
     for ts, f in figures.items():
-        print(f"ts {ts}: " + ", ".join(f"{k} {f[k]:.3f}" for k in ("noc90", "nof90", "miou_at_1")))
+        print(f"ts {ts}: " + ", ".join(f"{k} {f[k]:.3f}" for k in (NOC90, NOF90, MIOU1)))
     return 0
 
 
