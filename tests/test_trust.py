@@ -230,8 +230,8 @@ def test_the_mlflow_ui_opens_a_sweep_on_its_runs_table_in_headless_chromium(tmp_
         assert "noc90" in dom and "miou_at_5" in dom  # the column headers
         kid = kids.iloc[0]
         run_page = link.split("&")[0].replace("/runs?", f"/runs/{kid['run_id']}?")
-        dom = _dom(page, f"{base}/{run_page}", ["Run ID"], [kid["run_id"]], [kid["tags.hrsam.label"]],
-                   ["model.window_size"], ["noc90"])  # fmt: skip
+        on_page = ["Run ID", kid["run_id"], kid["tags.hrsam.label"], "model.window_size", "noc90"]
+        dom = _dom(page, f"{base}/{run_page}", *([x] for x in on_page))
         assert "matching runs" not in dom  # the trial's own page, not the table it came from
         assert kid["tags.hrsam.label"] in dom and "model.window_size" in dom and "noc90" in dom
     finally:
