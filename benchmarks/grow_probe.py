@@ -37,6 +37,13 @@ def _parser() -> argparse.ArgumentParser:
         help="per-pixel mask features after "
         "widening the decoder's last layers (default 0: as they are)",
     )
+    p.add_argument(
+        "--detail",
+        type=int,
+        default=0,
+        help="channels of a detail path at T/4 added to the decoder (hrsam.models.detail; "
+        "default 0: none)",
+    )
     p.add_argument("--lr", type=float, default=None, help="peak rate (default: the recipe's)")
     p.add_argument("--ts", type=int, default=512)
     p.add_argument("--steps", type=int, default=10000)
@@ -54,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from ablations.pretrain import RECIPE, data_config, load_recipe, train_config, validate
     from hrsam import pretrained
     from hrsam.models import build_model
+    from hrsam.models.detail import add_detail
     from hrsam.models.grow import grow, widen_mask_features
     from hrsam.names import MIOU1, NOC90, NOF90
     from hrsam.train.loop import train
@@ -74,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     model = base if args.depth == base.preset.depth else grow(base, args.depth, training=True)
     if args.mask_channels:
         widen_mask_features(model, args.mask_channels)
+    if args.detail:
+        add_detail(model, args.detail)
     data = data_config(recipe, args.data_root)
     dataset = data.build("train")
     out = Path(args.out)
@@ -86,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     train(model, dataset, tc, out, on_step=report)
     figures = validate(model, recipe, data, f"{args.preset} grown")
     record = {"train": dataclasses.asdict(tc), "depth": args.depth, "validation": figures,
-              "mask_channels": args.mask_channels}  # fmt: skip
+              "mask_channels": args.mask_channels, "detail": args.detail}  # fmt: skip
     (out / "validation.json").write_text(json.dumps({**record, "wall_s": time.time() - start}))
     for ts, f in figures.items():
         print(f"ts {ts}: " + ", ".join(f"{k} {f[k]:.3f}" for k in (NOC90, NOF90, MIOU1)))

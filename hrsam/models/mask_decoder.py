@@ -39,6 +39,7 @@ class MaskDecoder(nn.Module):
         iou_head_hidden_dim: int = 256,
     ) -> None:
         super().__init__()
+        self.transformer_dim = transformer_dim
         self.transformer = transformer or TwoWayTransformer(embedding_dim=transformer_dim)
         self.num_mask_tokens = num_multimask_outputs + 1
         self.iou_token = nn.Embedding(1, transformer_dim)
@@ -57,6 +58,7 @@ class MaskDecoder(nn.Module):
         self.iou_prediction_head = MLP(
             transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth
         )
+        self.detail_fuse: nn.Module | None = None  # hrsam.models.detail.add_detail
 
     def forward(
         self,
@@ -65,16 +67,23 @@ class MaskDecoder(nn.Module):
         sparse_prompt_embeddings: Tensor,
         dense_prompt_embeddings: Tensor,
         multimask_output: bool,
+        detail: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Logits (B, 1 or 3, 4H, 4W) and IoU predictions (B, 1 or 3)."""
+        """Logits (B, 1 or 3, 4H, 4W) and IoU predictions (B, 1 or 3). ``detail``: the image's
+        (1 or B, D, 4H, 4W) features for ``detail_fuse`` (`hrsam.models.detail`)."""
         masks, iou = self.predict_masks(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, detail
         )
         sl = slice(1, None) if multimask_output else slice(0, 1)
         return masks[:, sl], iou[:, sl]
 
     def predict_masks(
-        self, image_embeddings: Tensor, image_pe: Tensor, sparse: Tensor, dense: Tensor
+        self,
+        image_embeddings: Tensor,
+        image_pe: Tensor,
+        sparse: Tensor,
+        dense: Tensor,
+        detail: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         b = sparse.shape[0]
         out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], 0)
@@ -88,6 +97,10 @@ class MaskDecoder(nn.Module):
         hs, src = self.transformer(src, pos, tokens)
         iou_out, mask_out = hs[:, 0], hs[:, 1 : 1 + self.num_mask_tokens]
         up = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+        if self.detail_fuse is not None:
+            if detail.shape[0] != b:
+                detail = detail.expand(b, -1, -1, -1)
+            up = up + self.detail_fuse(up, detail)
         hyper = torch.stack(
             [mlp(mask_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], 1
         )

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hrsam.models.detail import pack, unpack
 from hrsam.models.mask_decoder import MaskDecoder
 from hrsam.models.prompt_encoder import PromptEncoder
 
@@ -39,6 +40,7 @@ class InteractiveSegmenter(nn.Module):
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
         self.image_format = image_format
+        self.detail_encoder: nn.Module | None = None  # hrsam.models.detail.add_detail
         self.register_buffer(
             "pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), persistent=False
         )
@@ -51,8 +53,12 @@ class InteractiveSegmenter(nn.Module):
         return (image - self.pixel_mean) / self.pixel_std
 
     def encode(self, image: Tensor) -> Tensor:
-        """(B, 3, T, T) normalized -> (B, 256, T/16, T/16) image embedding."""
-        return self.image_encoder(image)
+        """(B, 3, T, T) normalized -> (B, 256, T/16, T/16) image embedding (with a detail path,
+        its T/4 features packed behind the 256 channels: `hrsam.models.detail`)."""
+        embedding = self.image_encoder(image)
+        if self.detail_encoder is None:
+            return embedding
+        return pack(embedding, self.detail_encoder(image))
 
     def decode(
         self,
@@ -74,6 +80,9 @@ class InteractiveSegmenter(nn.Module):
         Returns:
             low-resolution logits (B, 1 or 3, 4H, 4W) and IoU predictions.
         """
+        detail = None
+        if self.detail_encoder is not None:
+            embedding, detail = unpack(embedding, self.mask_decoder.transformer_dim)
         grid = tuple(embedding.shape[-2:])
         image_size = (grid[0] * 16, grid[1] * 16)
         pts = None if points is None else (points, labels)
@@ -81,7 +90,7 @@ class InteractiveSegmenter(nn.Module):
             pts, None, prev_logits, image_size=image_size, grid=grid
         )
         return self.mask_decoder(
-            embedding, self.prompt_encoder.get_dense_pe(grid), sparse, dense, multimask
+            embedding, self.prompt_encoder.get_dense_pe(grid), sparse, dense, multimask, detail
         )
 
     def forward(
