@@ -1,0 +1,115 @@
+"""The decoder's detail path (`hrsam.models.detail`): added to a model it changes no output until
+trained, its features survive the trip inside the embedding, it sees pixels only near them,
+and training reaches it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hrsam.models import build_model
+from hrsam.models.detail import add_detail, pack, unpack
+from hrsam.models.predictor import Predictor
+
+PTS = torch.tensor([[[100.0, 120.0], [30.0, 200.0]]]), torch.tensor([[1, 0]])
+
+
+def _trained_like(model):
+    with torch.no_grad():  # no layer is zero by accident
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    return model
+
+
+def test_pack_unpack_is_exact():
+    emb, det = torch.randn(2, 64, 8, 8), torch.randn(2, 16, 32, 32)
+    packed = pack(emb, det)
+    assert packed.shape == (2, 64 + 16 * 16, 8, 8)
+    got_emb, got_det = unpack(packed, 64)
+    assert torch.equal(got_emb, emb) and torch.equal(got_det, det)
+
+
+@pytest.mark.parametrize("name", ["hrsam_tiny", "hrsampp_tiny", "sam_tiny"])
+def test_added_detail_path_keeps_every_output(name):
+    torch.manual_seed(0)
+    model = _trained_like(build_model(name)).eval()
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        want = model(x, *PTS)
+        add_detail(model, 16)
+        got = model(x, *PTS)
+        assert model.encode(x).shape == (1, model.preset.out_dim + 16 * 16, 16, 16)
+    assert torch.equal(got, want)
+
+
+def test_the_predictor_caches_the_detail_with_the_embedding():
+    """set_image once, then clicks: the same logits as the whole model on the canvas."""
+    torch.manual_seed(0)
+    model = add_detail(_trained_like(build_model("hrsam_tiny")), 8).eval()
+    _trained_like(model.mask_decoder.detail_fuse)
+    image = np.random.default_rng(0).integers(0, 256, (256, 256, 3)).astype(np.uint8)
+    predictor = Predictor(model, 256)
+    predictor.set_image(image)
+    clicks = np.array([[120.0, 100.0], [200.0, 30.0]]), np.array([1, 0])
+    got, _ = predictor.predict(*clicks)
+    x = model.normalize(torch.from_numpy(image).float().permute(2, 0, 1)[None])
+    with torch.no_grad():
+        want = model(x, *PTS)
+    torch.testing.assert_close(got, want[0], rtol=1e-5, atol=1e-5)
+
+
+def test_the_detail_features_see_only_nearby_pixels():
+    """With the image embedding held, one changed input pixel moves the logits only within the
+    detail path's reach (stem 7 px, fuse 2 cells of 4 px at T/4, then the bilinear upsampling),
+    never across the canvas."""
+    torch.manual_seed(0)
+    model = add_detail(_trained_like(build_model("hrsam_tiny")), 8).eval()
+    _trained_like(model.mask_decoder.detail_fuse)
+    x = torch.randn(1, 3, 256, 256)
+    y = x.clone()
+    y[..., 128, 128] += 5.0
+    with torch.no_grad():
+        emb = model.encode(x)
+        near = unpack(model.encode(y), model.preset.out_dim)[1]
+        moved = pack(unpack(emb, model.preset.out_dim)[0], near)
+        a, _ = model.decode(emb, *PTS)
+        b, _ = model.decode(moved, *PTS)
+    changed = ((a - b).abs() > 0)[0, 0].nonzero()
+    assert len(changed) > 0
+    assert (changed - 32).abs().max() <= 4  # T/4 cells around pixel 128's cell 32
+
+
+def test_training_reaches_the_detail_path_and_a_second_one_is_refused():
+    torch.manual_seed(0)
+    model = add_detail(build_model("hrsam_tiny", training=True), 8).train()
+    x = torch.randn(1, 3, 128, 128)
+    model(x, *PTS).sigmoid().mean().backward()
+    assert model.mask_decoder.detail_fuse.conv2.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="detail path already"):
+        add_detail(model, 8)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        add_detail(build_model("hrsam_tiny"), 0)
+
+
+def test_grow_probe_trains_a_detail_path_on_the_committed_base(tmp_path):
+    """`benchmarks.grow_probe --depth 4 --detail 8` at micro scale: the base keeps its blocks and
+    its training state holds the trained detail path."""
+    import json
+
+    import yaml
+
+    from benchmarks import grow_probe
+    from tests.test_pretrain import MICRO_RECIPE
+
+    recipe = {**MICRO_RECIPE, "data": {**MICRO_RECIPE["data"], "root": str(tmp_path / "data")}}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    args = ["hrsam_tiny", "--out", str(tmp_path / "out"), "--recipe", str(tmp_path / "recipe.yaml")]
+    micro = ["--ts", "64", "--steps", "2", "--warmup", "1", "--depth", "4", "--detail", "8"]
+    assert grow_probe.main([*args, *micro]) == 0
+    record = json.loads((tmp_path / "out" / "validation.json").read_text())
+    assert record["depth"] == 4 and record["detail"] == 8
+    state = torch.load(tmp_path / "out" / "last.pt", weights_only=True)["state_dict"]
+    assert len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")}) == 4
+    assert state["mask_decoder.detail_fuse.conv2.weight"].abs().sum() > 0  # trained off zero
+    assert state["detail_encoder.conv1.weight"].shape == (8, 3, 3, 3)
