@@ -248,7 +248,7 @@ def evaluate(
         _sync(device)
         result.encoder_ms.append((time.perf_counter() - start) * 1e3)
         keep = GALLERY_CLICKS if i < gallery else ()
-        curve, clicks, kept = _click_loop(predictor, gt, ignore, rng, result, precision, keep)
+        curve, clicks, kept = click_loop(predictor, gt, ignore, rng, result, precision, keep)
         result.oracle.append(_oracle(predictor, gt, ignore, clicks, thr, precision, curve[0]))
         result.native.append(max(gt.shape))
         if i < gallery:
@@ -266,7 +266,7 @@ def evaluate(
     return result
 
 
-def _click_loop(predictor, gt, ignore, rng, result: EvalResult, precision: str, keep=()):
+def click_loop(predictor, gt, ignore, rng, result: EvalResult, precision: str, keep=()):
     """One object's clicks 1..max_clicks: the next click where the prediction is wrong, then
     a prediction from all clicks so far and the previous step's logits. Appends the decoder
     times and the BIoU after click 5 (or the last) to ``result``; returns (IoU per click, the

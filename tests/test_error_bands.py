@@ -1,0 +1,44 @@
+"""`benchmarks.error_bands`: the distance to the outline against a brute-force one, the band
+counts and corrections on masks made by hand, and the probe's run at micro scale."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.error_bands import BANDS, band_errors, iou_without, main, outline_distance
+from hrsam.interactive.metrics import iou
+from tests.test_pretrain import micro_recipe
+
+
+def test_outline_distance_is_the_distance_to_the_other_side():
+    rng = np.random.default_rng(0)
+    gt = rng.random((12, 15)) < 0.4
+    ys, xs = np.mgrid[:12, :15]
+    want = np.zeros(gt.shape)
+    for y, x in zip(ys.ravel(), xs.ravel(), strict=True):
+        other = gt != gt[y, x]
+        want[y, x] = np.sqrt((ys[other] - y) ** 2 + (xs[other] - x) ** 2).min()
+    np.testing.assert_allclose(outline_distance(gt), want)
+
+
+def test_band_counts_and_corrections():
+    gt = np.zeros((64, 64), bool)
+    gt[8:56, 8:56] = True
+    pred = gt.copy()
+    pred[8:56, 4:8] = True  # a 4 px fringe outside the left side: 1-4 px from the outline
+    pred[30:34, 30:34] = False  # a hole 22-23 px deep inside
+    dist = outline_distance(gt)
+    assert band_errors(pred, gt, dist) == [192, 192, 192, 208]
+    assert len(BANDS) == 3
+    assert iou_without(pred, gt, dist, 4) == iou(np.where(dist > 4, pred, gt), gt)
+    assert iou_without(pred, gt, dist, 4) == (2304 - 16) / 2304  # only the hole is left
+    assert iou_without(pred, gt, dist, 0) == iou(pred, gt)
+
+
+def test_error_bands_runs_on_the_committed_base(tmp_path, capsys):
+    recipe = micro_recipe(tmp_path)
+    args = ["hrsam_tiny", "--recipe", str(recipe), "--ts", "64", "--clicks", "2", "--limit", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "2 val objects" in out and "the ideal ts/4 mask:" in out
+    assert "| model |" in out and "| ideal ts/4 |" in out
