@@ -1,8 +1,10 @@
 """Capacity probe: would a deeper tiny model fit better? A committed base grown deeper
 (`hrsam.models.grow`: new blocks in the middle that start as the identity, so training starts
-from the base's own function), trained as one more recipe stage and validated as the manifests
-are (benchmarks/results/cpu/pretrain.md, session 16). Compare it with the same stage without the
-growth (a ``--from-base`` run of the recipe with that stage) from the same base.
+from the base's own function), or with wider mask features (``--mask-channels``) or a detail
+path for the decoder (``--detail``, `hrsam.models.detail`), trained as one more recipe stage
+and validated as the manifests are (benchmarks/results/cpu/pretrain.md, sessions 16-17).
+Compare it with the same stage without the change (a ``--from-base`` run of the recipe with that
+stage) from the same base.
 
     python -m benchmarks.grow_probe hrsam_tiny --lr 3e-4 --out outputs/grow/hrsam_tiny \\
         --data-root data/synthetic_3e-4
@@ -84,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         widen_mask_features(model, args.mask_channels)
     if args.detail:
         add_detail(model, args.detail)
+    changes = [f"{args.depth} blocks"] if args.depth != base.preset.depth else []
+    changes += [f"{args.mask_channels} mask features"] if args.mask_channels else []
+    changes += [f"detail {args.detail}"] if args.detail else []
+    label = f"{args.preset} ({', '.join(changes) or 'as it is'})"
     data = data_config(recipe, args.data_root)
     dataset = data.build("train")
     out = Path(args.out)
@@ -91,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def report(step: int, values: dict) -> None:
         if step % 500 == 0 or step == tc.steps:
-            print(f"{args.preset} grown step {step}/{tc.steps} {values}", flush=True)
+            print(f"{label} step {step}/{tc.steps} {values}", flush=True)
 
     train(model, dataset, tc, out, on_step=report)
-    figures = validate(model, recipe, data, f"{args.preset} grown")
+    figures = validate(model, recipe, data, label)
     record = {"train": dataclasses.asdict(tc), "depth": args.depth, "validation": figures,
               "mask_channels": args.mask_channels, "detail": args.detail}  # fmt: skip
     (out / "validation.json").write_text(json.dumps({**record, "wall_s": time.time() - start}))
