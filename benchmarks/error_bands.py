@@ -26,13 +26,17 @@ THR = 0.9
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.error_bands", description=__doc__)
     p.add_argument("preset", help="a preset with a committed base (hrsam/pretrained/)")
-    p.add_argument("--state", default=None, help="a training state (last.pt) instead of the base")
+    p.add_argument(
+        "--state", default=None, help="weights instead of the base: a training state (last.pt) "
+        "or a .safetensors file",
+    )  # fmt: skip
     p.add_argument("--detail", type=int, default=0, help="the state's detail channels (0: none)")
     p.add_argument("--ts", type=int, default=512)
     p.add_argument("--clicks", type=int, default=20)
     p.add_argument("--limit", type=int, default=0, help="the first N val objects (0: all)")
     p.add_argument("--data-root", default=None, help="the recipe's scenes (default: its root)")
     p.add_argument("--recipe", default=None, help="pretraining recipe (default: the committed)")
+    p.add_argument("--out", default=None, help="folder for the IoU matrix and clicks (csv)")
     return p
 
 
@@ -62,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from ablations.pretrain import RECIPE, data_config, load_recipe
-    from hrsam import cli, pretrained
+    from hrsam import cli, names, pretrained
     from hrsam.interactive.evaluate import EvalResult, click_loop
     from hrsam.interactive.metrics import iou
     from hrsam.models import Predictor, build_model
@@ -73,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(args.preset)
     if args.detail:
         add_detail(model, args.detail)
-    if args.state:
+    if args.state and args.state.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = load_file(args.state)
+    elif args.state:
         state = torch.load(args.state, map_location="cpu", weights_only=True)["state_dict"]
     else:
         state = pretrained.load_state(args.preset)
@@ -86,19 +94,24 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(42)
     bar = cli.Progress(n, "obj")
     rows = []  # iou, iou without 4 / 8 px errors, model band errors, ideal band errors
+    curves, keep = [], (args.clicks,)
     for i in range(n):
         sample = val[i]
         gt = np.asarray(sample.gt, bool)
         with torch.no_grad():
             predictor.set_image(sample.image)
-            curve, _, kept = click_loop(predictor, gt, None, rng, result, "fp32", (args.clicks,))
+            curve, clicks, kept = click_loop(predictor, gt, None, rng, result, "fp32", keep)
             ideal = predictor.postprocess(predictor.ideal_logits(gt))[0, 0].numpy() > 0
         pred, dist = kept[args.clicks], outline_distance(gt)
         fixed = [iou_without(pred, gt, dist, b) for b in BANDS[:2]]
         rows.append((curve[-1], *fixed, band_errors(pred, gt, dist), band_errors(ideal, gt, dist),
                      iou(ideal, gt)))  # fmt: skip
+        curves.append(curve)
+        result.names.append(sample.name)
+        result.clicks.append(clicks)
         bar(i + 1, sample.name)
-    final = np.array([r[0] for r in rows])
+    result.ious = np.array(curves, dtype=np.float64)
+    final = result.ious[:, -1]
     model_err, ideal_err = (np.array([r[k] for r in rows], float) for k in (3, 4))
     print(f"{args.preset} ({args.state or 'committed base'}), ts {args.ts}, {args.clicks} clicks, "
           f"{n} val objects")  # fmt: skip
@@ -111,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     for label, err in (("model", model_err), ("ideal ts/4", ideal_err)):
         share = " | ".join(f"{err[:, j].sum() / err[:, -1].sum():.0%}" for j in range(len(BANDS)))
         print(f"| {label} | {err[:, -1].mean():.0f} | {share} |")
+    shown = (names.NOC85, names.NOC90, names.NOF90, names.MIOU1, names.MIOU5, names.BIOU)
+    shown += (names.miou_at(args.clicks),)
+    summary = result.summary()
+    print(", ".join(f"{k} {summary[k]:.3f}" for k in shown if k in summary))
+    if args.out:
+        result.write_csv(args.out)
     return 0
 
 

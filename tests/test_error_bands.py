@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.error_bands import BANDS, band_errors, iou_without, main, outline_distance
+from hrsam.interactive.evaluate import read_ious
 from hrsam.interactive.metrics import iou
 from tests.test_pretrain import micro_recipe
 
@@ -38,7 +39,20 @@ def test_band_counts_and_corrections():
 def test_error_bands_runs_on_the_committed_base(tmp_path, capsys):
     recipe = micro_recipe(tmp_path)
     args = ["hrsam_tiny", "--recipe", str(recipe), "--ts", "64", "--clicks", "2", "--limit", "2"]
-    assert main(args) == 0
+    assert main([*args, "--out", str(tmp_path / "ious")]) == 0
     out = capsys.readouterr().out
     assert "2 val objects" in out and "the ideal ts/4 mask:" in out
-    assert "| model |" in out and "| ideal ts/4 |" in out
+    assert "| model |" in out and "| ideal ts/4 |" in out and "noc90" in out
+    objects, ious = read_ious(tmp_path / "ious" / "ious.csv")
+    assert len(objects) == 2 and ious.shape == (2, 2)
+    # the same curves as the evaluation's own loop on those objects
+    from ablations.pretrain import data_config, load_recipe
+    from hrsam import pretrained
+    from hrsam.interactive.evaluate import evaluate
+    from hrsam.models import build_model
+
+    model = build_model("hrsam_tiny")
+    model.load_state_dict(pretrained.load_state("hrsam_tiny"))
+    val = data_config(load_recipe(recipe)).build("val")
+    want = evaluate(model.eval(), [val[0], val[1]], ts=64, max_clicks=2)
+    assert objects == want.names and np.array_equal(ious, want.ious)
