@@ -70,13 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     from hrsam.interactive.evaluate import EvalResult, click_loop
     from hrsam.interactive.metrics import iou
     from hrsam.models import Predictor, build_model
-    from hrsam.models.detail import add_detail
 
     recipe = load_recipe(args.recipe or RECIPE)
     torch.set_num_threads(recipe["threads"])
-    model = build_model(args.preset)
-    if args.detail:
-        add_detail(model, args.detail)
+    model = build_model(args.preset, detail=args.detail)
     if args.state and args.state.endswith(".safetensors"):
         from safetensors.torch import load_file
 

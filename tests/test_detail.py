@@ -113,3 +113,29 @@ def test_grow_probe_trains_a_detail_path_on_the_committed_base(tmp_path):
     assert len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")}) == 4
     assert state["mask_decoder.detail_fuse.conv2.weight"].abs().sum() > 0  # trained off zero
     assert state["detail_encoder.conv1.weight"].shape == (8, 3, 3, 3)
+
+
+def test_a_preset_with_detail_builds_the_path_and_checkpoints_rebuild_it(tmp_path):
+    """``build_model(..., detail=N)`` is the path `add_detail` adds (the same weights from the
+    same seed); a checkpoint of it loads with the path and the same logits; negative channels
+    are refused."""
+    from hrsam.models import load_model
+    from hrsam.models.checkpoint import save_checkpoint
+    from hrsam.models.presets import get_preset
+
+    torch.manual_seed(0)
+    built = build_model("hrsam_tiny", detail=8)
+    torch.manual_seed(0)
+    added = add_detail(build_model("hrsam_tiny"), 8)
+    assert built.preset.detail == added.preset.detail == 8
+    assert built.state_dict().keys() == added.state_dict().keys()
+    assert all(torch.equal(v, added.state_dict()[k]) for k, v in built.state_dict().items())
+    _trained_like(built.mask_decoder.detail_fuse)
+    path = save_checkpoint(built.eval(), tmp_path / "detail.pt")
+    loaded = load_model("hrsam_tiny", str(path)).eval()
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, *PTS), built(x, *PTS))
+    assert loaded.preset.detail == 8
+    with pytest.raises(ValueError, match="detail=-1 must be >= 0"):
+        get_preset("hrsam_tiny", detail=-1)

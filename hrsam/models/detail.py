@@ -18,6 +18,8 @@ them and `InteractiveSegmenter.decode` takes them off again.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -64,8 +66,9 @@ def unpack(packed: Tensor, channels: int) -> tuple[Tensor, Tensor]:
 
 def add_detail(model: nn.Module, channels: int) -> nn.Module:
     """``model`` (in place) with the detail path of ``channels`` features (module docstring);
-    its outputs are unchanged until the path is trained. New weights come from the global torch
-    RNG."""
+    its outputs are unchanged until the path is trained, and its preset says ``detail``, so
+    checkpoints rebuild it. New weights come from the global torch RNG. `build_model` calls it
+    for a preset with ``detail``."""
     if channels < 1:
         raise ValueError(f"detail channels: {channels} must be >= 1")
     if model.detail_encoder is not None:
@@ -73,6 +76,8 @@ def add_detail(model: nn.Module, channels: int) -> nn.Module:
     upscaled = model.mask_decoder.output_upscaling[3].out_channels
     model.detail_encoder = DetailEncoder(channels)
     model.mask_decoder.detail_fuse = DetailFuse(upscaled, channels)
+    if getattr(model, "preset", None) is not None and model.preset.detail != channels:
+        model.preset = dataclasses.replace(model.preset, detail=channels)
     return model
 
 

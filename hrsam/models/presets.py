@@ -25,6 +25,7 @@ import torch
 from hrsam.attention import get_attention, list_attention
 from hrsam.attention.kernels import AUTO, check_kernel_name, resolve_kernel
 from hrsam.attention.windows import check_shift_rule
+from hrsam.models.detail import add_detail
 from hrsam.models.hrsam import HRSAMPlusPlusViT, HRSAMViT
 from hrsam.models.mask_decoder import MaskDecoder
 from hrsam.models.prompt_encoder import PromptEncoder
@@ -67,6 +68,8 @@ class ModelPreset:
     # which grids shifted blocks shift (hrsam.attention.windows): the official checkpoints were
     # trained with the v1 code (every grid, even one that fits one window); ours use v2
     shift: str = "v2"
+    # channels of the mask decoder's detail path at T/4 (hrsam.models.detail); 0: SAM's decoder
+    detail: int = 0
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> ValueError:
@@ -74,8 +77,9 @@ class ModelPreset:
 
         if self.family not in FAMILIES:
             raise bad(f"family={self.family!r} must be one of {', '.join(FAMILIES)}")
-        if self.window_size < 1:
-            raise bad(f"window_size={self.window_size} must be >= 1")
+        for key, least in (("window_size", 1), ("cycle_repeats", 1), ("detail", 0)):
+            if getattr(self, key) < least:
+                raise bad(f"{key}={getattr(self, key)} must be >= {least}")
         if self.family == "sam":
             if self.attention not in SAM_ATTENTION:
                 raise bad(
@@ -91,8 +95,6 @@ class ModelPreset:
             raise bad(str(e)) from None
         if self.scan not in ("auto", "none"):
             get_scan(self.scan)
-        if self.cycle_repeats < 1:
-            raise bad(f"cycle_repeats={self.cycle_repeats} must be >= 1")
         for s in self.anchor_sizes:
             if s < 16 or s % 16:
                 raise bad(f"anchor size {s} must be a positive multiple of 16")
@@ -190,6 +192,7 @@ OVERRIDES = (
     "cycle_repeats",
     "anchor_sizes",
     "shift",
+    "detail",
 )
 
 
@@ -262,8 +265,8 @@ def build_model(
 ) -> InteractiveSegmenter:
     """Builds the interactive segmenter of a preset (name or `ModelPreset`) with overrides
     (``attention``, ``kernel``, ``window_size``, ``scan``, ``cycle_repeats``, ``anchor_sizes``,
-    ``shift``), on the CPU. ``device``, ``dtype`` and ``training`` say where and how it will run:
-    a kernel ``auto`` is resolved for them (`ModelPreset.for_device`)."""
+    ``shift``, ``detail``), on the CPU. ``device``, ``dtype`` and ``training`` say where and how
+    it will run: a kernel ``auto`` is resolved for them (`ModelPreset.for_device`)."""
     p = preset if isinstance(preset, ModelPreset) else get_preset(preset, **overrides)
     p = p.for_device(device, dtype, backward=training)
     grid = p.train_ts // 16
@@ -274,6 +277,8 @@ def build_model(
         image_format=p.image_format,
     )
     model.preset = p
+    if p.detail:
+        add_detail(model, p.detail)
     return model
 
 
