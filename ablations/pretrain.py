@@ -56,6 +56,8 @@ from ablations.pretrain_stages import (
     LOSS_EVERY,
     base_start,
     check_base_unchanged,
+    details,
+    first_detail,
     load_base,
     stage_configs,
     train_stages,
@@ -96,13 +98,15 @@ def data_config(recipe: dict, root: str | None = None):
     return DataConfig(**recipe["data"], **({"root": root} if root else {}))
 
 
-def build_seeded(preset: str, tc):
+def build_seeded(preset: str, tc, detail: int | None = None):
+    """``preset`` as the first stage starts it: weights from ``tc``'s seed; ``detail`` the channels
+    of its decoder's detail path where not the preset's own (0 where a later stage adds it)."""
     import torch
 
     from hrsam.models import build_model
 
     torch.manual_seed(tc.seed)
-    return build_model(preset, training=True)
+    return build_model(preset, training=True, **({} if detail is None else {"detail": detail}))
 
 
 def dirty_paths() -> list[str]:
@@ -274,7 +278,7 @@ def pretrain(
     state = _State(folder)
     bar = cli.Progress(data.n_train + data.n_val, "scenes")
     dataset = data.build("train", progress=lambda i, n: bar(i, "scenes"))
-    model = build_seeded(preset, tc)
+    model = build_seeded(preset, tc, first_detail(details(recipe)))
     if base is not None and "init_sha256" not in state.data:  # continues the base's record
         state.data.update(base_start(preset, recipe, base))
         state.save()
@@ -366,8 +370,17 @@ def _check(presets: list[str], recipe: dict) -> None:
         raise cli.UsageError(
             f"unknown preset {unknown[0]!r}; the recipe pretrains: {', '.join(recipe['presets'])}"
         )
+    from hrsam.models import PRESETS
+
     for preset in presets:  # before any training: a bad stage stops the run at its start
         stage_configs(recipe, train_config(recipe, preset), preset)
+        added = details(recipe)
+        if added and set(added.values()) != {PRESETS[preset].detail}:
+            k, n = next(iter(added.items()))
+            raise cli.UsageError(
+                f"recipe stage {k}: detail={n}, but {preset}'s detail path has "
+                f"{PRESETS[preset].detail} channels; a stage adds the preset's own path"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

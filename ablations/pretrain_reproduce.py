@@ -59,7 +59,8 @@ def reproduce(preset: str, k: int, folder: Path | None = None) -> tuple[list[flo
     torch.set_num_threads(info["machine"]["threads"])
     from ablations.pretrain import build_seeded
 
-    model = build_seeded(preset, tc)
+    later = any(stage.get("detail") for stage in info.get("stages") or [])
+    model = build_seeded(preset, tc, 0 if later else None)  # a later stage added the path
     if pretrained.state_sha256(model.state_dict()) != info["init_sha256"]:
         print(f"{preset}: the initial weights differ from the manifest's", file=sys.stderr)
     losses: list[float] = []

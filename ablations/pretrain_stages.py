@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FIRST = 5  # first steps whose losses and samples a manifest records
 LOSS_EVERY = 100  # steps per logged loss (the mean over them)
 STAGE_KEYS = ("ts", "steps", "lr", "warmup", "seed")  # a stage's record that a base must match
+MODEL_KEYS = ("detail",)  # what a stage may change in the model: `details`
 
 
 def stage_configs(recipe: dict, tc, preset: str) -> list:
@@ -29,12 +30,13 @@ def stage_configs(recipe: dict, tc, preset: str) -> list:
     fields = {f.name for f in dataclasses.fields(tc)}
     out = []
     for k, stage in enumerate(recipe.get("stages") or [], start=2):
-        unknown = sorted(set(stage) - fields)
+        unknown = sorted(set(stage) - fields - set(MODEL_KEYS))
         if unknown:
             raise ValueError(
                 f"recipe stage {k}: unknown key {unknown[0]!r}; a stage sets TrainConfig's "
-                f"keys: {', '.join(sorted(fields))}"
+                f"keys ({', '.join(sorted(fields))}) and the model's {', '.join(MODEL_KEYS)}"
             )
+        stage = {key: v for key, v in stage.items() if key not in MODEL_KEYS}
         if isinstance(stage.get("lr"), dict):
             stage = {**stage, "lr": stage["lr"].get(preset, tc.lr)}
         try:
@@ -42,6 +44,39 @@ def stage_configs(recipe: dict, tc, preset: str) -> list:
         except ValueError as e:
             raise ValueError(f"recipe stage {k}: {e}") from None
     return out
+
+
+def details(recipe: dict) -> dict[int, int]:
+    """{stage: channels} of the stages that add the decoder's detail path (a stage's ``detail``:
+    `hrsam.models.detail.add_detail`, so the stage starts as the previous one's function)."""
+    out = {}
+    for k, stage in enumerate(recipe.get("stages") or [], start=2):
+        n = stage.get("detail")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"recipe stage {k}: detail={n!r}; the path's channels, an int >= 1")
+        if n is not None:
+            out[k] = n
+    if len(out) > 1:
+        raise ValueError(f"recipe stages {sorted(out)} each add a detail path; one may")
+    return out
+
+
+def first_detail(added: dict[int, int]) -> int | None:
+    """The detail channels stage 1 builds the preset with: none (0) where a later stage adds the
+    path, the preset's own (None) otherwise."""
+    return 0 if added else None
+
+
+def add_stage_detail(model, added: dict[int, int], k: int, seed: int) -> None:
+    """The detail path into ``model`` where stage ``k`` adds one, its new weights drawn from
+    ``seed`` (the stage's)."""
+    import torch
+
+    from hrsam.models.detail import add_detail
+
+    if k in added:
+        torch.manual_seed(seed)
+        add_detail(model, added[k])
 
 
 def base_start(preset: str, recipe: dict, folder: Path) -> dict:
@@ -66,12 +101,15 @@ def base_start(preset: str, recipe: dict, folder: Path) -> dict:
                 "continues only the recipe it was made with"
             )
     planned, recorded = stage_configs(recipe, tc, preset), info.get("stages") or []
+    added = details(recipe)
     for stage, stc in zip(recorded, planned, strict=False):
-        for key in STAGE_KEYS:
-            if stage[key] != getattr(stc, key):
+        want = {key: getattr(stc, key) for key in STAGE_KEYS}
+        want["detail"] = added.get(stage["stage"])
+        for key, value in want.items():
+            if stage.get(key) != value:
                 raise cli.UsageError(
                     f"--from-base: {preset}'s base trained stage {stage['stage']} with {key}="
-                    f"{stage[key]!r}, the recipe says {getattr(stc, key)!r}"
+                    f"{stage.get(key)!r}, the recipe says {value!r}"
                 )
     if len(recorded) >= len(planned):
         raise cli.UsageError(
@@ -93,10 +131,14 @@ def base_start(preset: str, recipe: dict, folder: Path) -> dict:
 
 
 def load_base(model, preset: str, base: dict, folder: Path) -> None:
-    """The base's weights into ``model``, unless a stage after it has begun (its ``last.pt``
-    holds newer ones); the file must still be the one the run started from."""
+    """The base's weights into ``model`` (with the detail path where a stage the base holds added
+    one), unless a stage after it has begun (its ``last.pt`` holds newer ones); the file must
+    still be the one the run started from."""
     from hrsam import pretrained
 
+    held = {s["stage"]: s["detail"] for s in base["stages"][1:] if s.get("detail")}
+    for stage in base["stages"][1:]:
+        add_stage_detail(model, held, stage["stage"], stage["seed"])
     if check_base_unchanged(preset, base, folder):  # load_state checks the file's sha256
         model.load_state_dict(pretrained.load_state(preset, Path(base["folder"])), strict=True)
 
@@ -136,7 +178,7 @@ def train_stages(model, dataset, recipe: dict, tc, preset: str, state, series):
             "first_losses": [float(x) for x in result.losses[:FIRST]],
             "final_loss": float(np.mean(result.losses[-LOSS_EVERY:])),
         }
-    stages, offset = [], tc.steps
+    stages, offset, added = [], tc.steps, details(recipe)
     for k, stc in enumerate(stage_configs(recipe, tc, preset), start=2):
         if k <= len(held):  # the base's record of it
             stages.append(held[k - 1])
@@ -146,8 +188,9 @@ def train_stages(model, dataset, recipe: dict, tc, preset: str, state, series):
         if key not in state.data:  # the stage's start: its own commit
             state.data[key] = {**git_state(ROOT), "dirty_paths": dirty_paths()}
             state.save()
+        add_stage_detail(model, added, k, stc.seed)  # a resumed stage's last.pt then loads
         done = train_stage(model, dataset, stc, folder / key, state, series, preset, k, offset)
-        stages.append(stage_record(stc, done, state, k))
+        stages.append(stage_record(stc, done, state, k, added.get(k)))
         offset += stc.steps
     return first, stages, offset
 
@@ -182,9 +225,10 @@ def _checkpoint_step(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
 
 
-def stage_record(tc, result, state, k: int) -> dict:
-    """A later stage in the manifest: what differs from the first, its commit, wall time and the
-    machines its stretches ran on (a stage may run on another machine than the first)."""
+def stage_record(tc, result, state, k: int, detail: int | None = None) -> dict:
+    """A later stage in the manifest: what differs from the first (``detail``: the channels of
+    the detail path it added), its commit, wall time and the machines its stretches ran on (a
+    stage may run on another machine than the first)."""
     own = [s for s in state.data["stretches"] if s.get("stage", 1) == k]
     machines = [s["machine"] for s in own if "machine" in s]
     return {
@@ -194,6 +238,7 @@ def stage_record(tc, result, state, k: int) -> dict:
         "lr": tc.lr,
         "warmup": tc.warmup,
         "seed": tc.seed,
+        **({"detail": detail} if detail else {}),
         **{
             key: state.data[f"stage{k}"].get(key) for key in ("git_sha", "git_dirty", "dirty_paths")
         },

@@ -15,7 +15,7 @@ import yaml
 
 from ablations import pretrain, pretrain_stages
 from hrsam import pretrained
-from hrsam.models import CheckpointError, build_model
+from hrsam.models import PRESETS, CheckpointError, build_model
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = pretrained.available(pretrained.FOLDER)
@@ -242,15 +242,28 @@ def test_a_stage_rate_is_one_for_all_or_one_per_preset():
         assert (two.lr, two.ts, three.lr, three.ts) == (want, 96, 0.02, 64)
 
 
-def test_from_base_trains_only_the_new_stage_and_carries_the_base_record(tmp_path, monkeypatch):
+@pytest.mark.parametrize("detail", [None, 16], ids=["plain", "detail"])
+def test_from_base_trains_only_the_new_stage_and_carries_the_base_record(
+    tmp_path, monkeypatch, detail
+):
     """A finished one-stage base continued with a recipe that gained a stage (``--from-base``,
     new training folders: nothing of the base's run but its shipped files) ends with the weights
-    of the same two stages trained in one folder, and its manifest carries the base's record."""
+    of the same two stages trained in one folder, and its manifest carries the base's record.
+    With ``detail`` the new stage adds the decoder's detail path to a base made without one (as
+    the preset was when the committed bases' first stages ran)."""
+    stage = STAGE if detail is None else {**STAGE, "detail": detail}
     micro_recipe(tmp_path)
-    assert run_pretrain(tmp_path, "hrsam_tiny") == 0
+    with monkeypatch.context() as m:
+        if detail:  # the base: the preset without the path
+            plain = dataclasses.replace(PRESETS["hrsam_tiny"], detail=0)
+            m.setitem(PRESETS, "hrsam_tiny", plain)
+        assert run_pretrain(tmp_path, "hrsam_tiny") == 0
     shutil.copytree(tmp_path / "weights", tmp_path / "base")
     base = pretrained.verify("hrsam_tiny", tmp_path / "base")
-    micro_recipe(tmp_path, stages=[STAGE])
+    assert (
+        "detail_encoder.conv1.weight" in pretrained.load_state("hrsam_tiny", tmp_path / "base")
+    ) == (detail is None)
+    micro_recipe(tmp_path, stages=[stage])
     assert run_pretrain(tmp_path, "hrsam_tiny") == 0  # the reference: both stages in one folder
     whole = pretrained.verify("hrsam_tiny", tmp_path / "weights")
     monkeypatch.setenv(pretrained.ENV, str(tmp_path / "base"))
@@ -266,9 +279,12 @@ def test_from_base_trains_only_the_new_stage_and_carries_the_base_record(tmp_pat
     for key in ("steps", "train", "init_sha256", "first_samples", "first_losses", "final_loss"):
         assert info[key] == whole[key], key
     assert info["git_sha"] == base["git_sha"] and info["wall_s"] > base["wall_s"]
-    [stage], [want] = info["stages"], whole["stages"]
+    [record], [want] = info["stages"], whole["stages"]
     for key in (*pretrain_stages.STAGE_KEYS, "first_losses", "final_loss"):
-        assert stage[key] == want[key], key
+        assert record[key] == want[key], key
+    assert record.get("detail") == want.get("detail") == detail
+    model = build_model("hrsam_tiny")  # the preset (with its path) loads the weights as they are
+    model.load_state_dict(pretrained.load_state("hrsam_tiny", tmp_path / "w2"), strict=True)
     # run again in the same folders: every stage is done, the same weights
     assert pretrain.main(args) == 0
     again = pretrained.state_sha256(pretrained.load_state("hrsam_tiny", tmp_path / "w2"))
@@ -336,7 +352,9 @@ def test_from_base_refuses_to_resume_from_a_base_replaced_since_the_run_started(
 @pytest.mark.parametrize(
     ("stage", "message"),
     [
-        ({"tss": 512}, "recipe stage 2: unknown key 'tss'; a stage sets TrainConfig's keys: amp,"),
+        ({"tss": 512}, "recipe stage 2: unknown key 'tss'; a stage sets TrainConfig's keys (amp,"),
+        ({"detail": 0}, "recipe stage 2: detail=0; the path's channels, an int >= 1"),
+        ({"detail": 8}, "recipe stage 2: detail=8, but hrsam_tiny's detail path has 16 channels"),
         ({"ts": 500}, "recipe stage 2: ts=500 must be a positive multiple of 16"),
     ],
 )

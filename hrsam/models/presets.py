@@ -158,6 +158,10 @@ _TINY = ModelPreset(
     decoder_mlp_dim=256,
     image_format="RGB",
     train_ts=512,
+    # the decoder's detail path (hrsam.models.detail): the pretraining recipe's third stage adds it
+    # (ablations/conf/pretrain.yaml); without it the T/4 mask could not follow the scenes'
+    # outlines (benchmarks/results/cpu/pretrain.md, session 17)
+    detail=16,
 )
 
 PRESETS: dict[str, ModelPreset] = {
@@ -180,6 +184,7 @@ PRESETS: dict[str, ModelPreset] = {
             decoder_heads=4,
             decoder_mlp_dim=256,
             train_ts=512,
+            detail=16,
         ),
     ]
 }
