@@ -59,6 +59,7 @@ class ModelCfg:
     scan: str | None = None
     cycle_repeats: int | None = None
     anchor_sizes: list[int] | None = None
+    detail: int | None = None  # the decoder's detail path channels (0: SAM's decoder)
     checkpoint: str | None = None
 
 

@@ -69,6 +69,7 @@ class Resolved:
             scan=p.scan if self.hrsam else None,
             cycle_repeats=p.cycle_repeats if self.hrsam else None,
             anchor_sizes=list(p.anchor_sizes) if p.anchor_sizes else None,
+            detail=p.detail,
         )
         return out
 

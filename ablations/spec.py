@@ -273,7 +273,7 @@ def eval_config(cfg: dict) -> EvalConfig:
     return EvalConfig(**cfg["eval"])
 
 
-ARCH_KEYS = ("attention", "window_size", "cycle_repeats", "anchor_sizes")  # change the weights
+ARCH_KEYS = ("attention", "window_size", "cycle_repeats", "anchor_sizes", "detail")  # the weights
 COMPUTE_KEYS = ("kernel", "scan")  # compute the same function: not in the training key
 
 
@@ -302,6 +302,7 @@ def _data_key(cfg: dict) -> dict:
 _LATER_KEYS = {"precision": "fp32", "tf32": False, "train.precision": None}
 _LATER_KEYS.update({"data.version": 2, "data.objects": "2-4"})  # the scene generator (#30)
 _LATER_KEYS.update({"train.base": "scratch", "train.base_sha256": ""})  # pretrained bases (#38)
+_LATER_KEYS["model.detail"] = None  # the decoder's detail path (#38)
 
 
 def _hash_view(cfg: dict) -> dict:

@@ -30,7 +30,10 @@ def _parser() -> argparse.ArgumentParser:
         "--state", default=None, help="weights instead of the base: a training state (last.pt) "
         "or a .safetensors file",
     )  # fmt: skip
-    p.add_argument("--detail", type=int, default=0, help="the state's detail channels (0: none)")
+    p.add_argument(
+        "--detail", type=int, default=None,
+        help="the state's detail channels (0: none; default: the preset's)",
+    )  # fmt: skip
     p.add_argument("--ts", type=int, default=512)
     p.add_argument("--clicks", type=int, default=20)
     p.add_argument("--limit", type=int, default=0, help="the first N val objects (0: all)")
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     recipe = load_recipe(args.recipe or RECIPE)
     torch.set_num_threads(recipe["threads"])
-    model = build_model(args.preset, detail=args.detail)
+    model = build_model(args.preset, **({} if args.detail is None else {"detail": args.detail}))
     if args.state and args.state.endswith(".safetensors"):
         from safetensors.torch import load_file
 

@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="channels of a detail path at T/4 added to the decoder (hrsam.models.detail; "
-        "default 0: none)",
+        "default 0: none; a base with one keeps it)",
     )
     p.add_argument("--lr", type=float, default=None, help="peak rate (default: the recipe's)")
     p.add_argument("--ts", type=int, default=512)
@@ -79,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         **({"lr": args.lr} if args.lr else {}),
     )
     base = build_model(args.preset, training=True)
+    if args.detail and base.detail_encoder is not None:
+        print(
+            f"error: --detail {args.detail}: {args.preset}'s base has a detail path "
+            f"({base.preset.detail} channels) already; leave --detail out to train on with it",
+            file=sys.stderr,
+        )
+        return 2
     base.load_state_dict(pretrained.load_state(args.preset), strict=True)
     torch.manual_seed(tc.seed)
     model = base if args.depth == base.preset.depth else grow(base, args.depth, training=True)

@@ -29,6 +29,7 @@ KNOWN_PARAMS = (
     "model.scan",
     "model.cycle_repeats",
     "model.anchor_sizes",
+    "model.detail",
     "data.name",
     "eval.ts",
     "eval.protocol",

@@ -92,27 +92,36 @@ def test_training_reaches_the_detail_path_and_a_second_one_is_refused():
         add_detail(build_model("hrsam_tiny"), 0)
 
 
-def test_grow_probe_trains_a_detail_path_on_the_committed_base(tmp_path):
-    """`benchmarks.grow_probe --depth 4 --detail 8` at micro scale: the base keeps its blocks and
-    its training state holds the trained detail path."""
+def test_grow_probe_trains_on_the_committed_base_with_its_detail_path(tmp_path, capsys):
+    """`benchmarks.grow_probe --depth 4` at micro scale: the committed base (whose third stage
+    added the detail path) keeps its blocks and trains its path on; ``--detail`` on a base that
+    has one is a one-line error before any training."""
     import json
 
     import yaml
 
     from benchmarks import grow_probe
+    from hrsam import pretrained
     from tests.test_pretrain import MICRO_RECIPE
 
     recipe = {**MICRO_RECIPE, "data": {**MICRO_RECIPE["data"], "root": str(tmp_path / "data")}}
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     args = ["hrsam_tiny", "--out", str(tmp_path / "out"), "--recipe", str(tmp_path / "recipe.yaml")]
-    micro = ["--ts", "64", "--steps", "2", "--warmup", "1", "--depth", "4", "--detail", "8"]
+    micro = ["--ts", "64", "--steps", "2", "--warmup", "1", "--depth", "4"]
+    assert grow_probe.main([*args, *micro, "--detail", "8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --detail 8: hrsam_tiny's base has a detail path (16 channels) already; "\
+        "leave --detail out to train on with it"  # fmt: skip
+    assert not (tmp_path / "out").exists()
     assert grow_probe.main([*args, *micro]) == 0
     record = json.loads((tmp_path / "out" / "validation.json").read_text())
-    assert record["depth"] == 4 and record["detail"] == 8
+    assert record["depth"] == 4 and record["detail"] == 0
     state = torch.load(tmp_path / "out" / "last.pt", weights_only=True)["state_dict"]
     assert len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")}) == 4
-    assert state["mask_decoder.detail_fuse.conv2.weight"].abs().sum() > 0  # trained off zero
-    assert state["detail_encoder.conv1.weight"].shape == (8, 3, 3, 3)
+    base = pretrained.load_state("hrsam_tiny")
+    key = "mask_decoder.detail_fuse.conv2.weight"
+    assert base[key].abs().sum() > 0  # the base's path was trained off zero
+    assert state[key].shape == base[key].shape and not torch.equal(state[key], base[key])
 
 
 def test_a_preset_with_detail_builds_the_path_and_checkpoints_rebuild_it(tmp_path):

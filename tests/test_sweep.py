@@ -160,6 +160,7 @@ def test_paper_profile_evaluates_given_checkpoints(tmp_path):
         ([], "grid=<name> is required"),
         (["grid=window_size", "model.window_sz=8"], "did you mean 'model.window_size'?"),
         (["grid=window_size", "model.window_size=0"], "window_size=0 must be >= 1"),
+        (["grid=window_size", "model.detail=-1"], "detail=-1 must be >= 0"),
         (["grid=window_size", "eval.ts=500"], "eval.ts=500 must be a positive multiple of 16"),
         (["grid=window_size", "eval.ts=abc"], "eval.ts"),
         (["grid=window_size", "train.base_ts=100"], "train.base_ts=100 must be 0 (the finetune"),

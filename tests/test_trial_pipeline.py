@@ -200,6 +200,31 @@ def test_init_from_copies_what_fits_and_names_the_rest():
     bad = {k: (v[:1] if k == key else v) for k, v in state.items()}
     copied, fresh = init_from(build_model("hrsam_tiny", scan="ref"), bad)
     assert fresh == [key] and copied == len(state) - 1
+    # the decoder's detail path (model.detail): a finetune without it drops the base's path, one
+    # with another width keeps everything else and starts the path fresh
+    plain = build_model("hrsam_tiny", scan="ref", detail=0)
+    copied, fresh = init_from(plain, state)
+    assert fresh == [] and copied == len(plain.state_dict()) == len(state) - 8
+    wider = build_model("hrsam_tiny", scan="ref", detail=8)
+    copied, fresh = init_from(wider, state)
+    assert (
+        fresh
+        == [f"detail_encoder.conv{i}.{k}" for i in (1, 2) for k in ("bias", "weight")]
+        + [
+            "mask_decoder.detail_fuse.conv1.weight"  # its input widens; its bias and conv2 fit
+        ]
+        and copied == len(state) - 5
+    )
+
+
+def test_model_detail_is_a_sweep_axis_that_changes_the_training_key():
+    """``model.detail=0,16``: two trials, each resolved with its path, with their own training
+    keys (the path changes the weights)."""
+    args = ["grid=window_size", "model.window_size=8", "model.detail=0,16"]
+    trials = S.expand(*C.compose(C.parse_args(args)[0])).trials
+    assert sorted(t.config["model"]["detail"] for t in trials) == [0, 16]
+    assert len({t.train_key for t in trials}) == 2
+    assert sorted(t.label for t in trials) == ["detail=0", "detail=16"]
 
 
 @pytest.mark.slow
