@@ -248,7 +248,7 @@ def test_distillation_lowers_the_mse():
             s = data[index]
             img, _ = prepare(s.image, s.gt, 128, False, teacher.normalize)
             with torch.no_grad():
-                cache[index] = teacher.encode(img)
+                cache[index] = teacher.image_encoder(img)  # the backbone's embedding
         return cache[index]
 
     import tempfile

@@ -126,7 +126,7 @@ class TeacherCache:
                 s.image, s.gt, self.ts, False, lambda x: self.teacher.normalize(x.to(device))
             )
             with torch.no_grad():
-                emb = self.teacher.encode(image)
+                emb = self.teacher.image_encoder(image)  # the backbone's: no detail path
             tmp = self.folder / f"{i}.tmp.npy"
             np.save(tmp, emb.float().cpu().numpy())
             tmp.replace(self.folder / f"{i}.npy")
@@ -170,7 +170,7 @@ def build(cfg: dict):
             )
             probe = torch.zeros(1, 3, 32, 32, device=device)
             with torch.no_grad():
-                dims = (t.encode(probe).shape[1], model.encode(probe).shape[1])
+                dims = (t.image_encoder(probe).shape[1], model.image_encoder(probe).shape[1])
             if dims[0] != dims[1]:
                 raise UsageError(
                     f"teacher {cfg['teacher']} embeds {dims[0]} channels but student "

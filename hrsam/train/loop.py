@@ -321,7 +321,8 @@ def _sample_loss(
         if cfg.recipe == "interactive":
             return interactive_loss(model, image, gt, cfg, rng, reuse_embedding)
         target = teacher(index, image).to(device)
-        return F.mse_loss(model.encode(image).float(), target.float())
+        # the backbone's embedding (not a detail path's packed channels: they are no encoder's)
+        return F.mse_loss(model.image_encoder(image).float(), target.float())
 
 
 def _report(step: int, steps: int, loss: float, lr: float, progress, on_step) -> None:
