@@ -78,25 +78,30 @@ def test_committed_manifest_matches_its_file(preset):
 
 @pytest.mark.parametrize("preset", COMMITTED)
 def test_committed_base_is_what_the_committed_recipe_makes(preset):
-    """The recipe and the bases agree: every stage's ts, steps, rate, warm-up and seed, and the
-    first stage's whole config (a recipe changed without its bases, or the reverse, fails)."""
+    """The recipe and the bases agree: every stage's ts, steps, rate, warm-up, seed and the detail
+    path it added, and the first stage's whole config (a recipe changed without its bases, or the
+    reverse, fails); the path the recipe adds is the preset's."""
     recipe = pretrain.load_recipe()
     info = pretrained.manifest(preset)
     tc = pretrain.train_config(recipe, preset)
     assert info["train"] == json.loads(json.dumps(dataclasses.asdict(tc)))
     planned = pretrain.stage_configs(recipe, tc, preset)
     assert len(info.get("stages", [])) == len(planned)
+    added = pretrain_stages.details(recipe)
     for stage, stc in zip(info.get("stages", []), planned, strict=True):
         assert {k: stage[k] for k in pretrain_stages.STAGE_KEYS} == {
             k: getattr(stc, k) for k in pretrain_stages.STAGE_KEYS
         }
+        assert stage.get("detail") == added.get(stage["stage"])
+    assert sum(added.values()) == PRESETS[preset].detail
 
 
 @pytest.mark.parametrize("preset", COMMITTED)
-def test_committed_command_first_steps_reproduce(preset):
-    """The manifest's first 3 losses, recomputed here from the manifest alone (equal on the CPU
-    type that made them; within 1e-4 relative on another)."""
+def test_committed_command_first_steps_reproduce(preset, capsys):
+    """The manifest's initial weights and first 3 losses, recomputed here from the manifest alone
+    (equal on the CPU type that made them; within 1e-4 relative on another)."""
     want, got = pretrain.reproduce(preset, 3)
+    assert "initial weights differ" not in capsys.readouterr().err  # stage 1 without the path
     assert len(got) == 3
     assert got == pytest.approx(want, rel=1e-4)
 
