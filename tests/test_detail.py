@@ -33,7 +33,7 @@ def test_pack_unpack_is_exact():
 @pytest.mark.parametrize("name", ["hrsam_tiny", "hrsampp_tiny", "sam_tiny"])
 def test_added_detail_path_keeps_every_output(name):
     torch.manual_seed(0)
-    model = _trained_like(build_model(name)).eval()
+    model = _trained_like(build_model(name, detail=0)).eval()  # the preset without its path
     x = torch.randn(1, 3, 256, 256)
     with torch.no_grad():
         want = model(x, *PTS)
@@ -46,7 +46,7 @@ def test_added_detail_path_keeps_every_output(name):
 def test_the_predictor_caches_the_detail_with_the_embedding():
     """set_image once, then clicks: the same logits as the whole model on the canvas."""
     torch.manual_seed(0)
-    model = add_detail(_trained_like(build_model("hrsam_tiny")), 8).eval()
+    model = add_detail(_trained_like(build_model("hrsam_tiny", detail=0)), 8).eval()
     _trained_like(model.mask_decoder.detail_fuse)
     image = np.random.default_rng(0).integers(0, 256, (256, 256, 3)).astype(np.uint8)
     predictor = Predictor(model, 256)
@@ -64,7 +64,7 @@ def test_the_detail_features_see_only_nearby_pixels():
     detail path's reach (stem 7 px, fuse 2 cells of 4 px at T/4, then the bilinear upsampling),
     never across the canvas."""
     torch.manual_seed(0)
-    model = add_detail(_trained_like(build_model("hrsam_tiny")), 8).eval()
+    model = add_detail(_trained_like(build_model("hrsam_tiny", detail=0)), 8).eval()
     _trained_like(model.mask_decoder.detail_fuse)
     x = torch.randn(1, 3, 256, 256)
     y = x.clone()
@@ -82,12 +82,17 @@ def test_the_detail_features_see_only_nearby_pixels():
 
 def test_training_reaches_the_detail_path_and_a_second_one_is_refused():
     torch.manual_seed(0)
-    model = add_detail(build_model("hrsam_tiny", training=True), 8).train()
+    model = add_detail(build_model("hrsam_tiny", training=True, detail=0), 8).train()
     x = torch.randn(1, 3, 128, 128)
     model(x, *PTS).sigmoid().mean().backward()
     assert model.mask_decoder.detail_fuse.conv2.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="detail path already"):
         add_detail(model, 8)
+    assert build_model("hrsam_tiny").preset.detail == 16  # the tiny presets have their path
+    with pytest.raises(ValueError, match="pass the image's detail features"):
+        emb = torch.zeros(1, 64, 8, 8)
+        pe, sparse = torch.zeros_like(emb), torch.zeros(1, 1, 64)
+        model.mask_decoder(emb, pe, sparse, torch.zeros_like(emb), False)
     with pytest.raises(ValueError, match="must be >= 1"):
         add_detail(build_model("hrsam_tiny"), 0)
 
@@ -135,7 +140,7 @@ def test_a_preset_with_detail_builds_the_path_and_checkpoints_rebuild_it(tmp_pat
     torch.manual_seed(0)
     built = build_model("hrsam_tiny", detail=8)
     torch.manual_seed(0)
-    added = add_detail(build_model("hrsam_tiny"), 8)
+    added = add_detail(build_model("hrsam_tiny", detail=0), 8)
     assert built.preset.detail == added.preset.detail == 8
     assert built.state_dict().keys() == added.state_dict().keys()
     assert all(torch.equal(v, added.state_dict()[k]) for k, v in built.state_dict().items())

@@ -98,6 +98,11 @@ class MaskDecoder(nn.Module):
         iou_out, mask_out = hs[:, 0], hs[:, 1 : 1 + self.num_mask_tokens]
         up = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
         if self.detail_fuse is not None:
+            if detail is None:
+                raise ValueError(
+                    "this decoder has a detail path (detail_fuse): pass the image's detail "
+                    "features (InteractiveSegmenter.decode unpacks them from the embedding)"
+                )
             if detail.shape[0] != b:
                 detail = detail.expand(b, -1, -1, -1)
             up = up + self.detail_fuse(up, detail)
