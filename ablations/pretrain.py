@@ -290,6 +290,7 @@ def pretrain(
             **git_state(ROOT),
             dirty_paths=dirty_paths(),
             init_sha256=pretrained.state_sha256(model.state_dict()),
+            init_detail=model.preset.detail,  # the detail path stage 1 trains with (--reproduce)
             first_samples=first_samples(dataset, tc),
             dataset_objects=len(dataset),
         )
@@ -316,6 +317,7 @@ def pretrain(
         "train": dataclasses.asdict(tc),
         "data": {**data.synthetic_spec(), "objects_train": len(dataset)},
         "init_sha256": state.data["init_sha256"],
+        "init_detail": state.data.get("init_detail", 0),  # runs before the field: no path
         "first_samples": state.data["first_samples"],
         **first,
         "stages": stages,

@@ -59,8 +59,8 @@ def reproduce(preset: str, k: int, folder: Path | None = None) -> tuple[list[flo
     torch.set_num_threads(info["machine"]["threads"])
     from ablations.pretrain import build_seeded
 
-    later = any(stage.get("detail") for stage in info.get("stages") or [])
-    model = build_seeded(preset, tc, 0 if later else None)  # a later stage added the path
+    # the detail path stage 1 trained with (manifests without the field predate the path)
+    model = build_seeded(preset, tc, info.get("init_detail", 0))
     if pretrained.state_sha256(model.state_dict()) != info["init_sha256"]:
         print(f"{preset}: the initial weights differ from the manifest's", file=sys.stderr)
     losses: list[float] = []

@@ -83,12 +83,13 @@ def _rates(s: dict, done: dict):
 def _one(preset: str, lr: float, recipe: dict, dataset, val, out: Path) -> dict:
     """One short run at ``lr`` (resumable in its own folder), evaluated on ``val``."""
     from ablations.pretrain import StepLog, build_seeded, rounded, train_config
+    from ablations.pretrain_stages import details, first_detail
     from hrsam.interactive.evaluate import evaluate
     from hrsam.train.loop import train
 
     s = recipe["search"]
     tc = train_config(recipe, preset, lr=lr, steps=s["steps"])
-    model = build_seeded(preset, tc)
+    model = build_seeded(preset, tc, first_detail(details(recipe)))  # as stage 1 trains it
     logger = StepLog(f"{preset} lr {lr:g}", None)
     logger.total = tc.steps
     t0 = time.perf_counter()

@@ -119,6 +119,7 @@ def base_start(preset: str, recipe: dict, folder: Path) -> dict:
     first = {"first_losses": info["first_losses"], "final_loss": info["final_loss"]}
     return {
         **{key: info[key] for key in ("git_sha", "git_dirty", "dirty_paths", "init_sha256")},
+        "init_detail": info.get("init_detail", 0),  # bases before the field had no path
         "first_samples": info["first_samples"],
         "dataset_objects": info["data"]["objects_train"],
         "base": {

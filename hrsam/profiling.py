@@ -203,8 +203,8 @@ def _attention_macs(
 
 def encoder_flops(preset, ts: int) -> float:
     """FLOPs (2 x MACs) of one image encoder forward at ``ts`` x ``ts``, counted analytically from
-    a `ModelPreset` (linear layers, attention products, scans, neck; norms and activations are
-    left out)."""
+    a `ModelPreset` (linear layers, attention products, scans, neck, and the decoder's detail
+    path's encoder, which runs once per image with it; norms and activations are left out)."""
     p = preset
     c, g = p.embed_dim, ts // 16
     grids = [(g, g)] + [(s // 16, s // 16) for s in p.anchor_sizes]
@@ -230,6 +230,8 @@ def encoder_flops(preset, ts: int) -> float:
         macs += n_scans * scan
         width = c * len(grids)
         macs += len(p.out_indexes) * g * g * width * p.out_dim + g * g * p.out_dim * 9
+    if p.detail:  # hrsam.models.detail.DetailEncoder: two strided 3x3 convs, T -> T/2 -> T/4
+        macs += (ts // 2) ** 2 * p.detail * 3 * 9 + (ts // 4) ** 2 * p.detail * p.detail * 9
     return 2.0 * macs
 
 

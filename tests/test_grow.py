@@ -81,12 +81,15 @@ def test_grow_probe_trains_the_grown_base_and_validates(tmp_path):
 
 
 def test_widened_mask_features_keep_the_logits_and_learn():
-    """8 -> 32 per-pixel mask features: the same logits exactly; the new hypernetwork rows get
-    gradients (their features are not zero), so training can use them."""
+    """8 -> 32 per-pixel mask features: the same logits (the detail path's fuse, trained off zero
+    here, widens with them: to float rounding, its convolution sums over more inputs, zeros); the
+    new hypernetwork rows get gradients (their features are not zero), so training can use
+    them."""
     from hrsam.models.grow import widen_mask_features
 
     torch.manual_seed(0)
     model = build_model("hrsam_tiny").eval()
+    torch.nn.init.normal_(model.mask_decoder.detail_fuse.conv2.weight, std=0.1)  # as if trained
     x = torch.randn(1, 3, 256, 256)
     pts = torch.tensor([[[100.0, 120.0], [30.0, 200.0]]]), torch.tensor([[1, 0]])
     with torch.no_grad():
@@ -95,7 +98,8 @@ def test_widened_mask_features_keep_the_logits_and_learn():
     with torch.no_grad():
         got = model(x, *pts)
     assert model.mask_decoder.output_upscaling[3].out_channels == 32
-    assert torch.equal(got, want)
+    assert model.mask_decoder.detail_fuse.conv1.in_channels == 32 + 16
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
     model.train()
     model(x, *pts).sigmoid().mean().backward()
     last = model.mask_decoder.output_hypernetworks_mlps[0].layers[-1]

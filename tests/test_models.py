@@ -252,13 +252,13 @@ def test_every_pattern_and_kernel_runs_in_the_backbone(pattern):
     base = build_model("hrsam_tiny", attention=pattern, kernel="math").eval()
     x = torch.randn(1, 3, 176, 176)  # an 11x11 grid: no window divides it
     with torch.no_grad():
-        ref = base.encode(x)
+        ref = base.image_encoder(x)
         assert ref.shape == (1, 64, 11, 11)
         for kernel in list_kernels():
             if variant_support(pattern, kernel, "cpu", torch.float32):
                 continue
             base.image_encoder.set_kernel(kernel)
-            assert _max_diff(base.encode(x), ref) <= 1e-4, kernel
+            assert _max_diff(base.image_encoder(x), ref) <= 1e-4, kernel
 
 
 def test_hrsampp_tiny_and_scan_off():
@@ -270,8 +270,8 @@ def test_hrsampp_tiny_and_scan_off():
         or len(no_scan.image_encoder.mamba_blocks) == 0
     )
     with torch.no_grad():
-        assert pp.encode(torch.randn(1, 3, 320, 320)).shape == (1, 64, 20, 20)
-        assert no_scan.encode(torch.randn(1, 3, 128, 128)).shape == (1, 64, 8, 8)
+        assert pp.image_encoder(torch.randn(1, 3, 320, 320)).shape == (1, 64, 20, 20)
+        assert no_scan.image_encoder(torch.randn(1, 3, 128, 128)).shape == (1, 64, 8, 8)
 
 
 @pytest.mark.slow

@@ -238,6 +238,34 @@ def test_a_stage_continues_from_the_first_and_resumes_inside_itself(tmp_path):
     assert [(s["stage"], s["to_step"]) for s in stretches] == [(1, 12), (2, 4), (2, 4)]
 
 
+def test_a_stage_that_adds_the_detail_path_records_it_and_resumes_inside_itself(tmp_path, capsys):
+    """A recipe whose stage 2 adds the decoder's detail path: stage 1 trains the preset without
+    it (the manifest's ``init_detail``), stage 2 adds it and records it, the exported weights load
+    into the preset as they are, a run stopped inside stage 2 resumes to the same weights, and
+    the first steps reproduce from the manifest (stage 1 rebuilt without the path)."""
+    micro_recipe(tmp_path, stages=[{**STAGE, "detail": 16}])
+    assert run_pretrain(tmp_path, "hrsam_tiny") == 0
+    info = pretrained.verify("hrsam_tiny", tmp_path / "weights")
+    assert info["init_detail"] == 0 and info["stages"][0]["detail"] == 16
+    folder = tmp_path / "out" / "hrsam_tiny"
+    first = torch.load(folder / "last.pt", weights_only=True)["state_dict"]
+    assert not any(k.startswith("detail_encoder.") for k in first)  # stage 1: no path
+    weights = pretrained.load_state("hrsam_tiny", tmp_path / "weights")
+    build_model("hrsam_tiny").load_state_dict(weights, strict=True)
+    assert weights["mask_decoder.detail_fuse.conv2.weight"].abs().sum() > 0  # trained off zero
+    stage2 = folder / "stage2"
+    torch.save(torch.load(stage2 / "step_000002.pt", weights_only=True), stage2 / "last.pt")
+    assert run_pretrain(tmp_path, "hrsam_tiny") == 0
+    resumed = pretrained.load_state("hrsam_tiny", tmp_path / "weights")
+    assert pretrained.state_sha256(resumed) == pretrained.state_sha256(weights)
+    capsys.readouterr()
+    args = ["--reproduce", "3", "--export-to", str(tmp_path / "weights"), "hrsam_tiny"]
+    assert pretrain.main(args) == 0
+    out = capsys.readouterr()
+    assert "match (largest relative difference 0.00e+00" in out.out
+    assert "initial weights differ" not in out.err
+
+
 def test_a_stage_rate_is_one_for_all_or_one_per_preset():
     """A stage's ``lr`` per preset (the others keep their stage-1 rate) or one for every preset."""
     recipe = {**MICRO_RECIPE, "stages": [{"ts": 96, "lr": {"hrsam_tiny": 0.01}}, {"lr": 0.02}]}
@@ -288,6 +316,7 @@ def test_from_base_trains_only_the_new_stage_and_carries_the_base_record(
     for key in (*pretrain_stages.STAGE_KEYS, "first_losses", "final_loss"):
         assert record[key] == want[key], key
     assert record.get("detail") == want.get("detail") == detail
+    assert info["init_detail"] == whole["init_detail"] == (16 if detail is None else 0)
     model = build_model("hrsam_tiny")  # the preset (with its path) loads the weights as they are
     model.load_state_dict(pretrained.load_state("hrsam_tiny", tmp_path / "w2"), strict=True)
     # run again in the same folders: every stage is done, the same weights

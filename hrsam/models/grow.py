@@ -88,7 +88,9 @@ def widen_mask_features(model: nn.Module, channels: int) -> nn.Module:
     ``out_dim // 8``: the decoder's last upscaling layer gains output channels (initialized as
     new layers are, so the new features are not zero) and each hypernetwork's last layer the
     matching rows, set to zero, so the mask logits stay exactly what they were; training then
-    uses the new features. A probe of the mask head's capacity (benchmarks.grow_probe)."""
+    uses the new features. A detail path's fuse (`hrsam.models.detail`) widens with them: zero
+    weights from the new features, zero corrections to them. A probe of the mask head's capacity
+    (benchmarks.grow_probe)."""
     dec = model.mask_decoder
     conv = dec.output_upscaling[3]
     old = conv.out_channels
@@ -108,7 +110,28 @@ def widen_mask_features(model: nn.Module, channels: int) -> nn.Module:
             grown.weight[:old] = last.weight
             grown.bias[:old] = last.bias
         mlp.layers[-1] = grown
+    if getattr(dec, "detail_fuse", None) is not None:
+        _widen_fuse(dec.detail_fuse, old, channels)
     return model
+
+
+def _widen_fuse(fuse: nn.Module, old: int, channels: int) -> None:
+    """``DetailFuse`` on ``channels`` upscaled features instead of ``old``, computing what it
+    computed on the old ones and nothing for the new ones."""
+    c1, c2 = fuse.conv1, fuse.conv2
+    detail = c1.in_channels - old
+    wide1 = nn.Conv2d(channels + detail, c1.out_channels, c1.kernel_size, c1.stride, c1.padding)
+    wide2 = nn.Conv2d(c2.in_channels, channels, c2.kernel_size, c2.stride, c2.padding)
+    with torch.no_grad():
+        wide1.weight.zero_()
+        wide1.weight[:, :old] = c1.weight[:, :old]
+        wide1.weight[:, channels:] = c1.weight[:, old:]
+        wide1.bias.copy_(c1.bias)
+        wide2.weight.zero_()
+        wide2.bias.zero_()
+        wide2.weight[:old] = c2.weight
+        wide2.bias[:old] = c2.bias
+    fuse.conv1, fuse.conv2 = wide1, wide2
 
 
 __all__ = ["block_map", "grow", "grow_preset", "widen_mask_features"]
