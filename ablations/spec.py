@@ -262,6 +262,11 @@ def base_config(cfg: dict) -> Base | None:
         tc, steps=steps, lr=t.get("base_lr") or tc.lr, ts=t.get("base_ts") or tc.ts
     )
     spec = {"preset": preset, "train": dataclasses.asdict(tc), "data": _data_key(cfg)}
+    from hrsam.models import PRESETS
+
+    detail = PRESETS[preset].detail if preset in PRESETS else 0
+    if detail:  # the preset's decoder detail path (bases trained before it had none)
+        spec["detail"] = detail
     return Base(short_hash(spec), tc, preset)
 
 
@@ -302,7 +307,8 @@ def _data_key(cfg: dict) -> dict:
 _LATER_KEYS = {"precision": "fp32", "tf32": False, "train.precision": None}
 _LATER_KEYS.update({"data.version": 2, "data.objects": "2-4"})  # the scene generator (#30)
 _LATER_KEYS.update({"train.base": "scratch", "train.base_sha256": ""})  # pretrained bases (#38)
-_LATER_KEYS["model.detail"] = None  # the decoder's detail path (#38)
+# model.detail is not among them: the tiny presets gained the path with the key, so a trial
+# recorded before it is another model (a new id; a shared base too: `base_config`)
 
 
 def _hash_view(cfg: dict) -> dict:

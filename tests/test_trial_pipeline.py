@@ -378,3 +378,22 @@ def test_git_dirty_counts_untracked_files_but_not_ignored_ones(tmp_path):
     (tmp_path / "new_module.py").unlink()
     (tmp_path / "a.py").write_text("x = 2\n")  # modified
     assert git_state(tmp_path)["git_dirty"] == "True"
+
+
+def test_a_shared_base_and_a_trial_name_the_presets_detail_path(monkeypatch):
+    """``train.base=scratch``: the shared base's key holds the preset's detail path, so a base
+    trained before the tiny presets had one is not reused for them; the trial id holds
+    ``model.detail`` even unset (a trial recorded before the key is another model)."""
+    from hrsam.models import PRESETS
+
+    def planned():
+        args = ["grid=window_size", "model.window_size=8", "train.base=scratch"]
+        [trial] = S.expand(*C.compose(C.parse_args(args)[0])).trials
+        return trial, S.base_config(trial.config).key
+
+    trial, key = planned()
+    assert (
+        trial.config["model"]["detail"] is None and "detail" in S._hash_view(trial.config)["model"]
+    )
+    monkeypatch.setitem(PRESETS, "hrsam_tiny", dataclasses.replace(PRESETS["hrsam_tiny"], detail=0))
+    assert planned()[1] != key
