@@ -374,9 +374,9 @@ def _check(presets: list[str], recipe: dict) -> None:
         )
     from hrsam.models import PRESETS
 
+    added = details(recipe)
     for preset in presets:  # before any training: a bad stage stops the run at its start
         stage_configs(recipe, train_config(recipe, preset), preset)
-        added = details(recipe)
         if added and set(added.values()) != {PRESETS[preset].detail}:
             k, n = next(iter(added.items()))
             raise cli.UsageError(
