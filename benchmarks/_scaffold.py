@@ -1,10 +1,11 @@
 """The scaffold every benchmark shares: its command line, its device, its table and its files.
 
 A benchmark module (`benchmarks.attention`, `benchmarks.scan`, `benchmarks.backbone`,
-`benchmarks.cycle_scan`, `benchmarks.train_step`, `benchmarks.report_build`,
-`benchmarks.gpu_check`) is a thin shell in the manner of attention-gym and flash-attention's
-benchmarks: parse, check, time, print a table, write a CSV. This module holds what those shells
-have in common, so that each of them keeps only its own cases:
+`benchmarks.cycle_scan`, `benchmarks.train_step`, `benchmarks.detail_cost`,
+`benchmarks.report_build`, `benchmarks.gpu_check`) is a thin shell in the manner of
+attention-gym and flash-attention's benchmarks: parse, check, time, print a table, write a CSV.
+This module holds what those shells have in common, so that each of them keeps only its own
+cases:
 
 - `parser` and `add_options`: the ``python -m benchmarks.<name>`` parser with one-line errors
   (`hrsam.cli.ArgumentParser`) and the common options (``--device``, ``--dtype``, ``--reps``,
