@@ -46,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
         help="channels of a detail path at T/4 added to the decoder (hrsam.models.detail; "
         "default 0: none; a base with one keeps it)",
     )
+    p.add_argument(
+        "--refine",
+        type=int,
+        default=0,
+        help="hidden channels of a T/2 refine after the detail path (hrsam.models.detail."
+        "add_refine: the decoder's masks at T/2; default 0: none)",
+    )
     p.add_argument("--lr", type=float, default=None, help="peak rate (default: the recipe's)")
     p.add_argument("--ts", type=int, default=512)
     p.add_argument("--steps", type=int, default=10000)
@@ -63,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from ablations.pretrain import RECIPE, data_config, load_recipe, train_config, validate
     from hrsam import pretrained
     from hrsam.models import build_model
-    from hrsam.models.detail import add_detail
+    from hrsam.models.detail import add_detail, add_refine
     from hrsam.models.grow import grow, widen_mask_features
     from hrsam.names import MIOU1, NOC90, NOF90
     from hrsam.train.loop import train
@@ -93,9 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         widen_mask_features(model, args.mask_channels)
     if args.detail:
         add_detail(model, args.detail)
+    if args.refine:
+        add_refine(model, args.refine)
     changes = [f"{args.depth} blocks"] if args.depth != base.preset.depth else []
     changes += [f"{args.mask_channels} mask features"] if args.mask_channels else []
     changes += [f"detail {args.detail}"] if args.detail else []
+    changes += [f"refine {args.refine} (masks at T/2)"] if args.refine else []
     label = f"{args.preset} ({', '.join(changes) or 'as it is'})"
     data = data_config(recipe, args.data_root)
     dataset = data.build("train")
@@ -109,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     train(model, dataset, tc, out, on_step=report)
     figures = validate(model, recipe, data, label)
     record = {"train": dataclasses.asdict(tc), "depth": args.depth, "validation": figures,
-              "mask_channels": args.mask_channels, "detail": args.detail}  # fmt: skip
+              "mask_channels": args.mask_channels, "detail": args.detail,
+              "refine": args.refine}  # fmt: skip
     (out / "validation.json").write_text(json.dumps({**record, "wall_s": time.time() - start}))
     for ts, f in figures.items():
         print(f"ts {ts}: " + ", ".join(f"{k} {f[k]:.3f}" for k in (NOC90, NOF90, MIOU1)))

@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from hrsam.models import build_model
-from hrsam.models.detail import add_detail, pack, unpack
+from hrsam.models.detail import add_detail, add_refine, pack, unpack, unpack_refine
 from hrsam.models.predictor import Predictor
 
 PTS = torch.tensor([[[100.0, 120.0], [30.0, 200.0]]]), torch.tensor([[1, 0]])
@@ -121,6 +122,11 @@ def test_grow_probe_trains_on_the_committed_base_with_its_detail_path(tmp_path, 
     assert grow_probe.main([*args, *micro]) == 0
     record = json.loads((tmp_path / "out" / "validation.json").read_text())
     assert record["depth"] == 4 and record["detail"] == 0
+    refine = ["--out", str(tmp_path / "refine"), "--refine", "8"]
+    assert grow_probe.main([*args[:1], *args[3:], *refine, *micro]) == 0
+    assert json.loads((tmp_path / "refine" / "validation.json").read_text())["refine"] == 8
+    refined = torch.load(tmp_path / "refine" / "last.pt", weights_only=True)["state_dict"]
+    assert refined["mask_decoder.detail_refine.conv2.weight"].abs().sum() > 0  # trained off 0
     state = torch.load(tmp_path / "out" / "last.pt", weights_only=True)["state_dict"]
     assert len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")}) == 4
     base = pretrained.load_state("hrsam_tiny")
@@ -153,3 +159,68 @@ def test_a_preset_with_detail_builds_the_path_and_checkpoints_rebuild_it(tmp_pat
     assert loaded.preset.detail == 8
     with pytest.raises(ValueError, match="detail=-1 must be >= 0"):
         get_preset("hrsam_tiny", detail=-1)
+
+
+def test_pack_unpack_with_the_half_features_is_exact():
+    emb, det, half = torch.randn(2, 64, 8, 8), torch.randn(2, 8, 32, 32), torch.randn(2, 8, 64, 64)
+    packed = pack(emb, det, half)
+    assert packed.shape == (2, 64 + 8 * 16 + 8 * 64, 8, 8)
+    got = unpack_refine(packed, 64)
+    assert all(torch.equal(a, b) for a, b in zip(got, (emb, det, half), strict=True))
+
+
+@pytest.mark.parametrize("name", ["hrsam_tiny", "sam_tiny"])
+def test_an_added_refine_path_draws_the_masks_at_t2_as_the_t4_masks_upsampled(name, tmp_path):
+    """`add_refine`: the masks come at T/2, equal to the T/4 ones upsampled 2x until the path
+    trains; the previous mask goes back at either size; a checkpoint rebuilds the path."""
+    from hrsam.models import load_model
+    from hrsam.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = _trained_like(build_model(name)).eval()  # the preset with its detail path
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        emb = model.encode(x)
+        low, iou = model.decode(emb, *PTS)
+        refined = add_refine(model, 8)
+        emb2 = refined.encode(x)
+        high, iou2 = refined.decode(emb2, *PTS)
+        assert low.shape[-1] == 64 and high.shape[-1] == 128
+        want = F.interpolate(low, scale_factor=2, mode="bilinear", align_corners=False)
+        assert torch.equal(high, want) and torch.equal(iou, iou2)
+        # the next click takes either size of previous mask: T/2 averaged down to T/4
+        a, _ = refined.decode(emb2, *PTS, F.avg_pool2d(high, 2))
+        b, _ = refined.decode(emb2, *PTS, high)
+        assert torch.equal(a, b) and not torch.equal(a, high)
+    assert refined.preset.refine == 8
+    _trained_like(refined.mask_decoder.detail_refine)
+    path = save_checkpoint(refined, tmp_path / "refine.pt")
+    loaded = load_model(name, str(path)).eval()
+    with torch.no_grad():
+        got = loaded.decode(loaded.encode(x), *PTS)[0]
+        assert torch.equal(got, refined.decode(refined.encode(x), *PTS)[0])
+        assert not torch.equal(got, want)  # the trained path corrects the upsampled mask
+
+
+def test_the_refine_path_needs_the_detail_path_and_its_features():
+    from hrsam.models.grow import widen_mask_features
+    from hrsam.models.presets import get_preset
+
+    with pytest.raises(ValueError, match="add_detail first"):
+        add_refine(build_model("hrsam_tiny", detail=0), 8)
+    with pytest.raises(ValueError, match="refine=8 needs the detail path"):
+        get_preset("hrsam_tiny", detail=0, refine=8)
+    model = build_model("hrsam_tiny", refine=8, training=True)
+    assert model.mask_decoder.detail_refine is not None
+    with pytest.raises(ValueError, match="refine path already"):
+        add_refine(model, 8)
+    with pytest.raises(ValueError, match="before adding the refine path"):
+        widen_mask_features(model, 32)
+    x = torch.randn(1, 3, 128, 128)
+    model(x, *PTS).sigmoid().mean().backward()  # training reaches the path
+    assert model.mask_decoder.detail_refine.conv2.weight.grad.abs().sum() > 0
+    emb = model.encode(x)
+    _, det = unpack(emb[:, : model.preset.out_dim + 16 * 16], model.preset.out_dim)
+    with pytest.raises(ValueError, match="pass the image's T/2 features"):
+        pe, sparse = torch.zeros(1, 64, 8, 8), torch.zeros(1, 1, 64)
+        model.mask_decoder(torch.zeros(1, 64, 8, 8), pe, sparse, torch.zeros_like(pe), False, det)

@@ -14,6 +14,14 @@ The detail features travel inside the image embedding, as extra channels (pixel-
 T/4 to T/16), so everything that caches one image's embedding (the predictor, the training
 loop's click rounds, the app) caches them too, unchanged: `InteractiveSegmenter.encode` appends
 them and `InteractiveSegmenter.decode` takes them off again.
+
+``add_refine(model, hidden)`` goes one step further, for a model with the path: the decoder's
+mask at T/2 instead of T/4. ``DetailRefine`` upsamples each T/4 mask's logits 2x and adds a
+correction from two 3x3 convolutions on those logits, the upscaled embedding (2x) and the
+detail encoder's own T/2 features (its first convolution's output, packed as well); the last
+layer starts at zero, so the T/2 mask starts as the T/4 mask upsampled. The decoder then returns
+(B, K, 8H, 8W) logits; fed back as the previous mask they are averaged down to the prompt
+encoder's 4H x 4W (a T/4 previous mask, such as the oracle's, is taken as it is).
 """
 
 from __future__ import annotations
@@ -36,7 +44,12 @@ class DetailEncoder(nn.Module):
         self.conv2 = nn.Conv2d(channels, channels, 3, 2, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.gelu(self.conv2(F.gelu(self.conv1(x))))
+        return self.features(x)[1]
+
+    def features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The T/2 features (the first convolution's) and the T/4 ones."""
+        half = F.gelu(self.conv1(x))
+        return half, F.gelu(self.conv2(half))
 
 
 class DetailFuse(nn.Module):
@@ -54,14 +67,48 @@ class DetailFuse(nn.Module):
         return self.conv2(F.gelu(self.conv1(torch.cat([up, detail], 1))))
 
 
-def pack(embedding: Tensor, detail: Tensor) -> Tensor:
-    """(B, C, H, W) embedding and (B, D, 4H, 4W) detail -> (B, C + 16 D, H, W)."""
-    return torch.cat([embedding, F.pixel_unshuffle(detail, PACK)], 1)
+class DetailRefine(nn.Module):
+    """T/4 mask logits (B, K, h, w), the upscaled embedding (B, C, h, w) and the T/2 detail
+    features (B, D, 2h, 2w) -> (B, K, 2h, 2w) logits: the masks upsampled 2x plus a correction,
+    zero until trained (``conv2`` starts at zero)."""
+
+    def __init__(self, channels: int, detail: int, hidden: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1 + channels + detail, hidden, 3, 1, 1)
+        self.conv2 = nn.Conv2d(hidden, 1, 3, 1, 1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, masks: Tensor, up: Tensor, half: Tensor) -> Tensor:
+        b, k, h, w = masks.shape
+        up2 = dict(scale_factor=2, mode="bilinear", align_corners=False)
+        m = F.interpolate(masks.reshape(b * k, 1, h, w), **up2)
+        feats = torch.cat([F.interpolate(up, **up2), half.expand(up.shape[0], -1, -1, -1)], 1)
+        x = torch.cat([m, feats.repeat_interleave(k, 0)], 1)
+        return (m + self.conv2(F.gelu(self.conv1(x)))).reshape(b, k, 2 * h, 2 * w)
+
+
+def pack(embedding: Tensor, detail: Tensor, half: Tensor | None = None) -> Tensor:
+    """(B, C, H, W) embedding and (B, D, 4H, 4W) detail (and (B, D, 8H, 8W) T/2 features, for a
+    refine path) -> (B, C + 16 D (+ 64 D), H, W)."""
+    parts = [embedding, F.pixel_unshuffle(detail, PACK)]
+    if half is not None:
+        parts.append(F.pixel_unshuffle(half, 2 * PACK))
+    return torch.cat(parts, 1)
 
 
 def unpack(packed: Tensor, channels: int) -> tuple[Tensor, Tensor]:
     """`pack`'s inverse: the first ``channels`` channels, and the detail at 4x the grid."""
     return packed[:, :channels], F.pixel_shuffle(packed[:, channels:], PACK)
+
+
+def unpack_refine(packed: Tensor, channels: int) -> tuple[Tensor, Tensor, Tensor]:
+    """`pack`'s inverse with the T/2 features: the first ``channels`` channels, the detail at 4x
+    the grid and the T/2 features at 8x."""
+    rest = packed[:, channels:]
+    d = rest.shape[1] // (PACK**2 + (2 * PACK) ** 2)
+    quarter, half = rest[:, : d * PACK**2], rest[:, d * PACK**2 :]
+    return packed[:, :channels], F.pixel_shuffle(quarter, PACK), F.pixel_shuffle(half, 2 * PACK)
 
 
 def add_detail(model: nn.Module, channels: int) -> nn.Module:
@@ -81,4 +128,31 @@ def add_detail(model: nn.Module, channels: int) -> nn.Module:
     return model
 
 
-__all__ = ["DetailEncoder", "DetailFuse", "add_detail", "pack", "unpack"]
+def add_refine(model: nn.Module, hidden: int) -> nn.Module:
+    """``model`` (in place) with the T/2 refine path of ``hidden`` channels (module docstring)
+    after its detail path; its masks are the T/4 ones upsampled until the path is trained, and
+    its preset says ``refine``. New weights come from the global torch RNG."""
+    if hidden < 1:
+        raise ValueError(f"refine channels: {hidden} must be >= 1")
+    if model.detail_encoder is None:
+        raise ValueError("the refine path reads the detail path's features: add_detail first")
+    if model.mask_decoder.detail_refine is not None:
+        raise ValueError("the model has a refine path already")
+    upscaled = model.mask_decoder.output_upscaling[3].out_channels
+    detail = model.detail_encoder.conv1.out_channels
+    model.mask_decoder.detail_refine = DetailRefine(upscaled, detail, hidden)
+    if getattr(model, "preset", None) is not None and model.preset.refine != hidden:
+        model.preset = dataclasses.replace(model.preset, refine=hidden)
+    return model
+
+
+__all__ = [
+    "DetailEncoder",
+    "DetailFuse",
+    "DetailRefine",
+    "add_detail",
+    "add_refine",
+    "pack",
+    "unpack",
+    "unpack_refine",
+]

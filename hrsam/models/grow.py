@@ -92,6 +92,8 @@ def widen_mask_features(model: nn.Module, channels: int) -> nn.Module:
     weights from the new features, zero corrections to them. A probe of the mask head's capacity
     (benchmarks.grow_probe)."""
     dec = model.mask_decoder
+    if getattr(dec, "detail_refine", None) is not None:
+        raise ValueError("widen the mask features before adding the refine path (add_refine)")
     conv = dec.output_upscaling[3]
     old = conv.out_channels
     if channels <= old:

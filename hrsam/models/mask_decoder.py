@@ -59,6 +59,7 @@ class MaskDecoder(nn.Module):
             transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth
         )
         self.detail_fuse: nn.Module | None = None  # hrsam.models.detail.add_detail
+        self.detail_refine: nn.Module | None = None  # hrsam.models.detail.add_refine
 
     def forward(
         self,
@@ -68,11 +69,19 @@ class MaskDecoder(nn.Module):
         dense_prompt_embeddings: Tensor,
         multimask_output: bool,
         detail: Tensor | None = None,
+        half: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Logits (B, 1 or 3, 4H, 4W) and IoU predictions (B, 1 or 3). ``detail``: the image's
-        (1 or B, D, 4H, 4W) features for ``detail_fuse`` (`hrsam.models.detail`)."""
+        (1 or B, D, 4H, 4W) features for ``detail_fuse``; ``half``: its (1 or B, D, 8H, 8W)
+        features for ``detail_refine``, whose logits are (B, 1 or 3, 8H, 8W)
+        (`hrsam.models.detail`)."""
         masks, iou = self.predict_masks(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, detail
+            image_embeddings,
+            image_pe,
+            sparse_prompt_embeddings,
+            dense_prompt_embeddings,
+            detail,
+            half,
         )
         sl = slice(1, None) if multimask_output else slice(0, 1)
         return masks[:, sl], iou[:, sl]
@@ -84,6 +93,7 @@ class MaskDecoder(nn.Module):
         sparse: Tensor,
         dense: Tensor,
         detail: Tensor | None = None,
+        half: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         b = sparse.shape[0]
         out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], 0)
@@ -111,4 +121,11 @@ class MaskDecoder(nn.Module):
         )
         bu, cu, hu, wu = up.shape
         masks = (hyper @ up.reshape(bu, cu, hu * wu)).reshape(bu, -1, hu, wu)
+        if self.detail_refine is not None:
+            if half is None:
+                raise ValueError(
+                    "this decoder has a refine path (detail_refine): pass the image's T/2 "
+                    "features (InteractiveSegmenter.decode unpacks them from the embedding)"
+                )
+            masks = self.detail_refine(masks, up, half)
         return masks, self.iou_prediction_head(iou_out)

@@ -90,7 +90,8 @@ class Predictor:
 
         Returns:
             logits (K, H, W) at original resolution (threshold at 0) and low-resolution logits
-            (1, K, ts/4, ts/4) to feed back; K = 1 (3 with ``multimask``).
+            (1, K, ts/4, ts/4) to feed back (ts/2 with a refine path: `hrsam.models.detail`);
+            K = 1 (3 with ``multimask``).
         """
         if self.embedding is None:
             raise RuntimeError("call set_image before predict")
@@ -108,7 +109,7 @@ class Predictor:
         return self.postprocess(low)[0], low
 
     def postprocess(self, low: Tensor) -> Tensor:
-        """(B, K, ts/4, ts/4) logits -> (B, K, H, W) at original resolution."""
+        """(B, K, ts/4, ts/4) (or ts/2) logits -> (B, K, H, W) at original resolution."""
         (h, w), (hp, wp), (hr, wr) = self.orig_size, self.pad_size, self.resized
         x = F.interpolate(low, size=(self.ts, self.ts), mode="bilinear", align_corners=False)
         x = F.interpolate(x[..., :hr, :wr], size=(hp, wp), mode="bilinear", align_corners=False)

@@ -25,7 +25,7 @@ import torch
 from hrsam.attention import get_attention, list_attention
 from hrsam.attention.kernels import AUTO, check_kernel_name, resolve_kernel
 from hrsam.attention.windows import check_shift_rule
-from hrsam.models.detail import add_detail
+from hrsam.models.detail import add_detail, add_refine
 from hrsam.models.hrsam import HRSAMPlusPlusViT, HRSAMViT
 from hrsam.models.mask_decoder import MaskDecoder
 from hrsam.models.prompt_encoder import PromptEncoder
@@ -70,6 +70,16 @@ class ModelPreset:
     shift: str = "v2"
     # channels of the mask decoder's detail path at T/4 (hrsam.models.detail); 0: SAM's decoder
     detail: int = 0
+    # hidden channels of the detail path's T/2 refine (hrsam.models.detail.add_refine); 0: masks
+    # at T/4. Needs ``detail``.
+    refine: int = 0
+
+    def _check_sizes(self, bad) -> None:
+        for key, least in (("window_size", 1), ("cycle_repeats", 1), ("detail", 0), ("refine", 0)):
+            if getattr(self, key) < least:
+                raise bad(f"{key}={getattr(self, key)} must be >= {least}")
+        if self.refine and not self.detail:
+            raise bad(f"refine={self.refine} needs the detail path (detail > 0)")
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> ValueError:
@@ -77,9 +87,7 @@ class ModelPreset:
 
         if self.family not in FAMILIES:
             raise bad(f"family={self.family!r} must be one of {', '.join(FAMILIES)}")
-        for key, least in (("window_size", 1), ("cycle_repeats", 1), ("detail", 0)):
-            if getattr(self, key) < least:
-                raise bad(f"{key}={getattr(self, key)} must be >= {least}")
+        self._check_sizes(bad)
         if self.family == "sam":
             if self.attention not in SAM_ATTENTION:
                 raise bad(
@@ -198,6 +206,7 @@ OVERRIDES = (
     "anchor_sizes",
     "shift",
     "detail",
+    "refine",
 )
 
 
@@ -270,8 +279,8 @@ def build_model(
 ) -> InteractiveSegmenter:
     """Builds the interactive segmenter of a preset (name or `ModelPreset`) with overrides
     (``attention``, ``kernel``, ``window_size``, ``scan``, ``cycle_repeats``, ``anchor_sizes``,
-    ``shift``, ``detail``), on the CPU. ``device``, ``dtype`` and ``training`` say where and how
-    it will run: a kernel ``auto`` is resolved for them (`ModelPreset.for_device`)."""
+    ``shift``, ``detail``, ``refine``), on the CPU. ``device``, ``dtype`` and ``training`` say
+    where and how it will run: a kernel ``auto`` is resolved for them (`ModelPreset.for_device`)."""
     p = preset if isinstance(preset, ModelPreset) else get_preset(preset, **overrides)
     p = p.for_device(device, dtype, backward=training)
     grid = p.train_ts // 16
@@ -284,6 +293,8 @@ def build_model(
     model.preset = p
     if p.detail:
         add_detail(model, p.detail)
+    if p.refine:
+        add_refine(model, p.refine)
     return model
 
 

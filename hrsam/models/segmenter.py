@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hrsam.models.detail import pack, unpack
+from hrsam.models.detail import pack, unpack, unpack_refine
 from hrsam.models.mask_decoder import MaskDecoder
 from hrsam.models.prompt_encoder import PromptEncoder
 
@@ -58,7 +58,10 @@ class InteractiveSegmenter(nn.Module):
         embedding = self.image_encoder(image)
         if self.detail_encoder is None:
             return embedding
-        return pack(embedding, self.detail_encoder(image))
+        if self.mask_decoder.detail_refine is None:
+            return pack(embedding, self.detail_encoder(image))
+        half, quarter = self.detail_encoder.features(image)
+        return pack(embedding, quarter, half)
 
     def decode(
         self,
@@ -74,23 +77,36 @@ class InteractiveSegmenter(nn.Module):
             embedding: (B, 256, H, W) image embedding of a T = 16H input.
             points: (B, N, 2) (x, y) in input-canvas pixels, or None.
             labels: (B, N) 1 positive, 0 negative, -1 padding.
-            prev_logits: (B, 1, 4H, 4W) previous raw low-resolution logits, or None.
+            prev_logits: (B, 1, 4H, 4W) previous raw low-resolution logits (or a refine path's
+                (B, 1, 8H, 8W), averaged down to 4H x 4W), or None.
             multimask: return SAM's three masks instead of the single mask (token 0).
 
         Returns:
-            low-resolution logits (B, 1 or 3, 4H, 4W) and IoU predictions.
+            low-resolution logits (B, 1 or 3, 4H, 4W), (8H, 8W) with a refine path
+            (`hrsam.models.detail`), and IoU predictions.
         """
-        detail = None
-        if self.detail_encoder is not None:
-            embedding, detail = unpack(embedding, self.mask_decoder.transformer_dim)
+        detail = half = None
+        channels = self.mask_decoder.transformer_dim
+        if self.mask_decoder.detail_refine is not None:
+            embedding, detail, half = unpack_refine(embedding, channels)
+        elif self.detail_encoder is not None:
+            embedding, detail = unpack(embedding, channels)
         grid = tuple(embedding.shape[-2:])
+        if prev_logits is not None and prev_logits.shape[-2] == 8 * grid[0]:
+            prev_logits = F.avg_pool2d(prev_logits, 2)
         image_size = (grid[0] * 16, grid[1] * 16)
         pts = None if points is None else (points, labels)
         sparse, dense = self.prompt_encoder(
             pts, None, prev_logits, image_size=image_size, grid=grid
         )
         return self.mask_decoder(
-            embedding, self.prompt_encoder.get_dense_pe(grid), sparse, dense, multimask, detail
+            embedding,
+            self.prompt_encoder.get_dense_pe(grid),
+            sparse,
+            dense,
+            multimask,
+            detail,
+            half,
         )
 
     def forward(
