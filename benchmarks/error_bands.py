@@ -3,6 +3,8 @@
     python -m benchmarks.error_bands hrsam_tiny --data-root data/synthetic_3e-4 --limit 40
     python -m benchmarks.error_bands hrsam_tiny --state outputs/detail/hrsam_tiny/last.pt \\
         --detail 16 --data-root data/synthetic_3e-4
+    python -m benchmarks.error_bands hrsam_tiny --state outputs/refine/hrsam_tiny/last.pt \\
+        --refine 16 --data-root data/synthetic_3e-4
 
 Runs the evaluation's click loop (hrsam protocol) on the recipe's val objects and, after the last
 click, counts the wrong pixels by their distance to the object's outline in native pixels (within
@@ -33,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--detail", type=int, default=None,
         help="the state's detail channels (0: none; default: the preset's)",
+    )  # fmt: skip
+    p.add_argument(
+        "--refine", type=int, default=0,
+        help="the state's T/2 refine channels (hrsam.models.detail.add_refine; default 0: none)",
     )  # fmt: skip
     p.add_argument("--ts", type=int, default=512)
     p.add_argument("--clicks", type=int, default=20)
@@ -76,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
     recipe = load_recipe(args.recipe or RECIPE)
     torch.set_num_threads(recipe["threads"])
-    model = build_model(args.preset, **({} if args.detail is None else {"detail": args.detail}))
+    sizes = {"refine": args.refine, **({} if args.detail is None else {"detail": args.detail})}
+    model = build_model(args.preset, **sizes)
     if args.state and args.state.endswith(".safetensors"):
         from safetensors.torch import load_file
 

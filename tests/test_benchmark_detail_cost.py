@@ -13,8 +13,8 @@ from benchmarks import detail_cost
 
 def test_rows_pair_one_model_with_and_without_the_path(tmp_path, capsys):
     out = tmp_path / "res"
-    argv = ["--detail", "0", "8", "--ts", "64", "--train-ts", "64", "--steps", "3",
-            "--warmup", "1", "--reps", "3", "--out", str(out), "--data-root", str(tmp_path / "d")]  # fmt: skip
+    argv = ["--detail", "0", "8", "--ts", "64", "--train-ts", "64", "--steps", "3", "--warmup",
+            "1", "--reps", "3", "--out", str(out), "--data-root", str(tmp_path / "d")]  # fmt: skip
     assert detail_cost.main(argv) == 0
     rows = list(csv.DictReader((out / "detail_cost.csv").open()))
     timed = {r["detail"]: r for r in rows if r["encode_ms"]}

@@ -4,6 +4,7 @@ counts and corrections on masks made by hand, and the probe's run at micro scale
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from benchmarks.error_bands import BANDS, band_errors, iou_without, main, outline_distance
 from hrsam.interactive.evaluate import read_ious
@@ -56,3 +57,28 @@ def test_error_bands_runs_on_the_committed_base(tmp_path, capsys):
     val = data_config(load_recipe(recipe)).build("val")
     want = evaluate(model.eval(), [val[0], val[1]], ts=64, max_clicks=2)
     assert objects == want.names and np.array_equal(ious, want.ious)
+
+
+def test_error_bands_reads_a_state_with_the_refine_path(tmp_path, capsys):
+    """``--refine`` builds the state's T/2 path: the base with a trained refine, saved as a
+    training state, gives other curves than the base; without ``--refine`` its keys are refused."""
+    import torch
+
+    from hrsam import pretrained
+    from hrsam.models import build_model
+
+    recipe = micro_recipe(tmp_path)
+    model = build_model("hrsam_tiny", refine=8)
+    model.load_state_dict(pretrained.load_state("hrsam_tiny"), strict=False)
+    with torch.no_grad():
+        model.mask_decoder.detail_refine.conv2.bias.fill_(-3.0)  # every pixel pushed outside
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "last.pt")
+    args = ["hrsam_tiny", "--recipe", str(recipe), "--ts", "64", "--clicks", "2", "--limit", "2"]
+    state = ["--state", str(tmp_path / "last.pt")]
+    assert main([*args, *state, "--refine", "8", "--out", str(tmp_path / "r")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    _, refined = read_ious(tmp_path / "r" / "ious.csv")
+    _, base = read_ious(tmp_path / "b" / "ious.csv")
+    assert (refined < base).any()
+    with pytest.raises(RuntimeError, match="detail_refine"):
+        main([*args, *state])
