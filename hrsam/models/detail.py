@@ -17,8 +17,8 @@ them and `InteractiveSegmenter.decode` takes them off again.
 
 ``add_refine(model, hidden)`` goes one step further, for a model with the path: the decoder's
 mask at T/2 instead of T/4. ``DetailRefine`` upsamples each T/4 mask's logits 2x and adds a
-correction from two 3x3 convolutions on those logits, the upscaled embedding (2x) and the
-detail encoder's own T/2 features (its first convolution's output, packed as well); the last
+correction from two 3x3 convolutions on those logits and the detail encoder's own T/2 features
+(its first convolution's output, packed as well); the last
 layer starts at zero, so the T/2 mask starts as the T/4 mask upsampled. The decoder then returns
 (B, K, 8H, 8W) logits; fed back as the previous mask they are averaged down to the prompt
 encoder's 4H x 4W (a T/4 previous mask, such as the oracle's, is taken as it is).
@@ -68,23 +68,25 @@ class DetailFuse(nn.Module):
 
 
 class DetailRefine(nn.Module):
-    """T/4 mask logits (B, K, h, w), the upscaled embedding (B, C, h, w) and the T/2 detail
-    features (B, D, 2h, 2w) -> (B, K, 2h, 2w) logits: the masks upsampled 2x plus a correction,
-    zero until trained (``conv2`` starts at zero)."""
+    """T/4 mask logits (B, K, h, w) and the T/2 detail features (1 or B, D, 2h, 2w) -> (B, K, 2h,
+    2w) logits: the masks upsampled 2x plus a correction from both, zero until trained
+    (``conv2`` starts at zero). Two narrow convolutions: it runs at 4x the T/4 pixels, on every
+    click."""
 
-    def __init__(self, channels: int, detail: int, hidden: int) -> None:
+    def __init__(self, detail: int, hidden: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(1 + channels + detail, hidden, 3, 1, 1)
+        self.conv1 = nn.Conv2d(1 + detail, hidden, 3, 1, 1)
         self.conv2 = nn.Conv2d(hidden, 1, 3, 1, 1)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
 
-    def forward(self, masks: Tensor, up: Tensor, half: Tensor) -> Tensor:
+    def forward(self, masks: Tensor, half: Tensor) -> Tensor:
         b, k, h, w = masks.shape
-        up2 = dict(scale_factor=2, mode="bilinear", align_corners=False)
-        m = F.interpolate(masks.reshape(b * k, 1, h, w), **up2)
-        feats = torch.cat([F.interpolate(up, **up2), half.expand(up.shape[0], -1, -1, -1)], 1)
-        x = torch.cat([m, feats.repeat_interleave(k, 0)], 1)
+        m = F.interpolate(
+            masks.reshape(b * k, 1, h, w), scale_factor=2, mode="bilinear", align_corners=False
+        )
+        x = torch.cat([m, half.expand(b, -1, -1, -1).repeat_interleave(k, 0)], 1)
+        x = x.contiguous(memory_format=torch.channels_last)  # 2-3x faster convs on the CPU
         return (m + self.conv2(F.gelu(self.conv1(x)))).reshape(b, k, 2 * h, 2 * w)
 
 
@@ -138,9 +140,8 @@ def add_refine(model: nn.Module, hidden: int) -> nn.Module:
         raise ValueError("the refine path reads the detail path's features: add_detail first")
     if model.mask_decoder.detail_refine is not None:
         raise ValueError("the model has a refine path already")
-    upscaled = model.mask_decoder.output_upscaling[3].out_channels
     detail = model.detail_encoder.conv1.out_channels
-    model.mask_decoder.detail_refine = DetailRefine(upscaled, detail, hidden)
+    model.mask_decoder.detail_refine = DetailRefine(detail, hidden)
     if getattr(model, "preset", None) is not None and model.preset.refine != hidden:
         model.preset = dataclasses.replace(model.preset, refine=hidden)
     return model

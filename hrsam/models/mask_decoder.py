@@ -76,15 +76,18 @@ class MaskDecoder(nn.Module):
         features for ``detail_refine``, whose logits are (B, 1 or 3, 8H, 8W)
         (`hrsam.models.detail`)."""
         masks, iou = self.predict_masks(
-            image_embeddings,
-            image_pe,
-            sparse_prompt_embeddings,
-            dense_prompt_embeddings,
-            detail,
-            half,
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, detail
         )
         sl = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, sl], iou[:, sl]
+        masks = masks[:, sl]
+        if self.detail_refine is not None:  # the returned masks only: it runs at T/2
+            if half is None:
+                raise ValueError(
+                    "this decoder has a refine path (detail_refine): pass the image's T/2 "
+                    "features (InteractiveSegmenter.decode unpacks them from the embedding)"
+                )
+            masks = self.detail_refine(masks, half)
+        return masks, iou[:, sl]
 
     def predict_masks(
         self,
@@ -93,7 +96,6 @@ class MaskDecoder(nn.Module):
         sparse: Tensor,
         dense: Tensor,
         detail: Tensor | None = None,
-        half: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         b = sparse.shape[0]
         out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], 0)
@@ -121,11 +123,4 @@ class MaskDecoder(nn.Module):
         )
         bu, cu, hu, wu = up.shape
         masks = (hyper @ up.reshape(bu, cu, hu * wu)).reshape(bu, -1, hu, wu)
-        if self.detail_refine is not None:
-            if half is None:
-                raise ValueError(
-                    "this decoder has a refine path (detail_refine): pass the image's T/2 "
-                    "features (InteractiveSegmenter.decode unpacks them from the embedding)"
-                )
-            masks = self.detail_refine(masks, up, half)
         return masks, self.iou_prediction_head(iou_out)
