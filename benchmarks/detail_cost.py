@@ -3,10 +3,13 @@ it, side by side in one run.
 
     python -m benchmarks.detail_cost                                # hrsam_tiny, detail 0 16
     python -m benchmarks.detail_cost --preset sam_tiny --detail 0 16 32 --ts 512 1024
+    python -m benchmarks.detail_cost --refine 8              # + 16 with the T/2 refine
 
 Every row is the same model: the plain one (``detail=0``, built from ``--seed``) and copies of
-it with the path added (`add_detail`, its last layer zero), so before anything is timed the run
-checks that every row draws the plain model's mask for the same image and clicks. Then, per ts,
+it with the path added (`add_detail`, its last layer zero; with ``--refine``, also each with
+the T/2 refine after it, `add_refine`, whose masks are the T/4 ones upsampled 2x until
+trained), so before anything is timed the run checks that every row draws the plain model's
+mask for the same image and clicks. Then, per ts,
 in rounds whose order rotates from round to round: ``encode`` (`InteractiveSegmenter.encode`:
 the image encoder and, with the path, its detail encoder; once per image) and ``click`` (one
 `InteractiveSegmenter.decode` with three clicks and the previous mask: what each click costs
@@ -27,13 +30,14 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from benchmarks import _scaffold as scaffold
 from benchmarks._scaffold import interval, render
 from benchmarks._timing import median_ms, paired_ratio
 from benchmarks.train_step import Trainer, summarize, tiny_config
 from hrsam.models import build_model
-from hrsam.models.detail import add_detail
+from hrsam.models.detail import add_detail, add_refine
 from hrsam.profiling import encoder_flops
 
 CLICKS = 3  # clicks in the timed decode (the previous mask too)
@@ -48,6 +52,9 @@ def parse_args(argv: list[str] | None = None):
     )
     p.add_argument("--preset", default="hrsam_tiny")
     p.add_argument("--detail", type=int, nargs="+", default=[0, 16], help="path widths (0: none)")
+    p.add_argument(
+        "--refine", type=int, default=0, help="also each width with a T/2 refine of this width"
+    )
     p.add_argument("--ts", type=int, nargs="+", default=[512, 1024])
     p.add_argument("--train-ts", type=int, default=512, help="the training step's ts (0: skip)")
     p.add_argument("--steps", type=int, default=20, help="training steps per row, warm-up included")
@@ -69,8 +76,10 @@ def parse_args(argv: list[str] | None = None):
     return args
 
 
-def build_rows(preset: str, widths: list[int], seed: int, training: bool) -> dict:
-    """The plain model (seeded) and a copy per width with the path added (each seeded too)."""
+def build_rows(preset: str, widths: list[int], seed: int, training: bool, refine: int = 0):
+    """{row name: model}: the plain model (seeded, ``"0"``) and a copy per width with the path
+    added (each seeded too); with ``refine``, each of those again with the T/2 refine
+    (``"16+r8"``)."""
     torch.manual_seed(seed)
     plain = build_model(preset, training=training, detail=0)
     rows = {}
@@ -79,7 +88,10 @@ def build_rows(preset: str, widths: list[int], seed: int, training: bool) -> dic
         if w:
             torch.manual_seed(seed + w)
             add_detail(model, w)
-        rows[w] = model
+        rows[str(w)] = model
+        if w and refine:
+            torch.manual_seed(seed + w + refine)
+            rows[f"{w}+r{refine}"] = add_refine(copy.deepcopy(model), refine)
     return rows
 
 
@@ -98,11 +110,15 @@ def same_masks(rows: dict[int, torch.nn.Module], ts: int, seed: int) -> float:
     """The largest difference of any row's low-resolution logits from the plain row's."""
     image, points, labels, prev = inputs(ts, seed)
     out = {w: m.eval().decode(m.encode(image), points, labels, prev)[0] for w, m in rows.items()}
-    return max((out[w] - out[0]).abs().max().item() for w in rows)
+    up = dict(scale_factor=2, mode="bilinear", align_corners=False)
+    want = {False: out["0"], True: F.interpolate(out["0"], **up)}  # T/4, and a refine's T/2
+    return max(
+        (o - want[o.shape[-1] > out["0"].shape[-1]]).abs().max().item() for o in out.values()
+    )
 
 
 @torch.no_grad()
-def time_inference(rows: dict[int, torch.nn.Module], ts: int, reps: int, warmup: int, seed: int):
+def time_inference(rows: dict[str, torch.nn.Module], ts: int, reps: int, warmup: int, seed: int):
     """Per row, the seconds of ``encode`` and of ``click`` in each timed round."""
     image, points, labels, prev = inputs(ts, seed)
     order = list(rows)
@@ -123,7 +139,7 @@ def time_inference(rows: dict[int, torch.nn.Module], ts: int, reps: int, warmup:
     return times
 
 
-def time_training(rows: dict[int, torch.nn.Module], args) -> dict[int, Trainer]:
+def time_training(rows: dict[str, torch.nn.Module], args) -> dict[str, Trainer]:
     """``--steps`` B.3 steps of each row in turn (rotated), the same samples for every row."""
     from hrsam.data import build_dataset
 
@@ -144,7 +160,8 @@ def time_training(rows: dict[int, torch.nn.Module], args) -> dict[int, Trainer]:
 
 def params(model: torch.nn.Module) -> tuple[int, int]:
     """All parameters, and those of the detail path (encoder and fuse)."""
-    path = [model.detail_encoder, getattr(model.mask_decoder, "detail_fuse", None)]
+    dec = model.mask_decoder
+    path = [model.detail_encoder, dec.detail_fuse, dec.detail_refine]
     extra = sum(p.numel() for m in path if m is not None for p in m.parameters())
     return sum(p.numel() for p in model.parameters()), extra
 
@@ -153,7 +170,7 @@ def measure(args) -> tuple[list[dict], list[dict]]:
     """Per (width, ts): the medians; per (width > 0, ts, part): the ratio against width 0."""
     rows, pairs = [], []
     for ts in args.ts:
-        models = build_rows(args.preset, args.detail, args.seed, training=False)
+        models = build_rows(args.preset, args.detail, args.seed, False, args.refine)
         diff = same_masks(models, ts, args.seed)
         if diff > 1e-5:
             raise SystemExit(
@@ -173,19 +190,20 @@ def measure(args) -> tuple[list[dict], list[dict]]:
                     **{f"{k}_ms": median_ms(v) for k, v in times[w].items()},
                 }
             )
-            if w:
+            if w != "0":
                 for part in ("encode", "click"):
                     pairs.append(
                         {
                             "detail": w,
                             "ts": ts,
                             "part": part,
-                            **paired_ratio(times[w][part], times[0][part]),
+                            **paired_ratio(times[w][part], times["0"][part]),
                         }
                     )
         print(f"ts {ts}: timed {args.reps - args.warmup} rounds of {len(models)} rows", flush=True)
     if args.train_ts:
-        trainers = time_training(build_rows(args.preset, args.detail, args.seed, True), args)
+        models = build_rows(args.preset, args.detail, args.seed, True, args.refine)
+        trainers = time_training(models, args)
         steps = {
             w: np.array([sum(p.values()) for p in tr.parts[args.warmup :]])
             for w, tr in trainers.items()
@@ -193,10 +211,16 @@ def measure(args) -> tuple[list[dict], list[dict]]:
         for w, tr in trainers.items():
             ms = round(1e3 * summarize(tr, args.warmup)["step"], 1)
             rows.append({"detail": w, "ts": args.train_ts, "train_step_ms": ms})
-            if w:
-                ratio = paired_ratio(steps[w], steps[0])
+            if w != "0":
+                ratio = paired_ratio(steps[w], steps["0"])
                 pairs.append({"detail": w, "ts": args.train_ts, "part": "train step", **ratio})
     return rows, pairs
+
+
+def _order(name: str) -> tuple[int, int]:
+    """A row name's sort key: width, then refine."""
+    w, _, r = name.partition("+r")
+    return int(w), int(r or 0)
 
 
 def table(rows: list[dict]) -> str:
@@ -206,7 +230,7 @@ def table(rows: list[dict]) -> str:
         merged.setdefault((r["detail"], r["ts"]), {}).update(r)
     header = ["detail", "ts", "params", "path params", "encoder GFLOP", "encode ms", "click ms"]
     body = []
-    for (w, ts), r in sorted(merged.items(), key=lambda x: (x[0][1], x[0][0])):
+    for (w, ts), r in sorted(merged.items(), key=lambda x: (x[0][1], _order(x[0][0]))):
         counts = [f"{r[k]:,}" if k in r else "-" for k in ("params", "path_params")]
         body.append(
             [str(w), str(ts), *counts, scaffold.fmt(r.get("encoder_gflop"), 2)]
@@ -217,7 +241,8 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    scaffold.banner(scaffold.CPU, args.preset, f"detail {args.detail}", f"ts {args.ts}")
+    refine = [f"refine {args.refine}"] if args.refine else []
+    scaffold.banner(scaffold.CPU, args.preset, f"detail {args.detail}", *refine, f"ts {args.ts}")
     rows, pairs = measure(args)
     text = table(rows)
     lines = [
@@ -227,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     scaffold.show(text, lines)
     settings = (
         f"- {args.preset}, fp32, batch 1, {torch.get_num_threads()} threads; the rows are one "
-        f"model (seed {args.seed}) with and without the path, checked to draw the same masks; "
+        f"model (seed {args.seed}) with and without the path (`W+rH`: with the T/2 refine of H "
+        f"channels), checked to draw the same masks; "
         f"encode and click: {args.reps - args.warmup} timed rounds per ts (order rotated), "
         f"{CLICKS} clicks and the previous mask; train step: `benchmarks.train_step`'s B.3 step "
         f"at ts {args.train_ts}, {args.steps - args.warmup} timed steps per row in turn; ms = "
