@@ -281,7 +281,7 @@ def test_shared_base_training_is_trained_once_and_finetuned_per_trial(tmp_path, 
         )
     # base_lr sets the base's rate, not the finetune's
     with_lr = planned_config(["grid=window_size", *with_keys(micro, "train.base_lr=0.005")])
-    assert S.base_config(with_lr)[1].lr == 0.005 and S.train_config(with_lr).lr == 0.0003
+    assert S.base_config(with_lr)[1].lr == 0.005 and S.train_config(with_lr).lr == 0.0001
     # base_ts sets the base's canvas; 0 means the finetune's
     assert S.base_config(with_lr)[1].ts == 32 and S.train_config(with_lr).ts == 64
     same = planned_config(["grid=window_size", *with_keys(micro, "train.base_ts=0")])
