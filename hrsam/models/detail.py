@@ -16,12 +16,12 @@ loop's click rounds, the app) caches them too, unchanged: `InteractiveSegmenter.
 them and `InteractiveSegmenter.decode` takes them off again.
 
 ``add_refine(model, hidden)`` goes one step further, for a model with the path: the decoder's
-mask at T/2 instead of T/4. ``DetailRefine`` upsamples each T/4 mask's logits 2x and adds a
-correction from two 3x3 convolutions on those logits and the detail encoder's own T/2 features
-(its first convolution's output, packed as well); the last
-layer starts at zero, so the T/2 mask starts as the T/4 mask upsampled. The decoder then returns
-(B, K, 8H, 8W) logits; fed back as the previous mask they are averaged down to the prompt
-encoder's 4H x 4W (a T/4 previous mask, such as the oracle's, is taken as it is).
+mask at T/2 instead of T/4. ``DetailRefine`` upsamples each returned T/4 mask's logits 2x and
+adds a correction from two 3x3 convolutions on those logits and the detail encoder's own T/2
+features (its first convolution's output, packed as well); the last layer starts at zero, so
+the T/2 mask starts as the T/4 mask upsampled. The decoder then returns (B, K, 8H, 8W) logits;
+fed back as the previous mask they are averaged down to the prompt encoder's 4H x 4W (a T/4
+previous mask, such as the oracle's, is taken as it is).
 """
 
 from __future__ import annotations
