@@ -106,7 +106,7 @@ def inputs(ts: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
 
 
 @torch.no_grad()
-def same_masks(rows: dict[int, torch.nn.Module], ts: int, seed: int) -> float:
+def same_masks(rows: dict[str, torch.nn.Module], ts: int, seed: int) -> float:
     """The largest difference of any row's low-resolution logits from the plain row's."""
     image, points, labels, prev = inputs(ts, seed)
     out = {w: m.eval().decode(m.encode(image), points, labels, prev)[0] for w, m in rows.items()}
@@ -159,7 +159,7 @@ def time_training(rows: dict[str, torch.nn.Module], args) -> dict[str, Trainer]:
 
 
 def params(model: torch.nn.Module) -> tuple[int, int]:
-    """All parameters, and those of the detail path (encoder and fuse)."""
+    """All parameters, and those of the detail path (encoder, fuse and any refine)."""
     dec = model.mask_decoder
     path = [model.detail_encoder, dec.detail_fuse, dec.detail_refine]
     extra = sum(p.numel() for m in path if m is not None for p in m.parameters())
