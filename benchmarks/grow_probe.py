@@ -53,6 +53,16 @@ def _parser() -> argparse.ArgumentParser:
         help="hidden channels of a T/2 refine after the detail path (hrsam.models.detail."
         "add_refine: the decoder's masks at T/2; default 0: none)",
     )
+    p.add_argument(
+        "--context",
+        type=int,
+        default=0,
+        help="context blocks on the detail path's T/4 features (hrsam.models.detail."
+        "add_context: a receptive field of 103 input px with 2; default 0: none)",
+    )
+    p.add_argument(
+        "--loss", default=None, help="the stage's loss (hrsam.train.losses; default: the recipe's)"
+    )
     p.add_argument("--lr", type=float, default=None, help="peak rate (default: the recipe's)")
     p.add_argument("--ts", type=int, default=512)
     p.add_argument("--steps", type=int, default=10000)
@@ -70,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from ablations.pretrain import RECIPE, data_config, load_recipe, train_config, validate
     from hrsam import pretrained
     from hrsam.models import build_model
-    from hrsam.models.detail import add_detail, add_refine
+    from hrsam.models.detail import add_context, add_detail, add_refine
     from hrsam.models.grow import grow, widen_mask_features
     from hrsam.names import MIOU1, NOC90, NOF90
     from hrsam.train.loop import train
@@ -84,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup=args.warmup,
         seed=args.seed,
         **({"lr": args.lr} if args.lr else {}),
+        **({"loss": args.loss} if args.loss else {}),
     )
     base = build_model(args.preset, training=True)
     if args.detail and base.detail_encoder is not None:
@@ -100,12 +111,16 @@ def main(argv: list[str] | None = None) -> int:
         widen_mask_features(model, args.mask_channels)
     if args.detail:
         add_detail(model, args.detail)
+    if args.context:
+        add_context(model, args.context)
     if args.refine:
         add_refine(model, args.refine)
     changes = [f"{args.depth} blocks"] if args.depth != base.preset.depth else []
     changes += [f"{args.mask_channels} mask features"] if args.mask_channels else []
     changes += [f"detail {args.detail}"] if args.detail else []
     changes += [f"refine {args.refine} (masks at T/2)"] if args.refine else []
+    changes += [f"context {args.context}"] if args.context else []
+    changes += [f"loss {args.loss}"] if args.loss else []
     label = f"{args.preset} ({', '.join(changes) or 'as it is'})"
     data = data_config(recipe, args.data_root)
     dataset = data.build("train")
@@ -120,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = validate(model, recipe, data, label)
     record = {"train": dataclasses.asdict(tc), "depth": args.depth, "validation": figures,
               "mask_channels": args.mask_channels, "detail": args.detail,
-              "refine": args.refine}  # fmt: skip
+              "refine": args.refine, "context": args.context}  # fmt: skip
     (out / "validation.json").write_text(json.dumps({**record, "wall_s": time.time() - start}))
     for ts, f in figures.items():
         print(f"ts {ts}: " + ", ".join(f"{k} {f[k]:.3f}" for k in (NOC90, NOF90, MIOU1)))

@@ -25,7 +25,7 @@ import torch
 from hrsam.attention import get_attention, list_attention
 from hrsam.attention.kernels import AUTO, check_kernel_name, resolve_kernel
 from hrsam.attention.windows import check_shift_rule
-from hrsam.models.detail import add_detail, add_refine
+from hrsam.models.detail import add_context, add_detail, add_refine
 from hrsam.models.hrsam import HRSAMPlusPlusViT, HRSAMViT
 from hrsam.models.mask_decoder import MaskDecoder
 from hrsam.models.prompt_encoder import PromptEncoder
@@ -73,13 +73,18 @@ class ModelPreset:
     # hidden channels of the detail path's T/2 refine (hrsam.models.detail.add_refine); 0: masks
     # at T/4. Needs ``detail``.
     refine: int = 0
+    # context blocks on the detail path's T/4 features (hrsam.models.detail.add_context): a
+    # receptive field of 7 input pixels, 103 with two. Needs ``detail``.
+    context: int = 0
 
     def _check_sizes(self, bad) -> None:
-        for key, least in (("window_size", 1), ("cycle_repeats", 1), ("detail", 0), ("refine", 0)):
-            if getattr(self, key) < least:
-                raise bad(f"{key}={getattr(self, key)} must be >= {least}")
-        if self.refine and not self.detail:
-            raise bad(f"refine={self.refine} needs the detail path (detail > 0)")
+        least = {"window_size": 1, "cycle_repeats": 1, "detail": 0, "refine": 0, "context": 0}
+        for key, n in least.items():
+            if getattr(self, key) < n:
+                raise bad(f"{key}={getattr(self, key)} must be >= {n}")
+        for key in ("refine", "context"):
+            if getattr(self, key) and not self.detail:
+                raise bad(f"{key}={getattr(self, key)} needs the detail path (detail > 0)")
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> ValueError:
@@ -207,6 +212,7 @@ OVERRIDES = (
     "shift",
     "detail",
     "refine",
+    "context",
 )
 
 
@@ -279,8 +285,8 @@ def build_model(
 ) -> InteractiveSegmenter:
     """Builds the interactive segmenter of a preset (name or `ModelPreset`) with overrides
     (``attention``, ``kernel``, ``window_size``, ``scan``, ``cycle_repeats``, ``anchor_sizes``,
-    ``shift``, ``detail``, ``refine``), on the CPU. ``device``, ``dtype`` and ``training`` say
-    where and how it will run: a kernel ``auto`` is resolved for them (`ModelPreset.for_device`)."""
+    ``shift``, ``detail``, ``refine``, ``context``), on the CPU. ``device``, ``dtype`` and
+    ``training`` say where and how it will run: a kernel ``auto`` is resolved for them (`ModelPreset.for_device`)."""
     p = preset if isinstance(preset, ModelPreset) else get_preset(preset, **overrides)
     p = p.for_device(device, dtype, backward=training)
     grid = p.train_ts // 16
@@ -293,6 +299,8 @@ def build_model(
     model.preset = p
     if p.detail:
         add_detail(model, p.detail)
+    if p.context:
+        add_context(model, p.context)
     if p.refine:
         add_refine(model, p.refine)
     return model

@@ -58,7 +58,42 @@ def bce_dice_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None) -
     return (bce + dice).mean()
 
 
+def outline_band(target: Tensor, radius: int) -> Tensor:
+    """(B, 1, H, W) {0, 1} target -> {0, 1} pixels within ``radius`` pixels (in the max norm)
+    of its outline: where a (2 radius + 1) square window holds both labels."""
+    y = target.float()
+    k = 2 * radius + 1
+    grown = F.max_pool2d(y, k, 1, radius)
+    shrunk = -F.max_pool2d(-y, k, 1, radius)
+    return grown - shrunk
+
+
+def bce_dice_band_loss(
+    logits: Tensor,
+    target: Tensor,
+    valid: Tensor | None = None,
+    radius: int = 3,
+    weight: float = 4.0,
+) -> Tensor:
+    """`bce_dice_loss` with the cross-entropy of the pixels within ``radius`` of the target's
+    outline (`outline_band`) counted ``1 + weight`` times: the outline is a few percent of the
+    pixels, and where the masks go wrong once the clicks stop helping
+    (benchmarks/results/cpu/pretrain.md, session 17). The normalization stays the valid pixel
+    count, so the interior's weight is the same as in `bce_dice_loss`."""
+    y = target.float()
+    v = torch.ones_like(y) if valid is None else valid.float()
+    x = logits.float()
+    dims = tuple(range(1, x.dim()))
+    n = v.sum(dims).clamp_min(1.0)
+    w = v * (1 + weight * outline_band(y, radius))
+    bce = (F.binary_cross_entropy_with_logits(x, y, reduction="none") * w).sum(dims) / n
+    p = torch.sigmoid(x) * v
+    dice = 1 - (2 * (p * y).sum(dims) + 1) / (p.sum(dims) + (y * v).sum(dims) + 1)
+    return (bce + dice).mean()
+
+
 LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "nfl": normalized_focal_loss,
     "bce_dice": bce_dice_loss,
+    "bce_dice_band": bce_dice_band_loss,
 }
