@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
         "--refine", type=int, default=0,
         help="the state's T/2 refine channels (hrsam.models.detail.add_refine; default 0: none)",
     )  # fmt: skip
+    p.add_argument(
+        "--context", type=int, default=None,
+        help="the state's context blocks (hrsam.models.detail.add_context; default: the preset's)",
+    )  # fmt: skip
     p.add_argument("--ts", type=int, default=512)
     p.add_argument("--clicks", type=int, default=20)
     p.add_argument("--limit", type=int, default=0, help="the first N val objects (0: all)")
@@ -83,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = load_recipe(args.recipe or RECIPE)
     torch.set_num_threads(recipe["threads"])
     sizes = {"refine": args.refine, **({} if args.detail is None else {"detail": args.detail})}
+    sizes.update({} if args.context is None else {"context": args.context})
     model = build_model(args.preset, **sizes)
     if args.state and args.state.endswith(".safetensors"):
         from safetensors.torch import load_file

@@ -10,7 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from hrsam.models import build_model
-from hrsam.models.detail import add_detail, add_refine, pack, unpack, unpack_refine
+from hrsam.models.detail import (
+    add_context,
+    add_detail,
+    add_refine,
+    pack,
+    unpack,
+    unpack_refine,
+)
 from hrsam.models.predictor import Predictor
 
 PTS = torch.tensor([[[100.0, 120.0], [30.0, 200.0]]]), torch.tensor([[1, 0]])
@@ -224,3 +231,61 @@ def test_the_refine_path_needs_the_detail_path_and_its_features():
     with pytest.raises(ValueError, match="pass the image's T/2 features"):
         pe, sparse = torch.zeros(1, 64, 8, 8), torch.zeros(1, 1, 64)
         model.mask_decoder(torch.zeros(1, 64, 8, 8), pe, sparse, torch.zeros_like(pe), False, det)
+
+
+@pytest.mark.parametrize("name", ["hrsam_tiny", "sam_tiny"])
+def test_added_context_blocks_keep_every_output_and_checkpoints_rebuild_them(name, tmp_path):
+    """`add_context`: the model computes what it did until the blocks train; its preset says
+    ``context`` and a checkpoint of it loads them back, with the same logits."""
+    from hrsam.models import load_model
+    from hrsam.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = _trained_like(build_model(name)).eval()
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        want = model(x, *PTS)
+        add_context(model, 2)
+        assert torch.equal(model(x, *PTS), want)
+    assert model.preset.context == 2 and len(model.detail_encoder.context) == 2
+    _trained_like(model.detail_encoder.context)
+    path = save_checkpoint(model, tmp_path / "context.pt")
+    loaded = load_model(name, str(path)).eval()
+    with torch.no_grad():
+        got, trained = loaded(x, *PTS), model(x, *PTS)
+    assert torch.equal(got, trained) and not torch.equal(trained, want)
+    assert loaded.preset.context == 2
+
+
+def test_context_blocks_widen_what_the_detail_features_see():
+    """One changed input pixel moves the T/4 detail features within the stem's reach (1 cell)
+    without context; with two blocks (dilations 2 and 4: 4 x 2 + 4 x 4 more cells) out to 25
+    cells, and no farther."""
+    torch.manual_seed(0)
+    model = _trained_like(build_model("hrsam_tiny")).eval()
+    x = torch.randn(1, 3, 512, 512)
+    y = x.clone()
+    y[..., 256, 256] += 5.0
+
+    def reach() -> int:
+        with torch.no_grad():
+            a, b = model.detail_encoder(x), model.detail_encoder(y)
+        return int(((a - b).abs() > 0).any(1)[0].nonzero().sub(64).abs().max())
+
+    assert reach() <= 1
+    _trained_like(add_context(model, 2).detail_encoder.context)
+    assert 8 < reach() <= 25
+
+
+def test_context_blocks_need_the_detail_path_and_come_once():
+    from hrsam.models.presets import get_preset
+
+    with pytest.raises(ValueError, match="context=2 needs the detail path"):
+        get_preset("hrsam_tiny", detail=0, context=2)
+    with pytest.raises(ValueError, match="add_detail first"):
+        add_context(build_model("hrsam_tiny", detail=0), 2)
+    model = add_context(build_model("hrsam_tiny"), 1)
+    with pytest.raises(ValueError, match="context blocks already"):
+        add_context(model, 1)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        add_context(build_model("hrsam_tiny"), 0)

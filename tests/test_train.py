@@ -46,6 +46,41 @@ def test_bce_dice_loss_hand_check():
     assert bce_dice_loss(*two).item() == pytest.approx(sum(per).item() / 2, rel=1e-5)
 
 
+def test_the_outline_band_loss_is_bce_dice_with_the_band_weighted_as_a_slow_reference():
+    """`outline_band` against a pixel loop (a pixel is in the band where its window holds both
+    labels); `bce_dice_band_loss` against the explicit per-pixel weighted sum; weight 0 is
+    `bce_dice_loss`."""
+    import torch.nn.functional as F
+
+    from hrsam.train.losses import bce_dice_band_loss, bce_dice_loss, outline_band
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.zeros(2, 1, 12, 12)
+    target[0, 0, 2:7, 3:9], target[1, 0, 6:, :5], target[1, 0, 2, 9] = 1, 1, 1
+    logits = torch.randn(2, 1, 12, 12, generator=g)
+    r = 2
+    band = outline_band(target, r)
+    slow = torch.zeros_like(target)
+    for b in range(2):
+        for i in range(12):
+            for j in range(12):
+                win = target[b, 0, max(0, i - r) : i + r + 1, max(0, j - r) : j + r + 1]
+                slow[b, 0, i, j] = float(win.min() != win.max())
+    assert torch.equal(band, slow) and 0 < band.sum() < band.numel()
+    w = 1 + 3.0 * slow
+    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * w).mean((1, 2, 3))
+    p = torch.sigmoid(logits)
+    dice = 1 - (2 * (p * target).sum((1, 2, 3)) + 1) / (
+        p.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1
+    )
+    got = bce_dice_band_loss(logits, target, radius=r, weight=3.0)
+    assert got.item() == pytest.approx((bce + dice).mean().item(), rel=1e-5)
+    assert got > bce_dice_loss(logits, target)
+    plain = bce_dice_band_loss(logits, target, weight=0.0)
+    assert plain.item() == pytest.approx(bce_dice_loss(logits, target).item(), rel=1e-6)
+    assert TrainConfig(loss="bce_dice_band").loss == "bce_dice_band"
+
+
 def test_layer_decay_scales_follow_spec():
     assert lr_scale("image_encoder.blocks.0.attn.qkv.weight", 12, 0.9) == pytest.approx(0.9**12)
     assert lr_scale("image_encoder.blocks.11.mlp.fc1.weight", 12, 0.9) == pytest.approx(0.9)

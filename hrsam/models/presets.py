@@ -286,7 +286,8 @@ def build_model(
     """Builds the interactive segmenter of a preset (name or `ModelPreset`) with overrides
     (``attention``, ``kernel``, ``window_size``, ``scan``, ``cycle_repeats``, ``anchor_sizes``,
     ``shift``, ``detail``, ``refine``, ``context``), on the CPU. ``device``, ``dtype`` and
-    ``training`` say where and how it will run: a kernel ``auto`` is resolved for them (`ModelPreset.for_device`)."""
+    ``training`` say where and how it will run: a kernel ``auto`` is resolved for them
+    (`ModelPreset.for_device`)."""
     p = preset if isinstance(preset, ModelPreset) else get_preset(preset, **overrides)
     p = p.for_device(device, dtype, backward=training)
     grid = p.train_ts // 16
