@@ -61,7 +61,12 @@ def _parser() -> argparse.ArgumentParser:
         "add_context: a receptive field of 103 input px with 2; default 0: none)",
     )
     p.add_argument(
-        "--loss", default=None, help="the stage's loss (hrsam.train.losses; default: the recipe's)"
+        "--train",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a TrainConfig key of the stage, as the recipe's (e.g. loss=bce_dice_band, "
+        "gamma=0.95, max_clicks=20); repeatable",
     )
     p.add_argument("--lr", type=float, default=None, help="peak rate (default: the recipe's)")
     p.add_argument("--ts", type=int, default=512)
@@ -71,6 +76,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="the recipe's scenes (default: its root)")
     p.add_argument("--recipe", default=None, help="pretraining recipe (default: the committed)")
     return p
+
+
+def _train_keys(pairs: list[str]) -> dict:
+    """``--train KEY=VALUE`` pairs -> TrainConfig keys, the values parsed as YAML (numbers);
+    a pair without ``=`` or a key TrainConfig lacks is a one-line error, exit 2."""
+    import yaml
+
+    from hrsam.train.loop import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in fields:
+            print(
+                f"error: --train {pair}: write KEY=VALUE with a TrainConfig key "
+                f"({', '.join(sorted(fields))})",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup=args.warmup,
         seed=args.seed,
         **({"lr": args.lr} if args.lr else {}),
-        **({"loss": args.loss} if args.loss else {}),
+        **_train_keys(args.train),
     )
     base = build_model(args.preset, training=True)
     if args.detail and base.detail_encoder is not None:
@@ -120,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     changes += [f"detail {args.detail}"] if args.detail else []
     changes += [f"refine {args.refine} (masks at T/2)"] if args.refine else []
     changes += [f"context {args.context}"] if args.context else []
-    changes += [f"loss {args.loss}"] if args.loss else []
+    changes += args.train
     label = f"{args.preset} ({', '.join(changes) or 'as it is'})"
     data = data_config(recipe, args.data_root)
     dataset = data.build("train")
