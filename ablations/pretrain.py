@@ -56,7 +56,6 @@ from ablations.pretrain_stages import (
     LOSS_EVERY,
     base_start,
     check_base_unchanged,
-    contexts,
     details,
     first_detail,
     load_base,
@@ -99,19 +98,15 @@ def data_config(recipe: dict, root: str | None = None):
     return DataConfig(**recipe["data"], **({"root": root} if root else {}))
 
 
-def build_seeded(preset: str, tc, detail: int | None = None, context: int | None = None):
+def build_seeded(preset: str, tc, detail: int | None = None):
     """``preset`` as the first stage starts it: weights from ``tc``'s seed; ``detail`` the channels
-    of its decoder's detail path and ``context`` its context blocks where not the preset's own
-    (0 where a later stage adds them)."""
+    of its decoder's detail path where not the preset's own (0 where a later stage adds it)."""
     import torch
 
     from hrsam.models import build_model
 
-    sizes = {k: v for k, v in (("detail", detail), ("context", context)) if v is not None}
-    if sizes.get("detail") == 0:
-        sizes["context"] = 0  # no path: no blocks on it
     torch.manual_seed(tc.seed)
-    return build_model(preset, training=True, **sizes)
+    return build_model(preset, training=True, **({} if detail is None else {"detail": detail}))
 
 
 def dirty_paths() -> list[str]:
@@ -283,7 +278,7 @@ def pretrain(
     state = _State(folder)
     bar = cli.Progress(data.n_train + data.n_val, "scenes")
     dataset = data.build("train", progress=lambda i, n: bar(i, "scenes"))
-    model = build_seeded(preset, tc, first_detail(details(recipe)), first_detail(contexts(recipe)))
+    model = build_seeded(preset, tc, first_detail(details(recipe)))
     if base is not None and "init_sha256" not in state.data:  # continues the base's record
         state.data.update(base_start(preset, recipe, base))
         state.save()
@@ -296,7 +291,6 @@ def pretrain(
             dirty_paths=dirty_paths(),
             init_sha256=pretrained.state_sha256(model.state_dict()),
             init_detail=model.preset.detail,  # the detail path stage 1 trains with (--reproduce)
-            init_context=model.preset.context,
             first_samples=first_samples(dataset, tc),
             dataset_objects=len(dataset),
         )
@@ -324,7 +318,6 @@ def pretrain(
         "data": {**data.synthetic_spec(), "objects_train": len(dataset)},
         "init_sha256": state.data["init_sha256"],
         "init_detail": state.data.get("init_detail", 0),  # runs before the field: no path
-        "init_context": state.data.get("init_context", 0),
         "first_samples": state.data["first_samples"],
         **first,
         "stages": stages,
@@ -381,7 +374,7 @@ def _check(presets: list[str], recipe: dict) -> None:
         )
     from hrsam.models import PRESETS
 
-    added, context = details(recipe), contexts(recipe)
+    added = details(recipe)
     for preset in presets:  # before any training: a bad stage stops the run at its start
         stage_configs(recipe, train_config(recipe, preset), preset)
         if added and set(added.values()) != {PRESETS[preset].detail}:
@@ -389,12 +382,6 @@ def _check(presets: list[str], recipe: dict) -> None:
             raise cli.UsageError(
                 f"recipe stage {k}: detail={n}, but {preset}'s detail path has "
                 f"{PRESETS[preset].detail} channels; a stage adds the preset's own path"
-            )
-        if context and set(context.values()) != {PRESETS[preset].context}:
-            k, n = next(iter(context.items()))
-            raise cli.UsageError(
-                f"recipe stage {k}: context={n}, but {preset}'s detail path has "
-                f"{PRESETS[preset].context} context blocks; a stage adds the preset's own"
             )
 
 

@@ -60,7 +60,7 @@ def reproduce(preset: str, k: int, folder: Path | None = None) -> tuple[list[flo
     from ablations.pretrain import build_seeded
 
     # the detail path stage 1 trained with (manifests without the field predate the path)
-    model = build_seeded(preset, tc, info.get("init_detail", 0), info.get("init_context", 0))
+    model = build_seeded(preset, tc, info.get("init_detail", 0))
     if pretrained.state_sha256(model.state_dict()) != info["init_sha256"]:
         print(f"{preset}: the initial weights differ from the manifest's", file=sys.stderr)
     losses: list[float] = []

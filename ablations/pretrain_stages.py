@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FIRST = 5  # first steps whose losses and samples a manifest records
 LOSS_EVERY = 100  # steps per logged loss (the mean over them)
 STAGE_KEYS = ("ts", "steps", "lr", "warmup", "seed")  # a stage's record that a base must match
-MODEL_KEYS = ("detail", "context")  # what a stage may add to the model: `details`, `contexts`
+MODEL_KEYS = ("detail",)  # what a stage may change in the model: `details`
 
 
 def stage_configs(recipe: dict, tc, preset: str) -> list:
@@ -46,31 +46,19 @@ def stage_configs(recipe: dict, tc, preset: str) -> list:
     return out
 
 
-def _added(recipe: dict, key: str, what: str) -> dict[int, int]:
-    """{stage: n} of the stages that set the model key ``key`` (an int >= 1); one stage may."""
-    out = {}
-    for k, stage in enumerate(recipe.get("stages") or [], start=2):
-        n = stage.get(key)
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise ValueError(f"recipe stage {k}: {key}={n!r}; {what}, an int >= 1")
-        if n is not None:
-            out[k] = n
-    if len(out) > 1:
-        raise ValueError(f"recipe stages {sorted(out)} each set {key}; one may")
-    return out
-
-
 def details(recipe: dict) -> dict[int, int]:
     """{stage: channels} of the stages that add the decoder's detail path (a stage's ``detail``:
     `hrsam.models.detail.add_detail`, so the stage starts as the previous one's function)."""
-    return _added(recipe, "detail", "the path's channels")
-
-
-def contexts(recipe: dict) -> dict[int, int]:
-    """{stage: blocks} of the stages that add context blocks to the detail path (a stage's
-    ``context``: `hrsam.models.detail.add_context`, which starts as the identity). They need the
-    path: the preset's, added with them or before."""
-    return _added(recipe, "context", "the detail path's context blocks")
+    out = {}
+    for k, stage in enumerate(recipe.get("stages") or [], start=2):
+        n = stage.get("detail")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"recipe stage {k}: detail={n!r}; the path's channels, an int >= 1")
+        if n is not None:
+            out[k] = n
+    if len(out) > 1:
+        raise ValueError(f"recipe stages {sorted(out)} each add a detail path; one may")
+    return out
 
 
 def first_detail(added: dict[int, int]) -> int | None:
@@ -79,21 +67,16 @@ def first_detail(added: dict[int, int]) -> int | None:
     return 0 if added else None
 
 
-def add_stage_detail(
-    model, added: dict[int, int], k: int, seed: int, context: dict[int, int] | None = None
-) -> None:
-    """The detail path into ``model`` where stage ``k`` adds one, and its context blocks where
-    the stage adds them (``context``), their new weights drawn from ``seed`` (the stage's)."""
+def add_stage_detail(model, added: dict[int, int], k: int, seed: int) -> None:
+    """The detail path into ``model`` where stage ``k`` adds one, its new weights drawn from
+    ``seed`` (the stage's)."""
     import torch
 
-    from hrsam.models.detail import add_context, add_detail
+    from hrsam.models.detail import add_detail
 
     if k in added:
         torch.manual_seed(seed)
         add_detail(model, added[k])
-    if context and k in context:
-        torch.manual_seed(seed)
-        add_context(model, context[k])
 
 
 def base_start(preset: str, recipe: dict, folder: Path) -> dict:
@@ -118,11 +101,10 @@ def base_start(preset: str, recipe: dict, folder: Path) -> dict:
                 "continues only the recipe it was made with"
             )
     planned, recorded = stage_configs(recipe, tc, preset), info.get("stages") or []
-    added, context = details(recipe), contexts(recipe)
+    added = details(recipe)
     for stage, stc in zip(recorded, planned, strict=False):
         want = {key: getattr(stc, key) for key in STAGE_KEYS}
         want["detail"] = added.get(stage["stage"])
-        want["context"] = context.get(stage["stage"])
         for key, value in want.items():
             if stage.get(key) != value:
                 raise cli.UsageError(
@@ -138,7 +120,6 @@ def base_start(preset: str, recipe: dict, folder: Path) -> dict:
     return {
         **{key: info[key] for key in ("git_sha", "git_dirty", "dirty_paths", "init_sha256")},
         "init_detail": info.get("init_detail", 0),  # bases before the field had no path
-        "init_context": info.get("init_context", 0),
         "first_samples": info["first_samples"],
         "dataset_objects": info["data"]["objects_train"],
         "base": {
@@ -157,9 +138,8 @@ def load_base(model, preset: str, base: dict, folder: Path) -> None:
     from hrsam import pretrained
 
     held = {s["stage"]: s["detail"] for s in base["stages"][1:] if s.get("detail")}
-    context = {s["stage"]: s["context"] for s in base["stages"][1:] if s.get("context")}
     for stage in base["stages"][1:]:
-        add_stage_detail(model, held, stage["stage"], stage["seed"], context)
+        add_stage_detail(model, held, stage["stage"], stage["seed"])
     if check_base_unchanged(preset, base, folder):  # load_state checks the file's sha256
         model.load_state_dict(pretrained.load_state(preset, Path(base["folder"])), strict=True)
 
@@ -199,7 +179,7 @@ def train_stages(model, dataset, recipe: dict, tc, preset: str, state, series):
             "first_losses": [float(x) for x in result.losses[:FIRST]],
             "final_loss": float(np.mean(result.losses[-LOSS_EVERY:])),
         }
-    stages, offset, added, context = [], tc.steps, details(recipe), contexts(recipe)
+    stages, offset, added = [], tc.steps, details(recipe)
     for k, stc in enumerate(stage_configs(recipe, tc, preset), start=2):
         if k <= len(held):  # the base's record of it
             stages.append(held[k - 1])
@@ -209,9 +189,9 @@ def train_stages(model, dataset, recipe: dict, tc, preset: str, state, series):
         if key not in state.data:  # the stage's start: its own commit
             state.data[key] = {**git_state(ROOT), "dirty_paths": dirty_paths()}
             state.save()
-        add_stage_detail(model, added, k, stc.seed, context)  # a resumed last.pt then loads
+        add_stage_detail(model, added, k, stc.seed)  # a resumed stage's last.pt then loads
         done = train_stage(model, dataset, stc, folder / key, state, series, preset, k, offset)
-        stages.append(stage_record(stc, done, state, k, added.get(k), context.get(k)))
+        stages.append(stage_record(stc, done, state, k, added.get(k)))
         offset += stc.steps
     return first, stages, offset
 
@@ -246,13 +226,10 @@ def _checkpoint_step(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
 
 
-def stage_record(
-    tc, result, state, k: int, detail: int | None = None, context: int | None = None
-) -> dict:
+def stage_record(tc, result, state, k: int, detail: int | None = None) -> dict:
     """A later stage in the manifest: what differs from the first (``detail``: the channels of
-    the detail path it added; ``context``: the context blocks it added), its commit, wall time
-    and the machines its stretches ran on (a stage may run on another machine than the
-    first)."""
+    the detail path it added), its commit, wall time and the machines its stretches ran on (a
+    stage may run on another machine than the first)."""
     own = [s for s in state.data["stretches"] if s.get("stage", 1) == k]
     machines = [s["machine"] for s in own if "machine" in s]
     return {
@@ -263,7 +240,6 @@ def stage_record(
         "warmup": tc.warmup,
         "seed": tc.seed,
         **({"detail": detail} if detail else {}),
-        **({"context": context} if context else {}),
         **{
             key: state.data[f"stage{k}"].get(key) for key in ("git_sha", "git_dirty", "dirty_paths")
         },

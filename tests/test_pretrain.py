@@ -79,23 +79,21 @@ def test_committed_manifest_matches_its_file(preset):
 @pytest.mark.parametrize("preset", COMMITTED)
 def test_committed_base_is_what_the_committed_recipe_makes(preset):
     """The recipe and the bases agree: every stage's ts, steps, rate, warm-up, seed and the detail
-    path and context blocks it added, and the first stage's whole config (a recipe changed
-    without its bases, or the reverse, fails); what the recipe adds is the preset's."""
+    path it added, and the first stage's whole config (a recipe changed without its bases, or the
+    reverse, fails); the path the recipe adds is the preset's."""
     recipe = pretrain.load_recipe()
     info = pretrained.manifest(preset)
     tc = pretrain.train_config(recipe, preset)
     assert info["train"] == json.loads(json.dumps(dataclasses.asdict(tc)))
     planned = pretrain.stage_configs(recipe, tc, preset)
     assert len(info.get("stages", [])) == len(planned)
-    added, context = pretrain_stages.details(recipe), pretrain_stages.contexts(recipe)
+    added = pretrain_stages.details(recipe)
     for stage, stc in zip(info.get("stages", []), planned, strict=True):
         assert {k: stage[k] for k in pretrain_stages.STAGE_KEYS} == {
             k: getattr(stc, k) for k in pretrain_stages.STAGE_KEYS
         }
         assert stage.get("detail") == added.get(stage["stage"])
-        assert stage.get("context") == context.get(stage["stage"])
     assert sum(added.values()) == PRESETS[preset].detail
-    assert sum(context.values()) == PRESETS[preset].context
 
 
 @pytest.mark.parametrize("preset", COMMITTED)
@@ -277,34 +275,27 @@ def test_a_stage_rate_is_one_for_all_or_one_per_preset():
         assert (two.lr, two.ts, three.lr, three.ts) == (want, 96, 0.02, 64)
 
 
-@pytest.mark.parametrize(
-    ("detail", "context"), [(None, None), (16, None), (None, 2)], ids=["plain", "detail", "context"]
-)
+@pytest.mark.parametrize("detail", [None, 16], ids=["plain", "detail"])
 def test_from_base_trains_only_the_new_stage_and_carries_the_base_record(
-    tmp_path, monkeypatch, detail, context
+    tmp_path, monkeypatch, detail
 ):
     """A finished one-stage base continued with a recipe that gained a stage (``--from-base``,
     new training folders: nothing of the base's run but its shipped files) ends with the weights
     of the same two stages trained in one folder, and its manifest carries the base's record.
     With ``detail`` the new stage adds the decoder's detail path to a base made without one (as
-    the preset was when the committed bases' first stages ran); with ``context``, context blocks
-    on the path of a base that has it."""
+    the preset was when the committed bases' first stages ran)."""
     stage = STAGE if detail is None else {**STAGE, "detail": detail}
-    stage = stage if context is None else {**stage, "context": context}
-    monkeypatch.setitem(
-        PRESETS, "hrsam_tiny", dataclasses.replace(PRESETS["hrsam_tiny"], context=context or 0)
-    )
     micro_recipe(tmp_path)
     with monkeypatch.context() as m:
-        if detail or context:  # the base: the preset without what the stage adds
-            plain = dataclasses.replace(PRESETS["hrsam_tiny"], detail=0 if detail else 16)
-            m.setitem(PRESETS, "hrsam_tiny", dataclasses.replace(plain, context=0))
+        if detail:  # the base: the preset without the path
+            plain = dataclasses.replace(PRESETS["hrsam_tiny"], detail=0)
+            m.setitem(PRESETS, "hrsam_tiny", plain)
         assert run_pretrain(tmp_path, "hrsam_tiny") == 0
     shutil.copytree(tmp_path / "weights", tmp_path / "base")
     base = pretrained.verify("hrsam_tiny", tmp_path / "base")
-    held = pretrained.load_state("hrsam_tiny", tmp_path / "base")
-    assert ("detail_encoder.conv1.weight" in held) == (detail is None)
-    assert not any(".context." in k for k in held)
+    assert (
+        "detail_encoder.conv1.weight" in pretrained.load_state("hrsam_tiny", tmp_path / "base")
+    ) == (detail is None)
     micro_recipe(tmp_path, stages=[stage])
     assert run_pretrain(tmp_path, "hrsam_tiny") == 0  # the reference: both stages in one folder
     whole = pretrained.verify("hrsam_tiny", tmp_path / "weights")
@@ -325,9 +316,7 @@ def test_from_base_trains_only_the_new_stage_and_carries_the_base_record(
     for key in (*pretrain_stages.STAGE_KEYS, "first_losses", "final_loss"):
         assert record[key] == want[key], key
     assert record.get("detail") == want.get("detail") == detail
-    assert record.get("context") == want.get("context") == context
     assert info["init_detail"] == whole["init_detail"] == (16 if detail is None else 0)
-    assert info["init_context"] == whole["init_context"] == 0
     model = build_model("hrsam_tiny")  # the preset (with its path) loads the weights as they are
     model.load_state_dict(pretrained.load_state("hrsam_tiny", tmp_path / "w2"), strict=True)
     # run again in the same folders: every stage is done, the same weights
@@ -400,8 +389,6 @@ def test_from_base_refuses_to_resume_from_a_base_replaced_since_the_run_started(
         ({"tss": 512}, "recipe stage 2: unknown key 'tss'; a stage sets TrainConfig's keys (amp,"),
         ({"detail": 0}, "recipe stage 2: detail=0; the path's channels, an int >= 1"),
         ({"detail": 8}, "recipe stage 2: detail=8, but hrsam_tiny's detail path has 16 channels"),
-        ({"context": 1}, "recipe stage 2: context=1, but hrsam_tiny's detail path has 0 context"),
-        ({"context": 0}, "recipe stage 2: context=0; the detail path's context blocks, an int"),
         ({"ts": 500}, "recipe stage 2: ts=500 must be a positive multiple of 16"),
     ],
 )
