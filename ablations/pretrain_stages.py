@@ -46,6 +46,17 @@ def stage_configs(recipe: dict, tc, preset: str) -> list:
     return out
 
 
+def stage_changes(tc, stc) -> dict:
+    """The TrainConfig keys a later stage ``stc`` sets beyond `STAGE_KEYS` (the click rounds'
+    ``gamma`` and ``max_clicks``, the loss, ...): {key: value} where it differs from the first
+    stage's ``tc``. A manifest records them with the stage, and a base is checked against them."""
+    return {
+        f.name: getattr(stc, f.name)
+        for f in dataclasses.fields(stc)
+        if f.name not in STAGE_KEYS and getattr(stc, f.name) != getattr(tc, f.name)
+    }
+
+
 def details(recipe: dict) -> dict[int, int]:
     """{stage: channels} of the stages that add the decoder's detail path (a stage's ``detail``:
     `hrsam.models.detail.add_detail`, so the stage starts as the previous one's function)."""
@@ -103,7 +114,7 @@ def base_start(preset: str, recipe: dict, folder: Path) -> dict:
     planned, recorded = stage_configs(recipe, tc, preset), info.get("stages") or []
     added = details(recipe)
     for stage, stc in zip(recorded, planned, strict=False):
-        want = {key: getattr(stc, key) for key in STAGE_KEYS}
+        want = {key: getattr(stc, key) for key in STAGE_KEYS} | stage_changes(tc, stc)
         want["detail"] = added.get(stage["stage"])
         for key, value in want.items():
             if stage.get(key) != value:
@@ -191,7 +202,8 @@ def train_stages(model, dataset, recipe: dict, tc, preset: str, state, series):
             state.save()
         add_stage_detail(model, added, k, stc.seed)  # a resumed stage's last.pt then loads
         done = train_stage(model, dataset, stc, folder / key, state, series, preset, k, offset)
-        stages.append(stage_record(stc, done, state, k, added.get(k)))
+        record = stage_record(stc, done, state, k, added.get(k))
+        stages.append({**record, **stage_changes(tc, stc)})
         offset += stc.steps
     return first, stages, offset
 

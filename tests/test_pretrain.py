@@ -92,6 +92,8 @@ def test_committed_base_is_what_the_committed_recipe_makes(preset):
         assert {k: stage[k] for k in pretrain_stages.STAGE_KEYS} == {
             k: getattr(stc, k) for k in pretrain_stages.STAGE_KEYS
         }
+        for key, value in pretrain_stages.stage_changes(tc, stc).items():
+            assert stage.get(key) == value, key
         assert stage.get("detail") == added.get(stage["stage"])
     assert sum(added.values()) == PRESETS[preset].detail
 
@@ -313,8 +315,9 @@ def test_from_base_trains_only_the_new_stage_and_carries_the_base_record(
         assert info[key] == whole[key], key
     assert info["git_sha"] == base["git_sha"] and info["wall_s"] > base["wall_s"]
     [record], [want] = info["stages"], whole["stages"]
-    for key in (*pretrain_stages.STAGE_KEYS, "first_losses", "final_loss"):
+    for key in (*pretrain_stages.STAGE_KEYS, "first_losses", "final_loss", "ckpt_every"):
         assert record[key] == want[key], key
+    assert record["ckpt_every"] == STAGE["ckpt_every"]  # a key the stage sets is its record
     assert record.get("detail") == want.get("detail") == detail
     assert info["init_detail"] == whole["init_detail"] == (16 if detail is None else 0)
     model = build_model("hrsam_tiny")  # the preset (with its path) loads the weights as they are
@@ -337,17 +340,22 @@ def test_from_base_trains_only_the_new_stage_and_carries_the_base_record(
             {"stages": [{**STAGE, "seed": 5}, STAGE]},
             "hrsam_tiny's base trained stage 2 with seed=1, the recipe says 5",
         ),
+        (  # a stage's other TrainConfig keys (here the click rounds) are its record too
+            {"stages": [{**STAGE, "gamma": 0.95}, STAGE]},
+            "hrsam_tiny's base trained stage 2 with gamma=None, the recipe says 0.95",
+        ),
     ],
 )
 def test_from_base_refuses_a_base_the_recipe_did_not_make(
     micro_weights, tmp_path, monkeypatch, capsys, changes, message
 ):
     base = micro_weights / "weights"
-    if "seed" in message:  # a two-stage base: the record of a stage 2 (the file is unchanged)
+    if "stage 2" in message:  # a two-stage base: the record of a stage 2 (the file unchanged)
         base = tmp_path / "two"
         shutil.copytree(micro_weights / "weights", base)
         info = json.loads((base / "hrsam_tiny.json").read_text())
         stage = {"stage": 2, **{k: STAGE[k] for k in ("ts", "steps", "warmup", "seed")}}
+        stage["ckpt_every"] = STAGE["ckpt_every"]  # what the stage sets beyond STAGE_KEYS
         info["stages"] = [{**stage, "lr": MICRO_RECIPE["lr"]["hrsam_tiny"]}]
         (base / "hrsam_tiny.json").write_text(json.dumps(info))
     micro_recipe(tmp_path, **changes)
