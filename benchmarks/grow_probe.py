@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _train_keys(pairs: list[str]) -> dict:
     """``--train KEY=VALUE`` pairs -> TrainConfig keys, the values parsed as YAML (numbers);
-    a pair without ``=`` or a key TrainConfig lacks is a one-line error, exit 2."""
+    ValueError for a pair without ``=`` or a key TrainConfig lacks."""
     import yaml
 
     from hrsam.train.loop import TrainConfig
@@ -90,12 +90,9 @@ def _train_keys(pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or key not in fields:
-            print(
-                f"error: --train {pair}: write KEY=VALUE with a TrainConfig key "
-                f"({', '.join(sorted(fields))})",
-                file=sys.stderr,
+            raise ValueError(
+                f"{pair}: write KEY=VALUE with a TrainConfig key ({', '.join(sorted(fields))})"
             )
-            raise SystemExit(2)
         out[key] = yaml.safe_load(value)
     return out
 
@@ -114,15 +111,19 @@ def main(argv: list[str] | None = None) -> int:
 
     recipe = load_recipe(Path(args.recipe) if args.recipe else RECIPE)
     torch.set_num_threads(recipe["threads"])
-    tc = dataclasses.replace(
-        train_config(recipe, args.preset),
-        ts=args.ts,
-        steps=args.steps,
-        warmup=args.warmup,
-        seed=args.seed,
-        **({"lr": args.lr} if args.lr else {}),
-        **_train_keys(args.train),
-    )
+    try:
+        tc = dataclasses.replace(
+            train_config(recipe, args.preset),
+            ts=args.ts,
+            steps=args.steps,
+            warmup=args.warmup,
+            seed=args.seed,
+            **({"lr": args.lr} if args.lr else {}),
+            **_train_keys(args.train),
+        )
+    except ValueError as e:  # a bad pair, or TrainConfig's own check of a value
+        print(f"error: --train: {e}", file=sys.stderr)
+        return 2
     base = build_model(args.preset, training=True)
     if args.detail and base.detail_encoder is not None:
         print(

@@ -134,6 +134,23 @@ def test_grow_probe_trains_on_the_committed_base_with_its_detail_path(tmp_path, 
     assert json.loads((tmp_path / "refine" / "validation.json").read_text())["refine"] == 8
     refined = torch.load(tmp_path / "refine" / "last.pt", weights_only=True)["state_dict"]
     assert refined["mask_decoder.detail_refine.conv2.weight"].abs().sum() > 0  # trained off 0
+    late = ["--out", str(tmp_path / "late"), "--context", "1", "--train", "gamma=0.9"]
+    late += ["--train", "max_clicks=3", "--train", "loss=bce_dice_band"]
+    assert grow_probe.main([*args[:1], *args[3:], *late, *micro]) == 0
+    record = json.loads((tmp_path / "late" / "validation.json").read_text())
+    assert record["context"] == 1
+    assert (record["train"]["gamma"], record["train"]["max_clicks"]) == (0.9, 3)
+    assert record["train"]["loss"] == "bce_dice_band"
+    ctx = torch.load(tmp_path / "late" / "last.pt", weights_only=True)["state_dict"]
+    assert ctx["detail_encoder.context.0.conv2.weight"].abs().sum() > 0  # trained off 0
+    for bad, says in (("gama=0.9", "write KEY=VALUE with a TrainConfig key"),
+                      ("loss=focal", "loss='focal' must be one of")):  # fmt: skip
+        capsys.readouterr()
+        out = ["--out", str(tmp_path / "bad"), "--train", bad]
+        assert grow_probe.main([*args[:1], *args[3:], *out, *micro]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: --train") and says in err and "\n" not in err
+        assert not (tmp_path / "bad").exists()
     state = torch.load(tmp_path / "out" / "last.pt", weights_only=True)["state_dict"]
     assert len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")}) == 4
     base = pretrained.load_state("hrsam_tiny")
