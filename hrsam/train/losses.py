@@ -47,12 +47,19 @@ def bce_dice_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None) -
     loss, which puts nearly all weight on the hardest pixels, every pixel of the object's
     overlap counts: a recipe option where the hardest pixels cannot be resolved (structures
     thinner than the ts/4 mask grid)."""
+    return _bce_dice(logits, target, valid)
+
+
+def _bce_dice(logits: Tensor, target: Tensor, valid: Tensor | None, bce_weight=None) -> Tensor:
+    """`bce_dice_loss`, each pixel's cross-entropy times ``bce_weight`` (B, 1, H, W) where
+    given; the normalization stays the valid pixel count."""
     y = target.float()
     v = torch.ones_like(y) if valid is None else valid.float()
     x = logits.float()
     dims = tuple(range(1, x.dim()))
     n = v.sum(dims).clamp_min(1.0)
-    bce = (F.binary_cross_entropy_with_logits(x, y, reduction="none") * v).sum(dims) / n
+    w = v if bce_weight is None else v * bce_weight
+    bce = (F.binary_cross_entropy_with_logits(x, y, reduction="none") * w).sum(dims) / n
     p = torch.sigmoid(x) * v
     dice = 1 - (2 * (p * y).sum(dims) + 1) / (p.sum(dims) + (y * v).sum(dims) + 1)
     return (bce + dice).mean()
@@ -80,16 +87,7 @@ def bce_dice_band_loss(
     pixels, and where the masks go wrong once the clicks stop helping
     (benchmarks/results/cpu/pretrain.md, session 17). The normalization stays the valid pixel
     count, so the interior's weight is the same as in `bce_dice_loss`."""
-    y = target.float()
-    v = torch.ones_like(y) if valid is None else valid.float()
-    x = logits.float()
-    dims = tuple(range(1, x.dim()))
-    n = v.sum(dims).clamp_min(1.0)
-    w = v * (1 + weight * outline_band(y, radius))
-    bce = (F.binary_cross_entropy_with_logits(x, y, reduction="none") * w).sum(dims) / n
-    p = torch.sigmoid(x) * v
-    dice = 1 - (2 * (p * y).sum(dims) + 1) / (p.sum(dims) + (y * v).sum(dims) + 1)
-    return (bce + dice).mean()
+    return _bce_dice(logits, target, valid, 1 + weight * outline_band(target, radius))
 
 
 LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
