@@ -52,6 +52,11 @@ class ContextBlock(nn.Module):
         return x + self.conv2(F.gelu(self.conv1(y)))
 
 
+def context_blocks(channels: int, n: int) -> nn.ModuleList:
+    """``n`` `ContextBlock` of ``channels``, dilations 2, 4, 8, ..."""
+    return nn.ModuleList(ContextBlock(channels, 2 ** (i + 1)) for i in range(n))
+
+
 class DetailEncoder(nn.Module):
     """(B, 3, T, T) normalized input -> (B, channels, T/4, T/4) local features; with
     ``context`` blocks (`ContextBlock`, dilations 2, 4, ...) the T/4 features also see the
@@ -61,7 +66,7 @@ class DetailEncoder(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, channels, 3, 2, 1)
         self.conv2 = nn.Conv2d(channels, channels, 3, 2, 1)
-        self.context = nn.ModuleList(ContextBlock(channels, 2 ** (i + 1)) for i in range(context))
+        self.context = context_blocks(channels, context)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.features(x)[1]
@@ -166,7 +171,7 @@ def add_context(model: nn.Module, blocks: int) -> nn.Module:
     if len(enc.context):
         raise ValueError("the model's detail path has context blocks already")
     channels = enc.conv2.out_channels
-    enc.context = nn.ModuleList(ContextBlock(channels, 2 ** (i + 1)) for i in range(blocks))
+    enc.context = context_blocks(channels, blocks)
     if getattr(model, "preset", None) is not None and model.preset.context != blocks:
         model.preset = dataclasses.replace(model.preset, context=blocks)
     return model
